@@ -1,0 +1,200 @@
+//! The two tasks behind a [`Channel`](super::Channel): one writes requests,
+//! one routes replies to the calls waiting for them.
+//!
+//! Callers never share a lock. Each call sends its finished frame and a
+//! oneshot sender down one queue. The writer takes everything queued, hands
+//! the senders to the reader in one message, then writes all the frames in
+//! as few system calls as it can. The reader owns the in-flight map; since
+//! the registration is queued before its request is written, a reply whose
+//! id is not yet in the map is found by draining the registrations.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope::{self, Message, Status};
+use crate::transport::{FrameReader, FrameWriter};
+
+/// Most requests taken off the queue for one write.
+const MAX_BATCH: usize = 256;
+
+/// A request on its way to the writer.
+pub(crate) struct Outgoing {
+    pub(crate) id: u64,
+    pub(crate) frame: BytesMut,
+    pub(crate) reply: oneshot::Sender<Response>,
+}
+
+/// A reply on its way to its caller.
+pub(crate) struct Response {
+    pub(crate) status: Status,
+    pub(crate) body: Bytes,
+}
+
+/// Why the connection ended; the first reason recorded wins.
+#[derive(Debug, Default)]
+pub(crate) struct Closed(OnceLock<String>);
+
+impl Closed {
+    fn set(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.0
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the connection is closed".to_owned())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+type Registrations = Vec<(u64, oneshot::Sender<Response>)>;
+
+/// Starts the connection's tasks; the queue closes when they end.
+pub(crate) fn spawn(
+    reader: FrameReader,
+    writer: FrameWriter,
+) -> (mpsc::UnboundedSender<Outgoing>, Arc<Closed>) {
+    let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
+    let (registrations_tx, registrations_rx) = mpsc::unbounded_channel();
+    // Each task holds the sender of a oneshot the other waits on, so that
+    // either one ending (and dropping it) ends the other.
+    let (writer_alive, writer_done) = oneshot::channel::<()>();
+    let (reader_alive, reader_done) = oneshot::channel::<()>();
+    let closed = Arc::new(Closed::default());
+    tokio::spawn(write_loop(
+        writer,
+        outgoing_rx,
+        registrations_tx,
+        reader_done,
+        writer_alive,
+        closed.clone(),
+    ));
+    tokio::spawn(read_loop(
+        reader,
+        registrations_rx,
+        writer_done,
+        reader_alive,
+        closed.clone(),
+    ));
+    (outgoing_tx, closed)
+}
+
+async fn write_loop(
+    mut writer: FrameWriter,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    registrations: mpsc::UnboundedSender<Registrations>,
+    mut reader_done: oneshot::Receiver<()>,
+    _alive: oneshot::Sender<()>,
+    closed: Arc<Closed>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut frames = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let taken = tokio::select! {
+            biased;
+            _ = &mut reader_done => return,
+            taken = outgoing.recv_many(&mut batch, MAX_BATCH) => taken,
+        };
+        if taken == 0 {
+            // Every Channel clone is gone, and with them every caller.
+            closed.set("the channel was dropped".to_owned());
+            writer.shutdown().await;
+            return;
+        }
+        let mut pending = Vec::with_capacity(taken);
+        for request in batch.drain(..) {
+            pending.push((request.id, request.reply));
+            frames.push(request.frame);
+        }
+        if registrations.send(pending).is_err() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut reader_done => return,
+            written = writer.write_batch(&mut frames) => if let Err(e) = written {
+                closed.set(format!("writing to the server failed: {e}"));
+                return;
+            },
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: FrameReader,
+    mut registrations: mpsc::UnboundedReceiver<Registrations>,
+    mut writer_done: oneshot::Receiver<()>,
+    _alive: oneshot::Sender<()>,
+    closed: Arc<Closed>,
+) {
+    let mut in_flight: HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<IdHasher>> =
+        HashMap::default();
+    let reason = loop {
+        let frame = tokio::select! {
+            biased;
+            frame = reader.next() => frame,
+            // The writer records its own reason before it ends.
+            _ = &mut writer_done => break None,
+        };
+        let payload = match frame {
+            None => break Some("the server closed the connection".to_owned()),
+            Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
+            Some(Ok(payload)) => payload.freeze(),
+        };
+        match envelope::decode(&payload) {
+            Ok(Message::Response { id, status, body }) => {
+                let waiting = in_flight.remove(&id).or_else(|| {
+                    while let Ok(batch) = registrations.try_recv() {
+                        in_flight.extend(batch);
+                    }
+                    in_flight.remove(&id)
+                });
+                match waiting {
+                    // A caller that gave up has dropped its receiver; fine.
+                    Some(caller) => drop(caller.send(Response { status, body })),
+                    None => tracing::warn!(id, "reply for a request id not in flight; ignored"),
+                }
+            }
+            Ok(Message::Request { .. }) => {
+                break Some("protocol violation: the server sent a request".to_owned());
+            }
+            Err(e) => break Some(format!("protocol violation: {e}")),
+        }
+    };
+    if let Some(reason) = reason {
+        tracing::debug!("connection closed: {reason}");
+        closed.set(reason);
+    }
+    // Returning drops `in_flight` and `registrations`: every caller still
+    // waiting wakes with the reason recorded above.
+}
+
+/// Hashes sequential request ids by Fibonacci multiplication: cheap, and it
+/// spreads both the low bits (bucket) and the high bits (hashbrown's tag).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

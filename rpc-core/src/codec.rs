@@ -1,0 +1,172 @@
+//! The one seam between the toolkit and its serialization format.
+//!
+//! Values travel as bincode 2 in its `standard` configuration (little-endian,
+//! variable-length integers) through serde. Nothing else in the crate names
+//! bincode, so another format can replace it here alone.
+
+use bincode::config::{self, Config};
+use bincode::enc::write::Writer;
+use bincode::error::{DecodeError, EncodeError};
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CodecError;
+
+/// The rungs of the decode allocation limit, 16x apart.
+///
+/// bincode allocates an owned string or byte buffer at the length its prefix
+/// claims, before reading the bytes; only its compile-time `with_limit` stops
+/// a 12-byte message from asking for a terabyte. A well-formed body never
+/// claims more bytes than it holds (the claims are for bytes that follow), so
+/// the smallest rung at or above the body length admits every honest message
+/// and caps a hostile one at 16x its size.
+const RUNGS: [usize; 5] = [1 << 16, 1 << 20, 1 << 24, 1 << 28, u32::MAX as usize];
+
+/// Appends `value` to `buf`, failing once more than `limit` bytes would be
+/// written rather than after encoding all of an oversized value.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<(), EncodeFailure> {
+    let mut writer = BoundedWriter {
+        buf,
+        remaining: limit,
+        overflowed: false,
+    };
+    match bincode::serde::encode_into_writer(value, &mut writer, config::standard()) {
+        Ok(()) => Ok(()),
+        Err(_) if writer.overflowed => Err(EncodeFailure::TooLarge),
+        Err(e) => Err(EncodeFailure::Codec(CodecError::new(e.to_string()))),
+    }
+}
+
+/// Why [`encode`] failed.
+#[derive(Debug)]
+pub(crate) enum EncodeFailure {
+    /// The value needs more bytes than the limit allows.
+    TooLarge,
+    /// The value could not be represented (e.g. a map of unknown length).
+    Codec(CodecError),
+}
+
+/// Decodes a whole `body` into `T`, borrowing from it where `T` allows.
+/// Trailing bytes are an error: a body is exactly one value.
+pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, CodecError> {
+    let len = body.len();
+    let result = if len <= RUNGS[0] {
+        decode_limited::<T, { RUNGS[0] }>(body)
+    } else if len <= RUNGS[1] {
+        decode_limited::<T, { RUNGS[1] }>(body)
+    } else if len <= RUNGS[2] {
+        decode_limited::<T, { RUNGS[2] }>(body)
+    } else if len <= RUNGS[3] {
+        decode_limited::<T, { RUNGS[3] }>(body)
+    } else {
+        decode_limited::<T, { RUNGS[4] }>(body)
+    };
+    match result {
+        Ok((value, read)) if read == len => Ok(value),
+        Ok((_, read)) => Err(CodecError::new(format!(
+            "{} trailing bytes after the value",
+            len - read
+        ))),
+        Err(DecodeError::LimitExceeded) => Err(CodecError::new(format!(
+            "a length prefix claims more memory than a {len}-byte message can hold"
+        ))),
+        Err(e) => Err(CodecError::new(e.to_string())),
+    }
+}
+
+fn decode_limited<'de, T: Deserialize<'de>, const LIMIT: usize>(
+    body: &'de [u8],
+) -> Result<(T, usize), DecodeError> {
+    let config = config::standard().with_limit::<LIMIT>();
+    debug_assert!(config.limit().is_some());
+    bincode::serde::borrow_decode_from_slice(body, config)
+}
+
+/// A bincode writer straight into the outgoing frame buffer.
+struct BoundedWriter<'a> {
+    buf: &'a mut BytesMut,
+    remaining: usize,
+    overflowed: bool,
+}
+
+impl Writer for BoundedWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        if bytes.len() > self.remaining {
+            self.overflowed = true;
+            return Err(EncodeError::Other("value exceeds the frame limit"));
+        }
+        self.remaining -= bytes.len();
+        self.buf.put_slice(bytes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn round_trip<T>(value: T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let mut buf = BytesMut::new();
+        encode(&value, &mut buf, usize::MAX).unwrap();
+        assert_eq!(decode::<T>(&buf).unwrap(), value);
+    }
+
+    #[test]
+    fn values_round_trip() {
+        round_trip((1i64, -2i32, "héllo wörld ✓".to_string()));
+        round_trip(Some(vec![1u8, 2, 3]));
+        round_trip(HashMap::from([(1u32, "a".to_string()), (2, "b".into())]));
+        round_trip(());
+    }
+
+    #[test]
+    fn huge_string_claim_is_an_error_not_an_allocation() {
+        // varint 253 = u64 follows; claims a 2^40-byte string in 9 bytes.
+        let mut body = vec![253u8];
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = decode::<String>(&body).unwrap_err();
+        assert!(err.to_string().contains("claims more memory"), "{err}");
+        let err = decode::<Vec<u8>>(&body).unwrap_err();
+        assert!(!err.to_string().is_empty());
+        let err = decode::<Vec<u64>>(&body).unwrap_err();
+        assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut buf = BytesMut::new();
+        encode(&7u32, &mut buf, usize::MAX).unwrap();
+        buf.put_u8(0);
+        let err = decode::<u32>(&buf).unwrap_err();
+        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+    }
+
+    #[test]
+    fn truncated_body_is_an_error() {
+        let mut buf = BytesMut::new();
+        encode(&"some text".to_string(), &mut buf, usize::MAX).unwrap();
+        for cut in 0..buf.len() {
+            assert!(decode::<String>(&buf[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn encode_stops_at_the_limit() {
+        let mut buf = BytesMut::new();
+        let big = vec![0u8; 1000];
+        assert!(matches!(
+            encode(&big, &mut buf, 100),
+            Err(EncodeFailure::TooLarge)
+        ));
+        assert!(buf.len() <= 100);
+    }
+}

@@ -1,0 +1,398 @@
+//! The envelope: what a frame's payload says besides the value it carries.
+//!
+//! Every message starts `kind: u8, flags: u8, id: u64 (LE)`. A request then
+//! names its service and method (each a `u8` length and UTF-8 bytes); a
+//! response carries a status byte. An optional extension block (flag bit 0)
+//! follows, then the body: the bincode-encoded arguments or return value, or
+//! a UTF-8 message for an error status. docs/PROTOCOL.md is the full account.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Serialize;
+
+use crate::codec::{self, EncodeFailure};
+use crate::error::RpcError;
+use crate::frame;
+
+/// Message kind of a call.
+const KIND_REQUEST: u8 = 0x01;
+/// Message kind of the answer to a call.
+const KIND_RESPONSE: u8 = 0x02;
+
+/// Flag bit: an extension block follows the fixed header.
+const FLAG_EXTENSIONS: u8 = 0x01;
+/// Extension tags with this bit set must be understood by the receiver.
+const TAG_CRITICAL: u16 = 0x8000;
+
+/// Error messages are cut to this many bytes, so that an enormous panic
+/// message cannot push a reply over the frame limit.
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// Bytes of `kind, flags, id`.
+const COMMON_HEADER_LEN: usize = 10;
+
+/// How a call ended, as carried in a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status(pub(crate) u8);
+
+impl Status {
+    pub(crate) const OK: Status = Status(0);
+    pub(crate) const UNKNOWN_SERVICE: Status = Status(1);
+    pub(crate) const UNKNOWN_METHOD: Status = Status(2);
+    pub(crate) const BAD_REQUEST: Status = Status(3);
+    pub(crate) const HANDLER_PANICKED: Status = Status(4);
+    pub(crate) const INTERNAL: Status = Status(5);
+}
+
+/// A decoded message, borrowing names from its frame.
+#[derive(Debug)]
+pub(crate) enum Message<'a> {
+    /// A call.
+    Request {
+        id: u64,
+        service: &'a str,
+        method: &'a str,
+        body: Bytes,
+    },
+    /// The answer to the call with the same id.
+    Response {
+        id: u64,
+        status: Status,
+        body: Bytes,
+    },
+}
+
+/// A frame that does not follow the protocol.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ProtocolError(String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ProtocolError> for RpcError {
+    fn from(e: ProtocolError) -> Self {
+        RpcError::Protocol(e.0)
+    }
+}
+
+/// Appends a whole request frame (prefix included) to `buf`.
+pub(crate) fn encode_request<A: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    id: u64,
+    service: &str,
+    method: &str,
+    args: &A,
+    max_frame_length: usize,
+) -> Result<(), RpcError> {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_REQUEST);
+    buf.put_u8(0);
+    buf.put_u64_le(id);
+    put_name(buf, service, "service")?;
+    put_name(buf, method, "method")?;
+    put_body(buf, start, args, max_frame_length)
+        .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
+}
+
+/// Appends a whole success response frame to `buf`.
+pub(crate) fn encode_response<R: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    id: u64,
+    value: &R,
+    max_frame_length: usize,
+) -> Result<(), RpcError> {
+    let start = response_header(buf, id, Status::OK);
+    put_body(buf, start, value, max_frame_length)
+        .map_err(|failure| describe(failure, max_frame_length, || "the reply".to_owned()))
+}
+
+/// Appends a whole error response frame to `buf`.
+pub(crate) fn encode_error(buf: &mut BytesMut, id: u64, status: Status, message: &str) {
+    let start = response_header(buf, id, status);
+    buf.put_slice(truncate(message, MAX_ERROR_MESSAGE).as_bytes());
+    frame::finish(buf, start);
+}
+
+/// What the generated client calls the arguments of a method, in errors.
+pub(crate) fn arguments_of(service: &str, method: &str) -> String {
+    format!("the arguments of {service}.{method}")
+}
+
+fn response_header(buf: &mut BytesMut, id: u64, status: Status) -> usize {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_RESPONSE);
+    buf.put_u8(0);
+    buf.put_u64_le(id);
+    buf.put_u8(status.0);
+    start
+}
+
+fn put_name(buf: &mut BytesMut, name: &str, what: &str) -> Result<(), RpcError> {
+    let len = u8::try_from(name.len())
+        .map_err(|_| RpcError::Protocol(format!("{what} name `{name}` is over 255 bytes")))?;
+    buf.put_u8(len);
+    buf.put_slice(name.as_bytes());
+    Ok(())
+}
+
+/// Encodes the body after a header that began at `start`, then closes the
+/// frame; on failure the buffer is restored to `start`.
+fn put_body<T: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    start: usize,
+    value: &T,
+    max_frame_length: usize,
+) -> Result<(), EncodeFailure> {
+    let used = buf.len() - start - frame::PREFIX_LEN;
+    let room = frame::payload_limit(max_frame_length).saturating_sub(used);
+    match codec::encode(value, buf, room) {
+        Ok(()) => {
+            frame::finish(buf, start);
+            Ok(())
+        }
+        Err(failure) => {
+            buf.truncate(start);
+            Err(failure)
+        }
+    }
+}
+
+fn describe(failure: EncodeFailure, limit: usize, what: impl FnOnce() -> String) -> RpcError {
+    match failure {
+        EncodeFailure::TooLarge => RpcError::FrameTooLarge { limit },
+        EncodeFailure::Codec(source) => RpcError::Encode {
+            what: what(),
+            source,
+        },
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Reads the envelope of one frame payload (the prefix already stripped).
+pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
+    let mut cursor = Cursor {
+        buf: payload,
+        pos: 0,
+    };
+    if payload.len() < COMMON_HEADER_LEN {
+        return Err(ProtocolError(format!(
+            "a {}-byte frame is too short for a message header",
+            payload.len()
+        )));
+    }
+    let kind = cursor.u8()?;
+    let flags = cursor.u8()?;
+    let id = cursor.u64()?;
+    if flags & !FLAG_EXTENSIONS != 0 {
+        return Err(ProtocolError(format!(
+            "reserved flag bits set: {flags:#04x}"
+        )));
+    }
+    let message = match kind {
+        KIND_REQUEST => {
+            let service = cursor.name("service")?;
+            let method = cursor.name("method")?;
+            cursor.skip_extensions(flags)?;
+            Message::Request {
+                id,
+                service,
+                method,
+                body: payload.slice(cursor.pos..),
+            }
+        }
+        KIND_RESPONSE => {
+            let status = Status(cursor.u8()?);
+            cursor.skip_extensions(flags)?;
+            Message::Response {
+                id,
+                status,
+                body: payload.slice(cursor.pos..),
+            }
+        }
+        other => return Err(ProtocolError(format!("unknown message kind {other:#04x}"))),
+    };
+    Ok(message)
+}
+
+/// Reads fixed-width fields, turning every short read into an error.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| ProtocolError("message header ends early".to_owned()))?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ProtocolError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn name(&mut self, what: &str) -> Result<&'a str, ProtocolError> {
+        let len = self.u8()?;
+        std::str::from_utf8(self.take(len.into())?)
+            .map_err(|_| ProtocolError(format!("{what} name is not UTF-8")))
+    }
+
+    /// Skips the extension block. This version defines no extensions; unknown
+    /// ones are skipped unless marked critical.
+    fn skip_extensions(&mut self, flags: u8) -> Result<(), ProtocolError> {
+        if flags & FLAG_EXTENSIONS == 0 {
+            return Ok(());
+        }
+        let len = self.u32()?;
+        let mut block = Cursor {
+            buf: self.take(len as usize)?,
+            pos: 0,
+        };
+        while block.pos < block.buf.len() {
+            let tag = block.u16()?;
+            let value_len = block.u32()?;
+            block.take(value_len as usize)?;
+            if tag & TAG_CRITICAL != 0 {
+                return Err(ProtocolError(format!(
+                    "critical extension {tag:#06x} is not supported"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(buf: BytesMut) -> Bytes {
+        buf.freeze().slice(frame::PREFIX_LEN..)
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let mut buf = BytesMut::new();
+        encode_request(&mut buf, 7, "Calc", "add", &(2i64, 3i64), 1024).unwrap();
+        let payload = payload(buf);
+        match decode(&payload).unwrap() {
+            Message::Request {
+                id,
+                service,
+                method,
+                body,
+            } => {
+                assert_eq!((id, service, method), (7, "Calc", "add"));
+                assert_eq!(codec::decode::<(i64, i64)>(&body).unwrap(), (2, 3));
+            }
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_response_round_trips() {
+        let mut buf = BytesMut::new();
+        encode_error(&mut buf, 9, Status::HANDLER_PANICKED, "boom");
+        let payload = payload(buf);
+        match decode(&payload).unwrap() {
+            Message::Response { id, status, body } => {
+                assert_eq!(
+                    (id, status, &body[..]),
+                    (9, Status::HANDLER_PANICKED, &b"boom"[..])
+                );
+            }
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let mut buf = BytesMut::new();
+        encode_request(&mut buf, 1, "Svc", "method", &(), 1024).unwrap();
+        let full = payload(buf);
+        for cut in 0..full.len() {
+            assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn unknown_kind_and_flags_are_errors() {
+        let mut frame = vec![0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(decode(&Bytes::from(frame.clone())).is_err());
+        frame[0] = KIND_RESPONSE;
+        frame[1] = 0x80;
+        frame.push(0);
+        assert!(decode(&Bytes::from(frame)).is_err());
+    }
+
+    #[test]
+    fn extensions_are_skipped_unless_critical() {
+        let build = |tag: u16| {
+            let mut p = vec![KIND_RESPONSE, FLAG_EXTENSIONS];
+            p.extend_from_slice(&5u64.to_le_bytes());
+            p.push(0);
+            p.extend_from_slice(&7u32.to_le_bytes());
+            p.extend_from_slice(&tag.to_le_bytes());
+            p.extend_from_slice(&1u32.to_le_bytes());
+            p.push(0xAA);
+            p.push(42);
+            Bytes::from(p)
+        };
+        let plain = build(0x0001);
+        match decode(&plain).unwrap() {
+            Message::Response { body, .. } => assert_eq!(&body[..], &[42]),
+            other => panic!("not a response: {other:?}"),
+        }
+        assert!(decode(&build(0x8001)).is_err());
+    }
+
+    #[test]
+    fn oversize_request_fails_locally_and_leaves_buffer_clean() {
+        let mut buf = BytesMut::new();
+        let err = encode_request(&mut buf, 1, "S", "m", &vec![0u8; 100], 50).unwrap_err();
+        assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_MESSAGE);
+        let cut = truncate(&long, MAX_ERROR_MESSAGE + 1);
+        assert_eq!(cut.len(), MAX_ERROR_MESSAGE);
+    }
+}

@@ -1,0 +1,126 @@
+//! The one error type of the toolkit.
+
+use std::io;
+
+/// Everything that can go wrong with a remote call, a connection or a server.
+///
+/// Marked `#[non_exhaustive]`: later versions add variants (deadlines,
+/// cancellation, authentication), so match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// No connection could be opened to the server (refused, unreachable,
+    /// timed out, or the address did not resolve).
+    #[error("could not connect to {addr}")]
+    Connect {
+        /// The address as the caller gave it.
+        addr: String,
+        /// Why the connection failed.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The connection closed before this call was answered, or was already
+    /// closed when the call started. The call may or may not have run.
+    #[error("connection closed: {reason}")]
+    ConnectionClosed {
+        /// Why the connection closed, as far as this side knows.
+        reason: String,
+    },
+
+    /// An I/O error outside an established connection, such as binding a
+    /// listener.
+    #[error("i/o error")]
+    Io(#[source] io::Error),
+
+    /// The peer broke the wire protocol: a wrong handshake, a malformed
+    /// envelope, or an unexpected message.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+
+    /// A value could not be encoded for the wire.
+    #[error("could not encode {what}")]
+    Encode {
+        /// What was being encoded (`arguments of Calculator.add`, ...).
+        what: String,
+        /// The codec's reason.
+        #[source]
+        source: CodecError,
+    },
+
+    /// A reply from the server could not be decoded into the expected type:
+    /// usually client and server were built from different trait versions.
+    #[error("could not decode {what}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// The codec's reason.
+        #[source]
+        source: CodecError,
+    },
+
+    /// A message was larger than the frame limit of the side that checked it.
+    #[error("message exceeds the frame limit of {limit} bytes")]
+    FrameTooLarge {
+        /// The limit in bytes that was exceeded.
+        limit: usize,
+    },
+
+    /// The server has no service of this name.
+    #[error("the server has no service `{service}`")]
+    UnknownService {
+        /// The service name the call asked for.
+        service: String,
+    },
+
+    /// The service has no method of this name.
+    #[error("service `{service}` has no method `{method}`")]
+    UnknownMethod {
+        /// The service name the call asked for.
+        service: String,
+        /// The method name the call asked for.
+        method: String,
+    },
+
+    /// The server could not decode the call's arguments: usually client and
+    /// server were built from different trait versions.
+    #[error("the server rejected the request: {message}")]
+    BadRequest {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// The handler panicked on the server. The server caught the panic and
+    /// goes on serving other calls.
+    #[error("the handler panicked: {message}")]
+    HandlerPanicked {
+        /// The panic message, when it was a string.
+        message: String,
+    },
+
+    /// The server failed to answer for a reason of its own, such as a reply
+    /// that could not be encoded or exceeded the server's frame limit.
+    #[error("internal server error: {message}")]
+    Internal {
+        /// The server's explanation.
+        message: String,
+    },
+}
+
+/// Why the codec could not encode or decode a value.
+///
+/// Kept opaque so that the codec behind it can change without breaking
+/// users; its `Display` says what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CodecError {
+    message: String,
+}
+
+impl CodecError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Typed remote procedure calls over TCP that read like local method calls.
+//!
+//! Annotate a trait with [`#[rpc_service]`](rpc_service); implement it on the
+//! server; call it through the generated client. Calls travel as
+//! length-prefixed frames of bincode over one multiplexed TCP connection;
+//! docs/PROTOCOL.md in the repository specifies the wire format.
+//!
+//! ```
+//! use rpc_core::{rpc_service, Channel, RpcError, Server};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! pub enum MathError { DivByZero }
+//!
+//! /// A calculator on the other end of a socket.
+//! #[rpc_service]
+//! pub trait Calculator {
+//!     /// Adds two numbers.
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//!     /// Divides `a` by `b`.
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+//! }
+//!
+//! struct Calc;
+//!
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 { a + b }
+//!     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+//!         if b == 0 { Err(MathError::DivByZero) } else { Ok(a / b) }
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), RpcError> {
+//!     let server = Server::builder()
+//!         .add_service(CalculatorServer::new(Calc))
+//!         .bind("127.0.0.1:0")
+//!         .await?;
+//!     let addr = server.local_addr();
+//!     tokio::spawn(server.serve());
+//!
+//!     let client = CalculatorClient::connect(addr).await?;
+//!     assert_eq!(client.add(2, 3).await?, 5);
+//!     assert_eq!(client.div(1, 0).await?, Err(MathError::DivByZero));
+//!
+//!     // Clients of several services can share one connection.
+//!     let channel = Channel::connect(addr).await?;
+//!     let calc = CalculatorClient::new(channel.clone());
+//!     assert_eq!(calc.add(40, 2).await?, 42);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The layers, each readable alone: `frame` (length prefix, handshake),
+//! `codec` (the one serde/bincode seam), `envelope` (request and response
+//! headers), `transport` (TCP after the handshake, batched writes), then
+//! [`Channel`] on the client side and [`Server`] on the other, which meet only
+//! in the [`Service`] trait that generated servers implement.
+
+mod client;
+mod codec;
+mod envelope;
+mod error;
+mod frame;
+mod server;
+mod service;
+mod transport;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use client::{Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use error::{CodecError, RpcError};
+pub use frame::DEFAULT_MAX_FRAME_LENGTH;
+pub use server::{DEFAULT_SERVER_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
+pub use service::{Reply, Request, ResponseFuture, Service};
+
+/// Turns a trait into an RPC service: a typed client, a server, and the
+/// trait itself with `Send` futures.
+///
+/// ```
+/// # use rpc_core::rpc_service;
+/// /// Stores notes by key.
+/// #[rpc_service]
+/// pub trait Notes {
+///     /// Saves `text` under `key`, returning the previous text.
+///     async fn put(&self, key: String, text: String) -> Option<String>;
+///     /// Every key, in order.
+///     async fn keys(&self) -> Vec<String>;
+///     /// Forgets everything.
+///     async fn clear(&self);
+/// }
+/// ```
+///
+/// generates, beside the trait:
+///
+/// - **`NotesClient`**: `Clone + Send + Sync`, made by
+///   `NotesClient::connect(addr)` (a connection of its own) or
+///   `NotesClient::new(channel)` (a shared [`Channel`]). It has one method per
+///   trait method, taking `&self` and the arguments by value and returning
+///   `Result<T, RpcError>`: `client.put(k, t).await?` is an `Option<String>`.
+///   Doc comments and `#[cfg]`s carry over.
+/// - **`NotesServer<T>`**: made by `NotesServer::new(imp)` for any
+///   `imp: Notes + Send + Sync + 'static` (or `from_arc`); a [`Service`] to
+///   pass to [`ServerBuilder::add_service`].
+/// - **the trait**, whose methods now return `impl Future + Send`, so the
+///   server can run them on any worker thread. Implement it with plain
+///   `async fn`s.
+///
+/// The service's wire name is the trait's name; each method's, its own.
+///
+/// # Rules
+///
+/// Methods are `async fn` taking `&self` then any number of arguments with
+/// plain names; they are not generic and have no default body. Arguments and
+/// return values are owned types that are `Serialize + DeserializeOwned +
+/// Send + 'static`. The trait has no generic parameters or associated items.
+/// A method may not be called `new` or `connect`. Breaking a rule is a
+/// compile error at the offending tokens that says what to write instead.
+///
+/// # Arguments
+///
+/// `#[rpc_service(crate = "path::to::rpc_core")]` names the runtime when it
+/// is re-exported rather than a direct dependency.
+pub use rpc_macros::rpc_service;

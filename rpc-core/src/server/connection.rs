@@ -1,0 +1,161 @@
+//! One accepted connection: read requests, run each call on its own task,
+//! write the replies in batches.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Config;
+use super::router::Router;
+use crate::envelope::{self, Message, Status};
+use crate::service::{Reply, Request};
+use crate::transport::{self, FrameWriter};
+
+/// Most replies taken off the queue for one write.
+const MAX_BATCH: usize = 256;
+
+/// Serves one connection until it ends, logging why it ended.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    config: Config,
+) {
+    match run(stream, &router, config).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
+        Err(reason) => tracing::info!(%peer, "closing connection: {reason}"),
+    }
+}
+
+async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<(), String> {
+    let (mut reader, writer) =
+        transport::accept(stream, config.max_frame_length, config.handshake_timeout).await?;
+    let (replies, replies_rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = oneshot::channel();
+    let writing = tokio::spawn(write_loop(writer, replies_rx, stopped));
+
+    let ended = loop {
+        match reader.next().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(format!("bad frame: {e}")),
+            Some(Ok(payload)) => {
+                if let Err(reason) = dispatch(payload.freeze(), router, &replies, &config) {
+                    break Err(reason);
+                }
+            }
+        }
+    };
+    match ended {
+        // The client finished sending: let the calls still running answer.
+        Ok(()) => {
+            drop(replies);
+            let _ = writing.await;
+            Ok(())
+        }
+        // A broken stream cannot be trusted further: close at once.
+        Err(reason) => {
+            drop(stop);
+            Err(reason)
+        }
+    }
+}
+
+/// Starts the call a frame carries, or says why the connection must close.
+fn dispatch(
+    payload: Bytes,
+    router: &Router,
+    replies: &mpsc::UnboundedSender<BytesMut>,
+    config: &Config,
+) -> Result<(), String> {
+    let (id, service, method, body) = match envelope::decode(&payload) {
+        Ok(Message::Request {
+            id,
+            service,
+            method,
+            body,
+        }) => (id, service, method, body),
+        Ok(Message::Response { .. }) => return Err("the client sent a response".to_owned()),
+        Err(e) => return Err(format!("protocol violation: {e}")),
+    };
+    let Some(target) = router.get(service) else {
+        let reply = Reply::error(
+            id,
+            Status::UNKNOWN_SERVICE,
+            &format!("the server has no service `{service}`"),
+        );
+        let _ = replies.send(reply.into_frame());
+        return Ok(());
+    };
+    let request = Request::new(id, body, config.max_frame_length);
+    // Generated `call`s only build a future, but a hand-written one could panic.
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
+    let future = match started {
+        Ok(Some(future)) => future,
+        Ok(None) => {
+            let reply = Reply::error(
+                id,
+                Status::UNKNOWN_METHOD,
+                &format!("service `{service}` has no method `{method}`"),
+            );
+            let _ = replies.send(reply.into_frame());
+            return Ok(());
+        }
+        Err(panic) => {
+            let _ = replies.send(panicked(id, panic).into_frame());
+            return Ok(());
+        }
+    };
+    let replies = replies.clone();
+    tokio::spawn(async move {
+        let reply = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(reply) => reply,
+            Err(panic) => panicked(id, panic),
+        };
+        // Fails only if the connection already closed; nobody to tell.
+        let _ = replies.send(reply.into_frame());
+    });
+    Ok(())
+}
+
+fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+    tracing::warn!(request_id = id, "handler panicked: {message}");
+    Reply::error(id, Status::HANDLER_PANICKED, &message)
+}
+
+async fn write_loop(
+    mut writer: FrameWriter,
+    mut replies: mpsc::UnboundedReceiver<BytesMut>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut frames = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let taken = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            taken = replies.recv_many(&mut frames, MAX_BATCH) => taken,
+        };
+        if taken == 0 {
+            writer.shutdown().await;
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            written = writer.write_batch(&mut frames) => if let Err(e) = written {
+                tracing::debug!("writing replies failed: {e}");
+                return;
+            },
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The object-safe face of a service, as the server sees it.
+//!
+//! `#[rpc_service]` implements [`Service`] for every generated `<Trait>Server`,
+//! and [`ServerBuilder::add_service`](crate::ServerBuilder::add_service) takes
+//! any `Service`. The server hands each call to [`Service::call`] with the
+//! method name and the still-encoded arguments; the future that comes back
+//! resolves to the encoded [`Reply`]. The server runs that future on its own
+//! task, catches a panic in it, and writes the reply to the connection.
+//!
+//! Writing a `Service` by hand is possible (route on `method`, decode with
+//! [`Request::decode`], answer with [`Request::reply`]) but rarely needed.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::envelope::{self, Status};
+
+/// A named set of methods the server can route calls to.
+pub trait Service: Send + Sync + 'static {
+    /// The name calls address this service by; unique within one server.
+    fn name(&self) -> &'static str;
+
+    /// Starts the call of `method`, or returns `None` if this service has
+    /// no method of that name.
+    fn call(&self, method: &str, request: Request) -> Option<ResponseFuture>;
+}
+
+/// The future of one call's reply.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
+/// One incoming call: its id and its encoded arguments.
+#[derive(Debug)]
+pub struct Request {
+    id: u64,
+    pub(crate) body: Bytes,
+    max_frame_length: usize,
+}
+
+impl Request {
+    pub(crate) fn new(id: u64, body: Bytes, max_frame_length: usize) -> Self {
+        Self {
+            id,
+            body,
+            max_frame_length,
+        }
+    }
+
+    /// The request id the client chose; the reply carries it back.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The encoded arguments.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the arguments as `A` (a tuple of the method's arguments).
+    ///
+    /// On failure the error is the reply to send: a "bad request" that tells
+    /// the client its arguments did not decode.
+    pub fn decode<'a, A: Deserialize<'a>>(&'a self) -> Result<A, Reply> {
+        codec::decode(&self.body).map_err(|e| {
+            Reply::error(
+                self.id,
+                Status::BAD_REQUEST,
+                &format!("could not decode the arguments: {e}"),
+            )
+        })
+    }
+
+    /// Encodes `value` as this call's successful reply.
+    ///
+    /// A value that cannot be encoded, or is larger than the server's frame
+    /// limit, becomes an "internal error" reply that says so.
+    pub fn reply<R: Serialize + ?Sized>(&self, value: &R) -> Reply {
+        let mut frame = BytesMut::new();
+        match envelope::encode_response(&mut frame, self.id, value, self.max_frame_length) {
+            Ok(()) => Reply { frame },
+            Err(e) => {
+                tracing::warn!(request_id = self.id, "reply not sent: {e}");
+                Reply::error(self.id, Status::INTERNAL, &e.to_string())
+            }
+        }
+    }
+}
+
+/// One call's encoded reply, ready for the wire.
+#[derive(Debug)]
+pub struct Reply {
+    frame: BytesMut,
+}
+
+impl Reply {
+    pub(crate) fn error(id: u64, status: Status, message: &str) -> Self {
+        let mut frame = BytesMut::new();
+        envelope::encode_error(&mut frame, id, status, message);
+        Self { frame }
+    }
+
+    pub(crate) fn into_frame(self) -> BytesMut {
+        self.frame
+    }
+}

@@ -1,0 +1,67 @@
+//! syn's trait -> the model. Records facts; judging them is validate's job.
+
+use syn::{FnArg, ItemTrait, ReturnType, TraitItem};
+
+use crate::model::{Arg, Method, Receiver, Service};
+
+impl<'a> Service<'a> {
+    /// Builds the model of `item`. Infallible: every trait has a model,
+    /// however wrong, so that all its errors can be reported together.
+    pub(crate) fn from_syn(item: &'a ItemTrait) -> Service<'a> {
+        let mut methods = Vec::new();
+        let mut other_items = Vec::new();
+        for trait_item in &item.items {
+            match trait_item {
+                TraitItem::Fn(f) => methods.push(Method::from_syn(f)),
+                other => other_items.push(other),
+            }
+        }
+        Service {
+            original: item,
+            methods,
+            other_items,
+        }
+    }
+}
+
+impl<'a> Method<'a> {
+    fn from_syn(f: &'a syn::TraitItemFn) -> Method<'a> {
+        let mut inputs = f.sig.inputs.iter();
+        let receiver = match f.sig.inputs.first() {
+            Some(FnArg::Receiver(r)) => {
+                inputs.next();
+                if r.colon_token.is_some() {
+                    Receiver::Typed(r)
+                } else if r.reference.is_none() {
+                    Receiver::Owned(r)
+                } else if r.mutability.is_some() {
+                    Receiver::Exclusive(r)
+                } else {
+                    Receiver::Shared
+                }
+            }
+            _ => Receiver::Missing,
+        };
+        let args = inputs
+            .filter_map(|input| match input {
+                FnArg::Typed(pat_type) => Some(Arg {
+                    pat: &pat_type.pat,
+                    ty: &pat_type.ty,
+                }),
+                // A receiver after the first argument: rustc rejects it.
+                FnArg::Receiver(_) => None,
+            })
+            .collect();
+        let output = match &f.sig.output {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some(&**ty),
+        };
+        Method {
+            original: f,
+            ident: &f.sig.ident,
+            receiver,
+            args,
+            output,
+        }
+    }
+}

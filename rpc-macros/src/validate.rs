@@ -1,0 +1,229 @@
+//! The rules a service trait must follow, one function each. Every message
+//! says what to write instead.
+
+use quote::ToTokens;
+use syn::{Pat, Type};
+
+use crate::errors::Errors;
+use crate::model::{Method, Receiver, Service};
+use crate::names::RESERVED_CLIENT_METHODS;
+
+/// Checks every rule, recording each violation.
+pub(crate) fn check(service: &Service<'_>, errors: &mut Errors) {
+    check_trait(service, errors);
+    check_items(service, errors);
+    for method in &service.methods {
+        check_signature(method, errors);
+        check_async(method, errors);
+        check_receiver(method, errors);
+        check_generics(method, errors);
+        check_arg_patterns(method, errors);
+        check_types(method, errors);
+        check_default_body(method, errors);
+    }
+    check_names(service, errors);
+}
+
+fn check_trait(service: &Service<'_>, errors: &mut Errors) {
+    let item = service.original;
+    if let Some(unsafety) = &item.unsafety {
+        errors.push(
+            unsafety,
+            "an rpc service trait cannot be `unsafe`; remove `unsafe`",
+        );
+    }
+    if let Some(auto) = &item.auto_token {
+        errors.push(
+            auto,
+            "an rpc service trait cannot be an `auto` trait; remove `auto`",
+        );
+    }
+    if !item.generics.params.is_empty() {
+        errors.push(
+            &item.generics,
+            "rpc service traits cannot have generic parameters; name concrete types in the methods",
+        );
+    }
+    if let Some(where_clause) = &item.generics.where_clause {
+        errors.push(
+            where_clause,
+            "rpc service traits cannot have a `where` clause; remove it",
+        );
+    }
+}
+
+fn check_items(service: &Service<'_>, errors: &mut Errors) {
+    for item in &service.other_items {
+        let what = match item {
+            syn::TraitItem::Type(_) => "associated types",
+            syn::TraitItem::Const(_) => "associated consts",
+            syn::TraitItem::Macro(_) => "macro invocations",
+            _ => "items other than methods",
+        };
+        errors.push(
+            item,
+            format!(
+                "rpc service traits cannot have {what}; an rpc trait holds only `async fn` methods"
+            ),
+        );
+    }
+}
+
+fn check_signature(method: &Method<'_>, errors: &mut Errors) {
+    let sig = &method.original.sig;
+    if let Some(constness) = &sig.constness {
+        errors.push(constness, "rpc methods cannot be `const`; remove `const`");
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(unsafety, "rpc methods cannot be `unsafe`; remove `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi, "rpc methods cannot have an `extern` ABI; remove it");
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(variadic, "rpc methods cannot be variadic; remove `...`");
+    }
+}
+
+fn check_async(method: &Method<'_>, errors: &mut Errors) {
+    let sig = &method.original.sig;
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token,
+            format!(
+                "rpc methods must be `async`; write `async fn {}(&self, ...)`",
+                method.ident
+            ),
+        );
+    }
+}
+
+fn check_receiver(method: &Method<'_>, errors: &mut Errors) {
+    let fix = format!("write `async fn {}(&self, ...)`", method.ident);
+    match &method.receiver {
+        Receiver::Shared => {}
+        Receiver::Exclusive(r) => errors.push(
+            r,
+            format!("rpc methods take `&self`, not `&mut self`: calls run concurrently, so keep state behind a lock or atomic; {fix}"),
+        ),
+        Receiver::Owned(r) => errors.push(
+            r,
+            format!("rpc methods take `&self`, not `self`: the server keeps the service for the next call; {fix}"),
+        ),
+        Receiver::Typed(r) => errors.push(
+            r,
+            format!("rpc methods take plain `&self`, not a typed receiver; {fix}"),
+        ),
+        Receiver::Missing => errors.push(
+            &method.original.sig.ident,
+            format!("rpc methods take `&self` as their first argument; {fix}"),
+        ),
+    }
+}
+
+fn check_generics(method: &Method<'_>, errors: &mut Errors) {
+    let generics = &method.original.sig.generics;
+    if !generics.params.is_empty() {
+        errors.push(
+            generics,
+            "rpc methods cannot be generic: the wire needs one concrete type per argument; name concrete types",
+        );
+    }
+    if let Some(where_clause) = &generics.where_clause {
+        errors.push(
+            where_clause,
+            "rpc methods cannot have a `where` clause; remove it",
+        );
+    }
+}
+
+fn check_arg_patterns(method: &Method<'_>, errors: &mut Errors) {
+    for arg in &method.args {
+        let plain = matches!(
+            arg.pat,
+            Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none()
+        );
+        if !plain {
+            errors.push(
+                arg.pat,
+                format!(
+                    "rpc arguments must be plain names, such as `arg: {}`; destructure inside the implementation",
+                    arg.ty.to_token_stream()
+                ),
+            );
+        }
+    }
+}
+
+fn check_types(method: &Method<'_>, errors: &mut Errors) {
+    for arg in &method.args {
+        check_wire_type(arg.ty, "argument", errors);
+    }
+    if let Some(output) = method.output {
+        check_wire_type(output, "return type", errors);
+    }
+}
+
+/// Rejects types that cannot be sent or received by value.
+fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
+    match ty {
+        Type::Reference(r) => errors.push(
+            ty,
+            format!(
+                "an rpc {what} travels by value and cannot be a reference; write an owned type such as `{}`",
+                owned_suggestion(&r.elem)
+            ),
+        ),
+        Type::ImplTrait(_) => errors.push(
+            ty,
+            format!("an rpc {what} needs one concrete type, not `impl Trait`; name the type"),
+        ),
+        Type::Paren(p) => check_wire_type(&p.elem, what, errors),
+        Type::Group(g) => check_wire_type(&g.elem, what, errors),
+        _ => {}
+    }
+}
+
+fn owned_suggestion(borrowed: &Type) -> String {
+    match borrowed {
+        Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+        Type::Slice(s) => format!("Vec<{}>", s.elem.to_token_stream()),
+        other => other.to_token_stream().to_string(),
+    }
+}
+
+fn check_default_body(method: &Method<'_>, errors: &mut Errors) {
+    if let Some(body) = &method.original.default {
+        errors.push_at(
+            body.brace_token.span.join(),
+            "rpc methods cannot have a default body; end the declaration with `;` and put the body in the `impl`",
+        );
+    }
+}
+
+fn check_names(service: &Service<'_>, errors: &mut Errors) {
+    let trait_ident = &service.original.ident;
+    if trait_ident.to_string().len() > u8::MAX as usize {
+        errors.push(
+            trait_ident,
+            "rpc service names are at most 255 bytes long; shorten it",
+        );
+    }
+    for method in &service.methods {
+        let name = method.ident.to_string();
+        if RESERVED_CLIENT_METHODS.contains(&name.as_str()) {
+            errors.push(
+                method.ident,
+                format!(
+                    "`{name}` is taken by the generated client's constructor `{trait_ident}Client::{name}`; rename the method"
+                ),
+            );
+        }
+        if name.len() > u8::MAX as usize {
+            errors.push(
+                method.ident,
+                "rpc method names are at most 255 bytes long; shorten it",
+            );
+        }
+    }
+}

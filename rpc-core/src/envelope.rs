@@ -389,6 +389,29 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// The worked example of docs/PROTOCOL.md §7, byte for byte.
+    #[test]
+    fn protocol_doc_example() {
+        let mut request = BytesMut::new();
+        encode_request(&mut request, 7, "Calculator", "add", &(2i64, 3i64), 1024).unwrap();
+        let mut expected = vec![0x1B, 0, 0, 0, 0x01, 0, 7, 0, 0, 0, 0, 0, 0, 0, 10];
+        expected.extend_from_slice(b"Calculator");
+        expected.push(3);
+        expected.extend_from_slice(b"add");
+        expected.extend_from_slice(&[0x04, 0x06]);
+        assert_eq!(&request[..], &expected[..]);
+
+        let mut response = BytesMut::new();
+        encode_response(&mut response, 7, &5i64, 1024).unwrap();
+        let expected = [0x0C, 0, 0, 0, 0x02, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x0A];
+        assert_eq!(&response[..], &expected[..]);
+
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&frame::MAGIC);
+        hello.extend_from_slice(&frame::VERSION.to_le_bytes());
+        assert_eq!(hello, [0x52, 0x4B, 0x49, 0x54, 0x01, 0x00]);
+    }
+
     #[test]
     fn long_error_messages_are_cut_on_a_char_boundary() {
         let long = "é".repeat(MAX_ERROR_MESSAGE);

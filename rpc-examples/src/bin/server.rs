@@ -1,0 +1,29 @@
+//! The server of the two-terminal pair: serves `Calculator` and
+//! `SeedObjects` on `--addr` (default 127.0.0.1:7878) until Ctrl-C.
+
+use rpc_core::Server;
+use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    rpc_examples::init_logging();
+    let addr = rpc_examples::addr_arg("127.0.0.1:7878")?;
+    let server = Server::builder()
+        .add_service(CalculatorServer::new(Calc::default()))
+        .add_service(SeedObjectsServer::new(Seeds::default()))
+        .bind(addr.as_str())
+        .await?;
+    println!(
+        "serving Calculator and SeedObjects on {}",
+        server.local_addr()
+    );
+    println!(
+        "in another terminal: cargo run -p rpc-examples --bin client -- --addr {}",
+        server.local_addr()
+    );
+    tokio::select! {
+        served = server.serve() => served?,
+        _ = tokio::signal::ctrl_c() => println!("stopped"),
+    }
+    Ok(())
+}

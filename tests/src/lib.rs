@@ -1,0 +1,281 @@
+//! Helpers for the toolkit's tests: test services, a server on
+//! 127.0.0.1:0, a TCP proxy a test can cut, and raw sockets for bad input.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rpc_core::{ServerBuilder, rpc_service};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// Binds `builder` on 127.0.0.1 port 0, serves it in the background and
+/// returns the address.
+pub async fn serve(builder: ServerBuilder) -> SocketAddr {
+    let server = builder.bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    addr
+}
+
+/// The toolkit's handshake, for tests that speak raw bytes.
+pub const HELLO: [u8; 8] = *b"RKIT\x01\x00\x00\x00";
+
+/// Opens a raw TCP connection and completes the handshake.
+pub async fn raw_connect(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(&HELLO).await.expect("send hello");
+    let mut hello = [0u8; 8];
+    stream.read_exact(&mut hello).await.expect("read hello");
+    assert_eq!(hello, HELLO);
+    stream
+}
+
+/// Reads until the server closes the connection (end of stream or reset),
+/// returning what arrived first. Fails the test if the server keeps the
+/// connection open for 10 s: a safety net, not a synchronisation.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), drain)
+        .await
+        .expect("the server should close the connection");
+    seen
+}
+
+/// A record with nested data, for round trips.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Record {
+    /// A number.
+    pub id: u64,
+    /// Text that may hold any Unicode.
+    pub name: String,
+    /// Optional nested list.
+    pub tags: Option<Vec<String>>,
+    /// A nested enum.
+    pub shape: Shape,
+}
+
+/// An enum with every kind of variant.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// Unit variant.
+    Point,
+    /// Tuple variant.
+    Circle(f64),
+    /// Struct variant.
+    Rect {
+        /// Width.
+        w: u32,
+        /// Height.
+        h: u32,
+    },
+}
+
+/// An error a method returns as its value.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum LookupError {
+    /// Nothing under that key.
+    Missing(String),
+}
+
+/// Every argument and return shape the toolkit promises to carry.
+#[rpc_service]
+pub trait Shapes {
+    /// No arguments, unit result.
+    async fn ping(&self);
+    /// Six arguments of different types.
+    async fn six(
+        &self,
+        a: u8,
+        b: i16,
+        c: u32,
+        d: i64,
+        e: bool,
+        f: char,
+    ) -> (u8, i16, u32, i64, bool, char);
+    /// A struct in, the same struct out.
+    async fn record(&self, record: Record) -> Record;
+    /// Options both ways.
+    async fn option(&self, value: Option<String>) -> Option<usize>;
+    /// A map in, its sorted keys out.
+    async fn keys(&self, map: HashMap<String, Vec<i32>>) -> Vec<String>;
+    /// A tuple in, swapped out.
+    async fn swap(&self, pair: (String, u64)) -> (u64, String);
+    /// A result as the method's own value.
+    async fn lookup(&self, key: String) -> Result<u32, LookupError>;
+    /// Bytes echoed back.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Text echoed back.
+    async fn echo_text(&self, text: String) -> String;
+}
+
+/// The implementation of [`Shapes`].
+pub struct ShapesImpl;
+
+impl Shapes for ShapesImpl {
+    async fn ping(&self) {}
+
+    async fn six(
+        &self,
+        a: u8,
+        b: i16,
+        c: u32,
+        d: i64,
+        e: bool,
+        f: char,
+    ) -> (u8, i16, u32, i64, bool, char) {
+        (a, b, c, d, e, f)
+    }
+
+    async fn record(&self, record: Record) -> Record {
+        record
+    }
+
+    async fn option(&self, value: Option<String>) -> Option<usize> {
+        value.map(|s| s.chars().count())
+    }
+
+    async fn keys(&self, map: HashMap<String, Vec<i32>>) -> Vec<String> {
+        let mut keys: Vec<_> = map.into_keys().collect();
+        keys.sort();
+        keys
+    }
+
+    async fn swap(&self, pair: (String, u64)) -> (u64, String) {
+        (pair.1, pair.0)
+    }
+
+    async fn lookup(&self, key: String) -> Result<u32, LookupError> {
+        match key.as_str() {
+            "one" => Ok(1),
+            _ => Err(LookupError::Missing(key)),
+        }
+    }
+
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn echo_text(&self, text: String) -> String {
+        text
+    }
+}
+
+/// Calls whose timing and failure a test controls.
+#[rpc_service]
+pub trait Control {
+    /// Returns `n` at once.
+    async fn fast(&self, n: u32) -> u32;
+    /// Reports that it started, then waits until the test opens the gate.
+    async fn gated(&self, n: u32) -> u32;
+    /// Panics with `message`.
+    async fn panic(&self, message: String) -> u32;
+    /// Returns `len` bytes.
+    async fn bytes(&self, len: usize) -> Vec<u8>;
+}
+
+/// The implementation of [`Control`], shared with the test through an `Arc`.
+pub struct ControlImpl {
+    gate: watch::Sender<bool>,
+    started: mpsc::UnboundedSender<u32>,
+    /// How many calls of `gated` have finished.
+    pub finished: AtomicUsize,
+}
+
+impl ControlImpl {
+    /// A service and the receiver that hears each `gated` call start.
+    pub fn new() -> (Arc<ControlImpl>, mpsc::UnboundedReceiver<u32>) {
+        let (started, started_rx) = mpsc::unbounded_channel();
+        let service = ControlImpl {
+            gate: watch::Sender::new(false),
+            started,
+            finished: AtomicUsize::new(0),
+        };
+        (Arc::new(service), started_rx)
+    }
+
+    /// Lets every waiting and future `gated` call finish.
+    pub fn open(&self) {
+        self.gate.send_replace(true);
+    }
+}
+
+impl Control for ControlImpl {
+    async fn fast(&self, n: u32) -> u32 {
+        n
+    }
+
+    async fn gated(&self, n: u32) -> u32 {
+        let mut gate = self.gate.subscribe();
+        let _ = self.started.send(n);
+        let _ = gate.wait_for(|open| *open).await;
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        n
+    }
+
+    async fn panic(&self, message: String) -> u32 {
+        panic!("{message}")
+    }
+
+    async fn bytes(&self, len: usize) -> Vec<u8> {
+        vec![7; len]
+    }
+}
+
+/// A TCP proxy on 127.0.0.1:0 whose connections a test can cut.
+pub struct CutProxy {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+}
+
+impl CutProxy {
+    /// Starts a proxy that forwards every connection to `target`.
+    pub async fn start(target: SocketAddr) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (cut, cut_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                    }
+                    // Dropping both streams closes both sides.
+                });
+            }
+        });
+        CutProxy { addr, cut }
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the proxy.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+}
+
+/// Compiles and runs the README's quick start as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeQuickStart;

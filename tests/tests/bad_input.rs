@@ -1,0 +1,134 @@
+//! Hostile or broken bytes close that one connection; the server and its
+//! other connections carry on.
+
+use rpc_core::Server;
+use rpc_tests::{
+    HELLO, ShapesClient, ShapesImpl, ShapesServer, raw_connect, read_until_closed, serve,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+async fn server() -> (std::net::SocketAddr, ShapesClient) {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let bystander = ShapesClient::connect(addr).await.unwrap();
+    (addr, bystander)
+}
+
+async fn still_serving(addr: std::net::SocketAddr, bystander: &ShapesClient) {
+    assert_eq!(bystander.echo_text("ok".to_owned()).await.unwrap(), "ok");
+    let fresh = ShapesClient::connect(addr).await.unwrap();
+    assert_eq!(fresh.echo_text("ok".to_owned()).await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn an_oversize_length_prefix_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = raw_connect(addr).await;
+    // Claims a 4 GiB frame; the server must refuse before reserving it.
+    stream.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    stream.write_all(&[0; 16]).await.unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_handshake_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn an_http_request_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn a_wrong_protocol_version_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut hello = HELLO;
+    hello[4] = 99;
+    stream.write_all(&hello).await.unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn a_truncated_handshake_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&HELLO[..3]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn garbage_frames_close_the_connection() {
+    let (addr, bystander) = server().await;
+    let frames: [&[u8]; 4] = [
+        // Empty frame.
+        &[0, 0, 0, 0],
+        // Unknown message kind.
+        &[10, 0, 0, 0, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+        // A request whose names run past the end of the frame.
+        &[12, 0, 0, 0, 0x01, 0, 1, 0, 0, 0, 0, 0, 0, 0, 200, b'x'],
+        // A response sent to the server.
+        &[11, 0, 0, 0, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    for frame in frames {
+        let mut stream = raw_connect(addr).await;
+        stream.write_all(frame).await.unwrap();
+        assert!(read_until_closed(&mut stream).await.is_empty(), "{frame:?}");
+    }
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_eof_closes_the_connection() {
+    let (addr, bystander) = server().await;
+    let mut stream = raw_connect(addr).await;
+    stream.write_all(&[100, 0, 0, 0, 0x01, 0, 1]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    still_serving(addr, &bystander).await;
+}
+
+#[tokio::test]
+async fn a_huge_length_inside_a_valid_frame_is_a_bad_request_not_an_allocation() {
+    let (addr, bystander) = server().await;
+    let mut stream = raw_connect(addr).await;
+    // Request id 5 for Shapes.echo_text whose String claims 2^40 bytes.
+    let mut payload = vec![0x01, 0];
+    payload.extend_from_slice(&5u64.to_le_bytes());
+    payload.push(6);
+    payload.extend_from_slice(b"Shapes");
+    payload.push(9);
+    payload.extend_from_slice(b"echo_text");
+    payload.push(253);
+    payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    stream.write_all(&frame).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let reply = read_until_closed(&mut stream).await;
+    // One response frame: prefix, kind 2, flags, id 5, status 3 (bad request).
+    assert!(reply.len() > 15, "{reply:?}");
+    assert_eq!(&reply[4..6], &[0x02, 0]);
+    assert_eq!(&reply[6..14], &5u64.to_le_bytes());
+    assert_eq!(reply[14], 3);
+    still_serving(addr, &bystander).await;
+}

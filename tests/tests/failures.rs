@@ -1,0 +1,191 @@
+//! Handler panics, cut connections and frame limits end calls with definite
+//! errors; nothing hangs and the server goes on serving.
+
+use rpc_core::{Channel, RpcError, Server};
+use rpc_tests::{
+    ControlClient, ControlImpl, ControlServer, CutProxy, ShapesClient, ShapesImpl, ShapesServer,
+    serve,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_only_its_call() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let client = ControlClient::connect(addr).await.unwrap();
+    match client.panic("deliberate test panic".to_owned()).await {
+        Err(RpcError::HandlerPanicked { message }) => assert_eq!(message, "deliberate test panic"),
+        other => panic!("expected HandlerPanicked, got {other:?}"),
+    }
+    // Same connection, and a new one, both still served.
+    assert_eq!(client.fast(1).await.unwrap(), 1);
+    let other = ControlClient::connect(addr).await.unwrap();
+    assert_eq!(other.fast(2).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_call_fails_the_call_at_once() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    let proxy = CutProxy::start(addr).await;
+    let client = ControlClient::connect(proxy.addr()).await.unwrap();
+
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    assert_eq!(started.recv().await, Some(1), "the call reached the server");
+    proxy.cut();
+
+    match call.await.unwrap() {
+        Err(RpcError::ConnectionClosed { reason }) => assert!(!reason.is_empty()),
+        other => panic!("expected ConnectionClosed, got {other:?}"),
+    }
+    // Later calls on the dead connection fail at once too.
+    assert!(matches!(
+        client.fast(2).await,
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+    // The server is unaffected.
+    control.open();
+    let direct = ControlClient::connect(addr).await.unwrap();
+    assert_eq!(direct.fast(3).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    match Channel::connect(addr).await {
+        Err(RpcError::Connect { addr: shown, .. }) => assert_eq!(shown, addr.to_string()),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connecting_to_something_else_is_a_protocol_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+    });
+    match Channel::connect(addr).await {
+        Err(RpcError::Protocol(message)) => {
+            assert!(message.contains("does not speak"), "{message}")
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversize_arguments_fail_locally_and_the_channel_stays_up() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let channel = Channel::builder()
+        .max_frame_length(1024)
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ShapesClient::new(channel);
+    match client.echo(vec![0; 2048]).await {
+        Err(RpcError::FrameTooLarge { limit }) => assert_eq!(limit, 1024),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    assert_eq!(client.echo(vec![1; 100]).await.unwrap(), vec![1; 100]);
+}
+
+#[tokio::test]
+async fn an_oversize_reply_becomes_an_error_reply() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .max_frame_length(4096)
+            .add_service(ControlServer::from_arc(control)),
+    )
+    .await;
+    let client = ControlClient::connect(addr).await.unwrap();
+    match client.bytes(10_000).await {
+        Err(RpcError::Internal { message }) => {
+            assert!(message.contains("frame limit"), "{message}")
+        }
+        other => panic!("expected Internal, got {other:?}"),
+    }
+    assert_eq!(client.bytes(10).await.unwrap(), vec![7; 10]);
+}
+
+#[tokio::test]
+async fn a_reply_over_the_clients_limit_closes_the_connection() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let channel = Channel::builder()
+        .max_frame_length(4096)
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel.clone());
+    match client.bytes(10_000).await {
+        Err(RpcError::ConnectionClosed { reason }) => assert!(reason.contains("frame"), "{reason}"),
+        other => panic!("expected ConnectionClosed, got {other:?}"),
+    }
+    assert!(channel.is_closed());
+}
+
+#[tokio::test]
+async fn an_unpolled_call_sends_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A fake server that records the first request frame it receives.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first_frame = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 8];
+        socket.read_exact(&mut hello).await.unwrap();
+        socket.write_all(&rpc_tests::HELLO).await.unwrap();
+        let len = socket.read_u32_le().await.unwrap();
+        let mut payload = vec![0u8; len as usize];
+        socket.read_exact(&mut payload).await.unwrap();
+        payload
+    });
+    let client = ControlClient::connect(addr).await.unwrap();
+    drop(client.gated(1));
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { client.fast(2).await }
+    });
+    let payload = first_frame.await.unwrap();
+    let text = String::from_utf8_lossy(&payload);
+    assert!(text.contains("fast") && !text.contains("gated"), "{text}");
+    // The fake server closes without answering: the waiting call ends.
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_abandoned_call_harms_nothing() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    let client = ControlClient::connect(addr).await.unwrap();
+    let abandoned = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(2).await }
+    });
+    assert_eq!(started.recv().await, Some(2));
+    abandoned.abort();
+    control.open();
+    // Its reply arrives for nobody; the connection carries on.
+    assert_eq!(client.fast(3).await.unwrap(), 3);
+    assert_eq!(client.gated(4).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_shapes_client_survives_many_calls_after_errors() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let client = ShapesClient::connect(addr).await.unwrap();
+    for i in 0..50u64 {
+        let (n, s) = client.swap((i.to_string(), i)).await.unwrap();
+        assert_eq!((n, s), (i, i.to_string()));
+    }
+}

@@ -1,0 +1,114 @@
+//! The generated code compiles cleanly in a hostile crate: no prelude, every
+//! lint that matters denied, arguments named like the generated locals, and
+//! the runtime reached through a re-export.
+#![no_implicit_prelude]
+#![deny(missing_docs, warnings, unreachable_pub, rust_2018_idioms)]
+
+/// The runtime under another name, as a crate re-exporting it would have it.
+mod reexport {
+    pub(crate) use ::rpc_core as runtime;
+}
+
+/// Services declared with no prelude in scope.
+pub mod services {
+    use ::rpc_core::rpc_service;
+
+    /// Arguments named like every local the macro could have used.
+    #[rpc_service]
+    pub trait Clash {
+        /// Adds all arguments.
+        async fn sum(
+            &self,
+            channel: u32,
+            request: u32,
+            method: u32,
+            service: u32,
+            inner: u32,
+            addr: u32,
+        ) -> u32;
+        /// A raw identifier as a method name.
+        async fn r#type(&self) -> ::std::string::String;
+        /// Only on unix.
+        #[cfg(unix)]
+        async fn unix_only(&self) -> bool;
+        /// Never compiled.
+        #[cfg(any())]
+        async fn never(&self) -> NoSuchType;
+    }
+
+    /// Reached through `crate = "..."`.
+    #[rpc_service(crate = "crate::reexport::runtime")]
+    pub trait Renamed {
+        /// Returns nothing.
+        async fn nothing(&self);
+    }
+
+    /// A private trait: its generated items must not warn when unused.
+    #[rpc_service]
+    trait Hidden {
+        async fn unused(&self, x: u8) -> u8;
+    }
+
+    pub(crate) struct Impl;
+
+    impl Clash for Impl {
+        async fn sum(
+            &self,
+            channel: u32,
+            request: u32,
+            method: u32,
+            service: u32,
+            inner: u32,
+            addr: u32,
+        ) -> u32 {
+            channel + request + method + service + inner + addr
+        }
+
+        async fn r#type(&self) -> ::std::string::String {
+            <::std::string::String as ::std::convert::From<&str>>::from("type")
+        }
+
+        #[cfg(unix)]
+        async fn unix_only(&self) -> bool {
+            true
+        }
+    }
+
+    impl Renamed for Impl {
+        async fn nothing(&self) {}
+    }
+}
+
+#[test]
+fn generated_code_works_without_a_prelude() {
+    use services::{ClashClient, ClashServer, Impl, RenamedClient, RenamedServer};
+    let runtime = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = ::rpc_core::Server::builder()
+            .add_service(ClashServer::new(Impl))
+            .add_service(RenamedServer::new(Impl))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        ::tokio::spawn(server.serve());
+        let channel = ::rpc_core::Channel::connect(addr).await.unwrap();
+        let clash = ClashClient::new(::std::clone::Clone::clone(&channel));
+        ::std::assert_eq!(clash.sum(1, 2, 3, 4, 5, 6).await.unwrap(), 21);
+        ::std::assert_eq!(clash.r#type().await.unwrap(), "type");
+        #[cfg(unix)]
+        ::std::assert!(clash.unix_only().await.unwrap());
+        RenamedClient::new(channel).nothing().await.unwrap();
+    });
+}
+
+#[test]
+fn clients_are_clone_send_sync_and_servers_are_services() {
+    fn client<T: ::std::clone::Clone + ::std::marker::Send + ::std::marker::Sync + 'static>() {}
+    fn service<T: ::rpc_core::Service>() {}
+    client::<services::ClashClient>();
+    service::<services::ClashServer<services::Impl>>();
+}

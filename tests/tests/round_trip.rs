@@ -1,0 +1,97 @@
+//! Every argument and return shape crosses the wire and comes back intact.
+
+use std::collections::HashMap;
+
+use rpc_core::Server;
+use rpc_tests::{LookupError, Record, Shape, ShapesClient, ShapesImpl, ShapesServer, serve};
+
+async fn client() -> ShapesClient {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    ShapesClient::connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn unit_and_zero_arguments() {
+    let client = client().await;
+    let unit: () = client.ping().await.unwrap();
+    assert_eq!(unit, ());
+}
+
+#[tokio::test]
+async fn six_arguments() {
+    let client = client().await;
+    let out = client
+        .six(255, -32768, u32::MAX, i64::MIN, true, '✓')
+        .await
+        .unwrap();
+    assert_eq!(out, (255, -32768, u32::MAX, i64::MIN, true, '✓'));
+}
+
+#[tokio::test]
+async fn structs_and_enums() {
+    let client = client().await;
+    for shape in [Shape::Point, Shape::Circle(1.5), Shape::Rect { w: 3, h: 4 }] {
+        let record = Record {
+            id: u64::MAX,
+            name: "Zoë — 日本語 — emoji 🦀".to_owned(),
+            tags: Some(vec!["a".to_owned(), String::new()]),
+            shape,
+        };
+        assert_eq!(client.record(record.clone()).await.unwrap(), record);
+    }
+    let bare = Record {
+        id: 0,
+        name: String::new(),
+        tags: None,
+        shape: Shape::Point,
+    };
+    assert_eq!(client.record(bare.clone()).await.unwrap(), bare);
+}
+
+#[tokio::test]
+async fn options_maps_and_tuples() {
+    let client = client().await;
+    assert_eq!(
+        client.option(Some("héllo".to_owned())).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(client.option(None).await.unwrap(), None);
+
+    let map = HashMap::from([
+        ("zeta".to_owned(), vec![1, 2]),
+        ("alpha".to_owned(), vec![]),
+        ("mu".to_owned(), vec![-3]),
+    ]);
+    assert_eq!(client.keys(map).await.unwrap(), ["alpha", "mu", "zeta"]);
+
+    assert_eq!(
+        client.swap(("ünïcode".to_owned(), 9)).await.unwrap(),
+        (9, "ünïcode".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn results_as_values() {
+    let client = client().await;
+    assert_eq!(client.lookup("one".to_owned()).await.unwrap(), Ok(1));
+    assert_eq!(
+        client.lookup("two".to_owned()).await.unwrap(),
+        Err(LookupError::Missing("two".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn non_ascii_text() {
+    let client = client().await;
+    let text = "Grüße, мир, 世界, مرحبا, 🦀🚀, \u{0}\u{FFFF}".repeat(100);
+    assert_eq!(client.echo_text(text.clone()).await.unwrap(), text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_mib_payload() {
+    let client = client().await;
+    let data: Vec<u8> = (0..8 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let back = client.echo(data.clone()).await.unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "payload came back changed");
+}

@@ -1,0 +1,104 @@
+//! Two services on one server and one channel; unknown services and methods
+//! answer the call with an error and leave the connection up.
+
+use rpc_core::{Channel, RpcError, Server};
+use rpc_tests::{
+    ControlClient, ControlImpl, ControlServer, ShapesClient, ShapesImpl, ShapesServer, serve,
+};
+
+#[tokio::test]
+async fn two_services_share_one_channel() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .add_service(ShapesServer::new(ShapesImpl))
+            .add_service(ControlServer::from_arc(control)),
+    )
+    .await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let shapes = ShapesClient::new(channel.clone());
+    let control = ControlClient::new(channel);
+    assert_eq!(shapes.echo_text("x".to_owned()).await.unwrap(), "x");
+    assert_eq!(control.fast(7).await.unwrap(), 7);
+    assert_eq!(shapes.option(None).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn unknown_service_is_an_error_for_that_call_only() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let channel = Channel::connect(addr).await.unwrap();
+    // A Control client against a server that only serves Shapes.
+    let control = ControlClient::new(channel.clone());
+    match control.fast(1).await {
+        Err(RpcError::UnknownService { service }) => assert_eq!(service, "Control"),
+        other => panic!("expected UnknownService, got {other:?}"),
+    }
+    let shapes = ShapesClient::new(channel.clone());
+    assert_eq!(
+        shapes.echo_text("still up".to_owned()).await.unwrap(),
+        "still up"
+    );
+    assert!(!channel.is_closed());
+}
+
+#[tokio::test]
+async fn unknown_method_is_an_error_for_that_call_only() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let err = channel
+        .call::<_, u32>("Shapes", "no_such_method", (1u32,))
+        .await
+        .unwrap_err();
+    match &err {
+        RpcError::UnknownMethod { service, method } => {
+            assert_eq!(
+                (service.as_str(), method.as_str()),
+                ("Shapes", "no_such_method")
+            );
+        }
+        other => panic!("expected UnknownMethod, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "service `Shapes` has no method `no_such_method`"
+    );
+    let shapes = ShapesClient::new(channel);
+    assert_eq!(
+        shapes.echo_text("still up".to_owned()).await.unwrap(),
+        "still up"
+    );
+}
+
+#[tokio::test]
+async fn arguments_of_the_wrong_type_are_a_bad_request() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let channel = Channel::connect(addr).await.unwrap();
+    // `echo_text` takes a String; send a u8 whose value is not a valid length.
+    let err = channel
+        .call::<_, String>("Shapes", "echo_text", (200u8,))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::BadRequest { .. }), "{err:?}");
+    // Trailing bytes after valid arguments are refused too.
+    let err = channel
+        .call::<_, String>("Shapes", "echo_text", ("ok".to_owned(), 1u8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::BadRequest { ref message } if message.contains("trailing")),
+        "{err:?}"
+    );
+    let shapes = ShapesClient::new(channel);
+    assert_eq!(
+        shapes.echo_text("still up".to_owned()).await.unwrap(),
+        "still up"
+    );
+}
+
+#[tokio::test]
+#[should_panic(expected = "a service named `Shapes` was already added")]
+async fn the_same_service_twice_is_refused_at_startup() {
+    let _ = Server::builder()
+        .add_service(ShapesServer::new(ShapesImpl))
+        .add_service(ShapesServer::new(ShapesImpl));
+}

@@ -160,6 +160,20 @@ mod tests {
     }
 
     #[test]
+    fn byte_buf_is_a_vec_u8_on_the_wire() {
+        use crate::__private::ByteBuf;
+        let data: Vec<u8> = (0..=255).collect();
+        let (mut plain, mut fast) = (BytesMut::new(), BytesMut::new());
+        encode(&(data.clone(), 1u8), &mut plain, usize::MAX).unwrap();
+        encode(&(ByteBuf(data.clone()), 1u8), &mut fast, usize::MAX).unwrap();
+        assert_eq!(plain, fast);
+        let (back, _): (ByteBuf, u8) = decode(&plain).unwrap();
+        assert_eq!(back.0, data);
+        let (back, _): (Vec<u8>, u8) = decode(&fast).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
     fn encode_stops_at_the_limit() {
         let mut buf = BytesMut::new();
         let big = vec![0u8; 1000];

@@ -32,6 +32,10 @@ pub trait Service: Send + Sync + 'static {
 /// The future of one call's reply.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
 
+/// Room for a reply's header and a small value, so that most replies are
+/// written into their first allocation.
+const REPLY_CAPACITY: usize = 128;
+
 /// One incoming call: its id and its encoded arguments.
 #[derive(Debug)]
 pub struct Request {
@@ -78,7 +82,7 @@ impl Request {
     /// A value that cannot be encoded, or is larger than the server's frame
     /// limit, becomes an "internal error" reply that says so.
     pub fn reply<R: Serialize + ?Sized>(&self, value: &R) -> Reply {
-        let mut frame = BytesMut::new();
+        let mut frame = BytesMut::with_capacity(REPLY_CAPACITY);
         match envelope::encode_response(&mut frame, self.id, value, self.max_frame_length) {
             Ok(()) => Reply { frame },
             Err(e) => {
@@ -97,7 +101,7 @@ pub struct Reply {
 
 impl Reply {
     pub(crate) fn error(id: u64, status: Status, message: &str) -> Self {
-        let mut frame = BytesMut::new();
+        let mut frame = BytesMut::with_capacity(REPLY_CAPACITY);
         envelope::encode_error(&mut frame, id, status, message);
         Self { frame }
     }

@@ -37,7 +37,42 @@ pub(crate) enum Receiver<'a> {
 /// One argument after the receiver.
 pub(crate) struct Arg<'a> {
     pub(crate) pat: &'a Pat,
+    /// The name, when the pattern is a plain identifier.
+    pub(crate) ident: Option<&'a Ident>,
     pub(crate) ty: &'a Type,
+}
+
+impl Arg<'_> {
+    /// Whether the argument is a `Vec<u8>`, which travels as bytes.
+    pub(crate) fn is_bytes(&self) -> bool {
+        is_byte_vec(self.ty)
+    }
+}
+
+/// `Vec<u8>`, `std::vec::Vec<u8>` or `alloc::vec::Vec<u8>`: types whose
+/// values the generated code hands to serde as bytes, in one copy, rather
+/// than element by element. The encoding on the wire is the same.
+fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<_> = path.path.segments.iter().collect();
+    let Some((last, prefix)) = segments.split_last() else {
+        return false;
+    };
+    let prefix: Vec<String> = prefix.iter().map(|s| s.ident.to_string()).collect();
+    let std_prefix = matches!(
+        prefix.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        [] | ["std", "vec"] | ["alloc", "vec"]
+    );
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    std_prefix
+        && last.ident == "Vec"
+        && args.args.len() == 1
+        && matches!(&args.args[0], syn::GenericArgument::Type(Type::Path(p)) if p.path.is_ident("u8"))
 }
 
 impl Method<'_> {
@@ -58,16 +93,18 @@ impl Method<'_> {
             .filter(|a| a.path().is_ident("cfg"))
     }
 
+    /// Whether the method returns a top-level `Vec<u8>`.
+    pub(crate) fn returns_bytes(&self) -> bool {
+        self.output.is_some_and(is_byte_vec)
+    }
+
     /// Whether the method has a doc comment.
     pub(crate) fn has_docs(&self) -> bool {
         self.original.attrs.iter().any(|a| a.path().is_ident("doc"))
     }
 
-    /// The argument's name, for arguments that are a plain identifier.
+    /// The arguments' names (validation has made sure every one has one).
     pub(crate) fn arg_idents(&self) -> impl Iterator<Item = &Ident> {
-        self.args.iter().filter_map(|arg| match arg.pat {
-            Pat::Ident(p) => Some(&p.ident),
-            _ => None,
-        })
+        self.args.iter().filter_map(|arg| arg.ident)
     }
 }

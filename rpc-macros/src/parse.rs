@@ -46,6 +46,12 @@ impl<'a> Method<'a> {
             .filter_map(|input| match input {
                 FnArg::Typed(pat_type) => Some(Arg {
                     pat: &pat_type.pat,
+                    ident: match &*pat_type.pat {
+                        syn::Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                            Some(&p.ident)
+                        }
+                        _ => None,
+                    },
                     ty: &pat_type.ty,
                 }),
                 // A receiver after the first argument: rustc rejects it.

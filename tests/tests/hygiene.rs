@@ -28,6 +28,8 @@ pub mod services {
         ) -> u32;
         /// A raw identifier as a method name.
         async fn r#type(&self) -> ::std::string::String;
+        /// Byte vectors, which travel as bytes, under a full path.
+        async fn bytes(&self, data: ::std::vec::Vec<u8>, tail: u8) -> ::std::vec::Vec<u8>;
         /// Only on unix.
         #[cfg(unix)]
         async fn unix_only(&self) -> bool;
@@ -68,6 +70,11 @@ pub mod services {
             <::std::string::String as ::std::convert::From<&str>>::from("type")
         }
 
+        async fn bytes(&self, mut data: ::std::vec::Vec<u8>, tail: u8) -> ::std::vec::Vec<u8> {
+            data.push(tail);
+            data
+        }
+
         #[cfg(unix)]
         async fn unix_only(&self) -> bool {
             true
@@ -99,6 +106,8 @@ fn generated_code_works_without_a_prelude() {
         let clash = ClashClient::new(::std::clone::Clone::clone(&channel));
         ::std::assert_eq!(clash.sum(1, 2, 3, 4, 5, 6).await.unwrap(), 21);
         ::std::assert_eq!(clash.r#type().await.unwrap(), "type");
+        let data = <::std::vec::Vec<u8> as ::std::convert::From<&[u8]>>::from(&[1, 2][..]);
+        ::std::assert_eq!(clash.bytes(data, 3).await.unwrap(), [1, 2, 3]);
         #[cfg(unix)]
         ::std::assert!(clash.unix_only().await.unwrap());
         RenamedClient::new(channel).nothing().await.unwrap();

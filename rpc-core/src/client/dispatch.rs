@@ -2,9 +2,10 @@
 //! one routes replies to the calls waiting for them.
 //!
 //! Callers never share a lock. Each call sends its finished frame and a
-//! oneshot sender down one queue. The writer takes everything queued, hands
-//! the senders to the reader in one message, then writes all the frames in
-//! as few system calls as it can. The reader owns the in-flight map; since
+//! oneshot sender down one queue. The writer takes everything queued, passes
+//! the senders on to the reader's queue (which the reader only drains when a
+//! reply needs it, so passing them wakes nobody), then writes all the frames
+//! in as few system calls as it can. The reader owns the in-flight map; since
 //! the registration is queued before its request is written, a reply whose
 //! id is not yet in the map is found by draining the registrations.
 
@@ -56,7 +57,8 @@ impl Closed {
     }
 }
 
-type Registrations = Vec<(u64, oneshot::Sender<Response>)>;
+/// A call waiting for its reply, on its way from the writer to the reader.
+type Registration = (u64, oneshot::Sender<Response>);
 
 /// Starts the connection's tasks; the queue closes when they end.
 pub(crate) fn spawn(
@@ -91,7 +93,7 @@ pub(crate) fn spawn(
 async fn write_loop(
     mut writer: FrameWriter,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    registrations: mpsc::UnboundedSender<Registrations>,
+    registrations: mpsc::UnboundedSender<Registration>,
     mut reader_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
@@ -104,19 +106,29 @@ async fn write_loop(
             _ = &mut reader_done => return,
             taken = outgoing.recv_many(&mut batch, MAX_BATCH) => taken,
         };
+        if taken > 0 && taken < MAX_BATCH {
+            // The task that woke this one is likely the first of several
+            // ready to send; let them queue first, so that one system call
+            // carries them all (a no-op when nothing else is runnable).
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                match outgoing.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
         if taken == 0 {
             // Every Channel clone is gone, and with them every caller.
             closed.set("the channel was dropped".to_owned());
             writer.shutdown().await;
             return;
         }
-        let mut pending = Vec::with_capacity(taken);
         for request in batch.drain(..) {
-            pending.push((request.id, request.reply));
+            if registrations.send((request.id, request.reply)).is_err() {
+                return;
+            }
             frames.push(request.frame);
-        }
-        if registrations.send(pending).is_err() {
-            return;
         }
         tokio::select! {
             biased;
@@ -131,7 +143,7 @@ async fn write_loop(
 
 async fn read_loop(
     mut reader: FrameReader,
-    mut registrations: mpsc::UnboundedReceiver<Registrations>,
+    mut registrations: mpsc::UnboundedReceiver<Registration>,
     mut writer_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
@@ -153,8 +165,8 @@ async fn read_loop(
         match envelope::decode(&payload) {
             Ok(Message::Response { id, status, body }) => {
                 let waiting = in_flight.remove(&id).or_else(|| {
-                    while let Ok(batch) = registrations.try_recv() {
-                        in_flight.extend(batch);
+                    while let Ok((id, caller)) = registrations.try_recv() {
+                        in_flight.insert(id, caller);
                     }
                     in_flight.remove(&id)
                 });

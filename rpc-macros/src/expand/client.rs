@@ -79,6 +79,28 @@ fn emit_method(
         Some(ty) => quote!(#ty),
         None => quote!(()),
     };
+    let packed = method.args.iter().filter_map(|arg| {
+        let ident = arg.ident?;
+        Some(if arg.is_bytes() {
+            quote!(#private::ByteBuf(#ident))
+        } else {
+            quote!(#ident)
+        })
+    });
+    let call = if method.returns_bytes() {
+        quote! {
+            self.#channel
+                .call::<_, #private::ByteBuf>(#wire_service, #wire_method, (#(#packed,)*))
+                .await
+                .map(|__bytes| __bytes.0)
+        }
+    } else {
+        quote! {
+            self.#channel
+                .call::<_, #output>(#wire_service, #wire_method, (#(#packed,)*))
+                .await
+        }
+    };
     let checks = method
         .args
         .iter()
@@ -92,9 +114,7 @@ fn emit_method(
             -> ::core::result::Result<#output, #root::RpcError>
         {
             #(#checks)*
-            self.#channel
-                .call::<_, #output>(#wire_service, #wire_method, (#(#arg_idents,)*))
-                .await
+            #call
         }
     }
 }

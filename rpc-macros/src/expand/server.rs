@@ -95,17 +95,34 @@ fn emit_arm(
     let wire_method = Names::wire_method(method);
     let cfgs = method.cfgs();
     let arg_idents: Vec<_> = method.arg_idents().collect();
-    let arg_types: Vec<_> = method.args.iter().map(|a| a.ty).collect();
+    // `Vec<u8>` arguments arrive as bytes, in one copy; see `ByteBuf`.
+    let (patterns, types): (Vec<_>, Vec<_>) = method
+        .args
+        .iter()
+        .filter_map(|arg| {
+            let ident = arg.ident?;
+            let ty = arg.ty;
+            Some(if arg.is_bytes() {
+                (quote!(#private::ByteBuf(#ident)), quote!(#private::ByteBuf))
+            } else {
+                (quote!(#ident), quote!(#ty))
+            })
+        })
+        .unzip();
     let service = Names::local("service");
+    let run = quote!(<T as #trait_ident>::#ident(&*#service, #(#arg_idents),*).await);
+    let output = if method.returns_bytes() {
+        quote!(#private::ByteBuf(#run))
+    } else {
+        run
+    };
     quote! {
         #(#cfgs)*
         #wire_method => {
             let #service = ::core::clone::Clone::clone(&self.#inner);
             ::core::option::Option::Some(#private::handle(
                 #request,
-                move |(#(#arg_idents,)*): (#(#arg_types,)*)| async move {
-                    <T as #trait_ident>::#ident(&*#service, #(#arg_idents),*).await
-                },
+                move |(#(#patterns,)*): (#(#types,)*)| async move { #output },
             ))
         }
     }

@@ -1,0 +1,36 @@
+//! The implementations under test, each behind the same two traits.
+
+pub mod raw;
+pub mod tarpc;
+pub mod tonic;
+pub mod toolkit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+/// The object returned by `get_obj` and sent by `send_obj`.
+pub const OBJ: &str = "lxx nb";
+
+/// One connection's client of the benchmark service.
+pub trait Client: Clone + Send + Sync + 'static {
+    /// `add(a, b) -> a + b`.
+    fn add(&self, a: i32, b: i32) -> impl Future<Output = i32> + Send;
+    /// `echo(data) -> data`.
+    fn echo(&self, data: Vec<u8>) -> impl Future<Output = Vec<u8>> + Send;
+    /// `get_obj() -> "lxx nb"`.
+    fn get_obj(&self) -> impl Future<Output = String> + Send;
+    /// `send_obj(data)`.
+    fn send_obj(&self, data: String) -> impl Future<Output = ()> + Send;
+}
+
+/// An RPC implementation: how to serve the benchmark service and connect.
+pub trait Implementation: 'static {
+    /// Its name in the report.
+    const NAME: &'static str;
+    /// Its client.
+    type Client: Client;
+    /// Starts a server on 127.0.0.1:0 on the current runtime.
+    fn serve() -> impl Future<Output = SocketAddr> + Send;
+    /// Opens one connection.
+    fn connect(addr: SocketAddr) -> impl Future<Output = Self::Client> + Send;
+}

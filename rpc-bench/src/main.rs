@@ -1,0 +1,153 @@
+//! Runs the same workloads against this toolkit, tarpc, tonic and raw
+//! framing in one process and prints a table and a JSON line.
+//!
+//! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
+//! [--pin split|same|none] [--only raw,toolkit,tarpc,tonic]`
+
+mod alloc;
+mod imp;
+mod report;
+mod workload;
+
+use imp::Implementation;
+
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
+
+/// Where the two runtimes' threads may run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pin {
+    /// Server on CPU 0, client on CPU 1.
+    Split,
+    /// Both on CPU 0: shows the CPU cost per call.
+    Same,
+    /// Wherever the kernel puts them.
+    None,
+}
+
+struct Options {
+    quick: bool,
+    pin: Pin,
+    only: Vec<String>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        pin: Pin::Split,
+        only: ["raw", "toolkit", "tarpc", "tonic"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--pin" => {
+                options.pin = match args.next().as_deref() {
+                    Some("split") => Pin::Split,
+                    Some("same") => Pin::Same,
+                    Some("none") => Pin::None,
+                    other => return Err(format!("--pin takes split, same or none, not {other:?}")),
+                }
+            }
+            "--only" => {
+                let list = args
+                    .next()
+                    .ok_or("--only takes a list such as raw,toolkit")?;
+                options.only = list.split(',').map(str::to_owned).collect();
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,tarpc,tonic]"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn runtime(side: alloc::Side, cpu: Option<usize>) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            alloc::set_side(side);
+            if let Some(id) = cpu {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+        })
+        .build()
+        .expect("tokio runtime")
+}
+
+fn measure<I: Implementation>(options: &Options) -> workload::Figures {
+    let (server_cpu, client_cpu) = match options.pin {
+        Pin::Split => (Some(0), Some(1)),
+        Pin::Same => (Some(0), Some(0)),
+        Pin::None => (None, None),
+    };
+    let server = runtime(alloc::Side::Server, server_cpu);
+    let client = runtime(alloc::Side::Client, client_cpu);
+    let addr = server
+        .block_on(server.spawn(I::serve()))
+        .expect("server start");
+    let counts = workload::Counts {
+        scale: if options.quick { 10 } else { 1 },
+    };
+    let figures = client
+        .block_on(async move {
+            tokio::spawn(async move { workload::run::<I>(addr, &counts).await }).await
+        })
+        .expect("workloads");
+    client.shutdown_background();
+    server.shutdown_background();
+    figures
+}
+
+/// 1,000 idle connections need twice that many descriptors in one process.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a stack value.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    raise_fd_limit();
+    let mut results = Vec::new();
+    for name in &options.only {
+        eprintln!("running {name} ...");
+        let figures = match name.as_str() {
+            "raw" => measure::<imp::raw::Raw>(&options),
+            "toolkit" => measure::<imp::toolkit::Toolkit>(&options),
+            "tarpc" => measure::<imp::tarpc::Tarpc>(&options),
+            "tonic" => measure::<imp::tonic::Tonic>(&options),
+            other => {
+                eprintln!("unknown implementation `{other}`");
+                std::process::exit(2);
+            }
+        };
+        results.push(figures);
+    }
+    report::print(
+        &results,
+        options.quick,
+        &format!("{:?}", options.pin).to_lowercase(),
+    );
+}

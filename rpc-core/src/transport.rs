@@ -19,6 +19,11 @@ use crate::frame::{self, HelloError};
 /// more than the system call it saves.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
+/// First size of a connection's read buffer. It grows to fit the bursts
+/// that arrive (and the codec reserves a large frame's length itself), so a
+/// small start only keeps idle connections cheap.
+const INITIAL_READ_BUFFER: usize = 1024;
+
 /// Incoming frames of one connection, payloads without their prefix.
 pub(crate) type FrameReader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
 
@@ -110,7 +115,8 @@ fn split(stream: TcpStream, max_frame_length: usize) -> (FrameReader, FrameWrite
     // Calls are small and latency-bound; batching happens in FrameWriter.
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let reader = FramedRead::new(read, frame::codec(max_frame_length));
+    let reader =
+        FramedRead::with_capacity(read, frame::codec(max_frame_length), INITIAL_READ_BUFFER);
     let writer = FrameWriter {
         io: write,
         out: BytesMut::new(),

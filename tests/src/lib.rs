@@ -180,8 +180,10 @@ pub trait Control {
     async fn fast(&self, n: u32) -> u32;
     /// Reports that it started, then waits until the test opens the gate.
     async fn gated(&self, n: u32) -> u32;
-    /// Panics with `message`.
+    /// Panics with `message` at once.
     async fn panic(&self, message: String) -> u32;
+    /// Waits once, then panics with `message`.
+    async fn panic_later(&self, message: String) -> u32;
     /// Returns `len` bytes.
     async fn bytes(&self, len: usize) -> Vec<u8>;
 }
@@ -226,6 +228,11 @@ impl Control for ControlImpl {
     }
 
     async fn panic(&self, message: String) -> u32 {
+        panic!("{message}")
+    }
+
+    async fn panic_later(&self, message: String) -> u32 {
+        tokio::task::yield_now().await;
         panic!("{message}")
     }
 

@@ -23,6 +23,18 @@ async fn a_panicking_handler_fails_only_its_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_after_waiting_fails_only_its_call() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let client = ControlClient::connect(addr).await.unwrap();
+    match client.panic_later("late test panic".to_owned()).await {
+        Err(RpcError::HandlerPanicked { message }) => assert_eq!(message, "late test panic"),
+        other => panic!("expected HandlerPanicked, got {other:?}"),
+    }
+    assert_eq!(client.fast(1).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_call_fails_the_call_at_once() {
     let (control, mut started) = ControlImpl::new();
     let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;

@@ -42,7 +42,7 @@ fn frame(id: u64, op: Option<u8>, payload: &[u8]) -> BytesMut {
 
 /// Writes every queued frame, as many per system call as are ready.
 async fn write_loop(mut io: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::new();
     let mut out = BytesMut::new();
     while rx.recv_many(&mut batch, 256).await > 0 {
         // Let every task that is ready queue its frame before writing.

@@ -98,8 +98,9 @@ async fn write_loop(
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut frames = Vec::with_capacity(MAX_BATCH);
+    // Empty until used; they grow to the batches actually seen.
+    let mut batch = Vec::new();
+    let mut frames = Vec::new();
     loop {
         let taken = tokio::select! {
             biased;

@@ -1,10 +1,17 @@
-//! One accepted connection: read requests, run each call on its own task,
-//! write the replies in batches.
+//! One accepted connection: read requests, start each call, write the
+//! replies in batches.
+//!
+//! A call is polled once where it is read. Most handlers finish without
+//! waiting for anything, and answering those in place saves a task spawn and
+//! two wake-ups per call; a call that does wait moves to a task of its own,
+//! so it never holds up the calls read after it.
 
 use std::any::Any;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
@@ -14,11 +21,16 @@ use tokio::sync::{mpsc, oneshot};
 use super::Config;
 use super::router::Router;
 use crate::envelope::{self, Message, Status};
-use crate::service::{Reply, Request};
+use crate::service::{Reply, Request, ResponseFuture};
 use crate::transport::{self, FrameWriter};
 
 /// Most replies taken off the queue for one write.
 const MAX_BATCH: usize = 256;
+
+/// Calls with arguments up to this size are polled once where they are
+/// read; larger ones go straight to a task of their own, so that copying
+/// their payload does not stall reading (see the module docs).
+const INLINE_BODY_LIMIT: usize = 8 * 1024;
 
 /// Serves one connection until it ends, logging why it ended.
 pub(crate) async fn serve(
@@ -45,7 +57,7 @@ async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<
             None => break Ok(()),
             Some(Err(e)) => break Err(format!("bad frame: {e}")),
             Some(Ok(payload)) => {
-                if let Err(reason) = dispatch(payload.freeze(), router, &replies, &config) {
+                if let Err(reason) = dispatch(payload.freeze(), router, &replies, &config).await {
                     break Err(reason);
                 }
             }
@@ -67,7 +79,8 @@ async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<
 }
 
 /// Starts the call a frame carries, or says why the connection must close.
-fn dispatch(
+/// Never waits: it only polls the call once.
+async fn dispatch(
     payload: Bytes,
     router: &Router,
     replies: &mpsc::UnboundedSender<BytesMut>,
@@ -92,10 +105,11 @@ fn dispatch(
         let _ = replies.send(reply.into_frame());
         return Ok(());
     };
+    let inline = body.len() <= INLINE_BODY_LIMIT;
     let request = Request::new(id, body, config.max_frame_length);
     // Generated `call`s only build a future, but a hand-written one could panic.
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
-    let future = match started {
+    let mut future = match started {
         Ok(Some(future)) => future,
         Ok(None) => {
             let reply = Reply::error(
@@ -111,16 +125,40 @@ fn dispatch(
             return Ok(());
         }
     };
-    let replies = replies.clone();
-    tokio::spawn(async move {
-        let reply = match AssertUnwindSafe(future).catch_unwind().await {
-            Ok(reply) => reply,
-            Err(panic) => panicked(id, panic),
-        };
-        // Fails only if the connection already closed; nobody to tell.
-        let _ = replies.send(reply.into_frame());
-    });
+    let polled = if inline {
+        poll_once(&mut future).await
+    } else {
+        Ok(Poll::Pending)
+    };
+    match polled {
+        Ok(Poll::Ready(reply)) => {
+            let _ = replies.send(reply.into_frame());
+        }
+        Err(panic) => {
+            let _ = replies.send(panicked(id, panic).into_frame());
+        }
+        Ok(Poll::Pending) => {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let reply = match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(reply) => reply,
+                    Err(panic) => panicked(id, panic),
+                };
+                // Fails only if the connection already closed; nobody to tell.
+                let _ = replies.send(reply.into_frame());
+            });
+        }
+    }
     Ok(())
+}
+
+/// Polls `future` once, catching a panic.
+async fn poll_once(future: &mut ResponseFuture) -> Result<Poll<Reply>, Box<dyn Any + Send>> {
+    poll_fn(|cx| {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        Poll::Ready(polled)
+    })
+    .await
 }
 
 fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {
@@ -138,7 +176,8 @@ async fn write_loop(
     mut replies: mpsc::UnboundedReceiver<BytesMut>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let mut frames = Vec::with_capacity(MAX_BATCH);
+    // Empty until used: an idle connection should cost next to nothing.
+    let mut frames = Vec::new();
     loop {
         let taken = tokio::select! {
             biased;

@@ -45,7 +45,12 @@ pub struct Request {
 }
 
 impl Request {
-    pub(crate) fn new(id: u64, body: Bytes, max_frame_length: usize) -> Self {
+    /// A call with id `id` whose encoded arguments are `body`; its reply
+    /// may be at most `max_frame_length` bytes. The server makes these; make
+    /// one by hand to drive a [`Service`] without a network, as in a test or
+    /// a benchmark. `body` is the bincode encoding of the argument tuple
+    /// (docs/PROTOCOL.md, "Values").
+    pub fn new(id: u64, body: Bytes, max_frame_length: usize) -> Self {
         Self {
             id,
             body,
@@ -104,6 +109,11 @@ impl Reply {
         let mut frame = BytesMut::with_capacity(REPLY_CAPACITY);
         envelope::encode_error(&mut frame, id, status, message);
         Self { frame }
+    }
+
+    /// The whole frame as it goes on the wire, length prefix included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.frame
     }
 
     pub(crate) fn into_frame(self) -> BytesMut {

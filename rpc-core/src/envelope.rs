@@ -43,6 +43,7 @@ impl Status {
     pub(crate) const BAD_REQUEST: Status = Status(3);
     pub(crate) const HANDLER_PANICKED: Status = Status(4);
     pub(crate) const INTERNAL: Status = Status(5);
+    pub(crate) const RESOURCE_EXHAUSTED: Status = Status(6);
 }
 
 /// A decoded message, borrowing names from its frame.
@@ -79,10 +80,14 @@ impl From<ProtocolError> for RpcError {
     }
 }
 
-/// Appends a whole request frame (prefix included) to `buf`.
+/// Where a request frame (prefix included) holds its id.
+const REQUEST_ID_OFFSET: usize = frame::PREFIX_LEN + 2;
+
+/// Appends a whole request frame (prefix included) to `buf`, with id 0:
+/// the connection's writer stamps the real id with [`set_request_id`] as
+/// it sends, so that ids rise in the order requests go on the wire.
 pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf: &mut BytesMut,
-    id: u64,
     service: &str,
     method: &str,
     args: &A,
@@ -91,11 +96,16 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
     let start = frame::begin(buf);
     buf.put_u8(KIND_REQUEST);
     buf.put_u8(0);
-    buf.put_u64_le(id);
+    buf.put_u64_le(0);
     put_name(buf, service, "service")?;
     put_name(buf, method, "method")?;
     put_body(buf, start, args, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
+}
+
+/// Stamps `id` into a frame made by [`encode_request`].
+pub(crate) fn set_request_id(frame: &mut [u8], id: u64) {
+    frame[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + 8].copy_from_slice(&id.to_le_bytes());
 }
 
 /// Appends a whole success response frame to `buf`.
@@ -308,7 +318,8 @@ mod tests {
     #[test]
     fn request_round_trips() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, 7, "Calc", "add", &(2i64, 3i64), 1024).unwrap();
+        encode_request(&mut buf, "Calc", "add", &(2i64, 3i64), 1024).unwrap();
+        set_request_id(&mut buf, 7);
         let payload = payload(buf);
         match decode(&payload).unwrap() {
             Message::Request {
@@ -343,7 +354,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, 1, "Svc", "method", &(), 1024).unwrap();
+        encode_request(&mut buf, "Svc", "method", &(), 1024).unwrap();
         let full = payload(buf);
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
@@ -384,7 +395,7 @@ mod tests {
     #[test]
     fn oversize_request_fails_locally_and_leaves_buffer_clean() {
         let mut buf = BytesMut::new();
-        let err = encode_request(&mut buf, 1, "S", "m", &vec![0u8; 100], 50).unwrap_err();
+        let err = encode_request(&mut buf, "S", "m", &vec![0u8; 100], 50).unwrap_err();
         assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
         assert!(buf.is_empty());
     }
@@ -393,7 +404,8 @@ mod tests {
     #[test]
     fn protocol_doc_example() {
         let mut request = BytesMut::new();
-        encode_request(&mut request, 7, "Calculator", "add", &(2i64, 3i64), 1024).unwrap();
+        encode_request(&mut request, "Calculator", "add", &(2i64, 3i64), 1024).unwrap();
+        set_request_id(&mut request, 7);
         let mut expected = vec![0x1B, 0, 0, 0, 0x01, 0, 7, 0, 0, 0, 0, 0, 0, 0, 10];
         expected.extend_from_slice(b"Calculator");
         expected.push(3);

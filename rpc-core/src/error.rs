@@ -98,6 +98,14 @@ pub enum RpcError {
         message: String,
     },
 
+    /// The server refused the call for lack of a resource, such as its limit
+    /// of calls in flight per connection. The call did not run.
+    #[error("the server is out of resources: {message}")]
+    ResourceExhausted {
+        /// The server's explanation.
+        message: String,
+    },
+
     /// The server failed to answer for a reason of its own, such as a reply
     /// that could not be encoded or exceeded the server's frame limit.
     #[error("internal server error: {message}")]

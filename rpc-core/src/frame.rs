@@ -6,10 +6,12 @@
 //! place so a message is serialized straight into its frame.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 /// Default largest frame payload, in bytes, that either side sends or accepts.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
@@ -24,16 +26,166 @@ pub(crate) const MAGIC: [u8; 4] = *b"RKIT";
 /// The one protocol version this build speaks.
 pub(crate) const VERSION: u16 = 1;
 
-/// Bytes of the handshake: magic, version, reserved flags.
+/// Bytes of the handshake: magic, version, and a `u16` that the server
+/// sets to the calls it accepts in flight per connection (0: no limit) and
+/// the client sets to 0.
 pub(crate) const HELLO_LEN: usize = 8;
 
-/// The reading half's codec, refusing payloads above `max_frame_length`.
-pub(crate) fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .little_endian()
-        .max_frame_length(max_frame_length)
-        .new_codec()
+/// What the reading half yields.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// The first bytes of a frame that is not complete yet arrived: time
+    /// its completion from now.
+    Started,
+    /// A whole frame's payload.
+    Frame(BytesMut),
+}
+
+/// Reads frames of at most `max_frame_length` bytes.
+///
+/// tokio-util's `LengthDelimitedCodec` reserves a frame's whole claimed
+/// length as soon as it reads the prefix, so a thousand peers each claiming
+/// 16 MiB and sending one byte would pin 16 GiB. This decoder checks the
+/// prefix itself and hands the bytes to the codec only once the whole frame
+/// has arrived; until then the read buffer grows with the bytes actually
+/// received, and those bytes are charged to an optional shared budget.
+#[derive(Debug)]
+pub(crate) struct FrameDecoder {
+    codec: LengthDelimitedCodec,
+    max_frame_length: usize,
+    /// Whether `Started` was reported for the frame now being received.
+    started: bool,
+    budget: Option<Arc<ReceiveBudget>>,
+    /// Bytes of the partial frame charged to the budget.
+    charged: usize,
+}
+
+impl FrameDecoder {
+    pub(crate) fn new(max_frame_length: usize, budget: Option<Arc<ReceiveBudget>>) -> Self {
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .little_endian()
+            .max_frame_length(max_frame_length)
+            .new_codec();
+        FrameDecoder {
+            codec,
+            max_frame_length,
+            started: false,
+            budget,
+            charged: 0,
+        }
+    }
+
+    /// Charges the partial frame's `held` bytes, or fails if the budget
+    /// cannot take them.
+    fn charge(&mut self, held: usize) -> io::Result<()> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        if held > self.charged {
+            budget.take(held - self.charged)?;
+        } else {
+            budget.give(self.charged - held);
+        }
+        self.charged = held;
+        Ok(())
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = Incoming;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Incoming>> {
+        let complete = match src.get(..PREFIX_LEN) {
+            Some(prefix) => {
+                let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+                if len > self.max_frame_length {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "a frame of {len} bytes exceeds the limit of {} bytes",
+                            self.max_frame_length
+                        ),
+                    ));
+                }
+                src.len() - PREFIX_LEN >= len
+            }
+            None => false,
+        };
+        if !complete {
+            self.charge(src.len())?;
+            if src.is_empty() || self.started {
+                return Ok(None);
+            }
+            self.started = true;
+            return Ok(Some(Incoming::Started));
+        }
+        self.charge(0)?;
+        self.started = false;
+        // The whole frame is buffered, so the codec reserves nothing.
+        Ok(self.codec.decode(src)?.map(Incoming::Frame))
+    }
+}
+
+impl Drop for FrameDecoder {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.charged);
+        }
+    }
+}
+
+/// Bytes that all connections of a server may hold in frames they have
+/// begun but not finished receiving.
+#[derive(Debug)]
+pub(crate) struct ReceiveBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl ReceiveBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        ReceiveBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    fn take(&self, bytes: usize) -> io::Result<()> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let wanted = used.saturating_add(bytes);
+            if wanted > self.limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "the server's budget of {} bytes for partly received frames is spent",
+                        self.limit
+                    ),
+                ));
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                wanted,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes held now, for tests.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
 }
 
 /// Reserves the length prefix of a frame that the caller is about to fill;
@@ -60,23 +212,28 @@ pub(crate) fn payload_limit(max_frame_length: usize) -> usize {
     max_frame_length.min(u32::MAX as usize)
 }
 
-/// Sends this side's handshake.
-pub(crate) async fn write_hello<W: AsyncWrite + Unpin>(io: &mut W) -> io::Result<()> {
+/// Sends this side's handshake, with `call_limit` in its last two bytes.
+pub(crate) async fn write_hello<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    call_limit: u16,
+) -> io::Result<()> {
     let mut hello = [0u8; HELLO_LEN];
     hello[..4].copy_from_slice(&MAGIC);
     hello[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    hello[6..8].copy_from_slice(&call_limit.to_le_bytes());
     io.write_all(&hello).await?;
     io.flush().await
 }
 
-/// Reads the peer's handshake and checks that it speaks this protocol.
-pub(crate) async fn read_hello<R: AsyncRead + Unpin>(io: &mut R) -> Result<(), HelloError> {
+/// Reads the peer's handshake, checks that it speaks this protocol, and
+/// returns the call limit it carries.
+pub(crate) async fn read_hello<R: AsyncRead + Unpin>(io: &mut R) -> Result<u16, HelloError> {
     let mut hello = [0u8; HELLO_LEN];
     io.read_exact(&mut hello).await.map_err(HelloError::Io)?;
     check_hello(&hello)
 }
 
-fn check_hello(hello: &[u8; HELLO_LEN]) -> Result<(), HelloError> {
+fn check_hello(hello: &[u8; HELLO_LEN]) -> Result<u16, HelloError> {
     if hello[..4] != MAGIC {
         return Err(HelloError::Magic(hello[..4].try_into().unwrap_or_default()));
     }
@@ -84,7 +241,7 @@ fn check_hello(hello: &[u8; HELLO_LEN]) -> Result<(), HelloError> {
     if version != VERSION {
         return Err(HelloError::Version(version));
     }
-    Ok(())
+    Ok(u16::from_le_bytes([hello[6], hello[7]]))
 }
 
 /// Why a handshake failed.
@@ -109,7 +266,9 @@ mod tests {
         let mut hello = [0u8; HELLO_LEN];
         hello[..4].copy_from_slice(&MAGIC);
         hello[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        assert!(check_hello(&hello).is_ok());
+        assert_eq!(check_hello(&hello).unwrap(), 0);
+        hello[6..8].copy_from_slice(&100u16.to_le_bytes());
+        assert_eq!(check_hello(&hello).unwrap(), 100);
         assert!(matches!(
             check_hello(b"GET / HT"),
             Err(HelloError::Magic(m)) if &m == b"GET "
@@ -118,18 +277,69 @@ mod tests {
         assert!(matches!(check_hello(&hello), Err(HelloError::Version(9))));
     }
 
-    #[tokio::test]
-    async fn written_frames_read_back_and_oversize_is_refused() {
+    fn framed(payload: &[u8]) -> BytesMut {
         let mut buf = BytesMut::new();
         let start = begin(&mut buf);
-        buf.put_slice(b"hello");
+        buf.put_slice(payload);
         finish(&mut buf, start);
+        buf
+    }
+
+    #[tokio::test]
+    async fn written_frames_read_back_and_oversize_is_refused() {
+        let buf = framed(b"hello");
         assert_eq!(&buf[..4], &5u32.to_le_bytes());
 
-        let mut frames = FramedRead::new(&buf[..], codec(16));
-        assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"hello");
+        let mut frames = FramedRead::new(&buf[..], FrameDecoder::new(16, None));
+        match frames.next().await.unwrap().unwrap() {
+            Incoming::Frame(f) => assert_eq!(&f[..], b"hello"),
+            other => panic!("{other:?}"),
+        }
 
-        let mut frames = FramedRead::new(&buf[..], codec(4));
-        assert!(frames.next().await.unwrap().is_err());
+        let mut frames = FramedRead::new(&buf[..], FrameDecoder::new(4, None));
+        let err = frames.next().await.unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("5 bytes exceeds the limit of 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_partial_frame_reserves_nothing_and_is_charged_to_the_budget() {
+        let budget = Arc::new(ReceiveBudget::new(100));
+        let mut decoder = FrameDecoder::new(1 << 30, Some(budget.clone()));
+        // Claims 1 GiB, sends 10 bytes of it.
+        let mut src = BytesMut::new();
+        src.put_u32_le(1 << 30);
+        src.put_slice(&[0; 10]);
+        let capacity = src.capacity();
+        assert!(matches!(
+            decoder.decode(&mut src),
+            Ok(Some(Incoming::Started))
+        ));
+        assert!(matches!(decoder.decode(&mut src), Ok(None)));
+        assert_eq!(src.capacity(), capacity, "nothing reserved for the claim");
+        assert_eq!(budget.used(), 14);
+        // More than the budget allows fails this connection.
+        src.put_slice(&[0; 100]);
+        assert!(decoder.decode(&mut src).is_err());
+        drop(decoder);
+        assert_eq!(budget.used(), 0, "a closed connection gives its bytes back");
+    }
+
+    #[test]
+    fn a_completed_frame_gives_its_budget_back() {
+        let budget = Arc::new(ReceiveBudget::new(1000));
+        let mut decoder = FrameDecoder::new(1000, Some(budget.clone()));
+        let whole = framed(&[7; 50]);
+        let mut src = BytesMut::from(&whole[..20]);
+        assert!(matches!(
+            decoder.decode(&mut src),
+            Ok(Some(Incoming::Started))
+        ));
+        assert_eq!(budget.used(), 20);
+        src.extend_from_slice(&whole[20..]);
+        assert!(matches!(decoder.decode(&mut src), Ok(Some(Incoming::Frame(f))) if f.len() == 50));
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -72,7 +72,10 @@ pub mod __private;
 pub use client::{Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
-pub use server::{DEFAULT_SERVER_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
+pub use server::{
+    DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT, Server, ServerBuilder,
+};
 pub use service::{Reply, Request, ResponseFuture, Service};
 
 /// Turns a trait into an RPC service: a typed client, a server, and the

@@ -3,16 +3,17 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
-use crate::frame::{self, HelloError};
+use crate::frame::{self, FrameDecoder, HelloError, ReceiveBudget};
 
 /// Frames below this size are copied into one buffer and written together;
 /// larger ones are written from where they lie, since the copy would cost
@@ -25,7 +26,15 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 const INITIAL_READ_BUFFER: usize = 1024;
 
 /// Incoming frames of one connection, payloads without their prefix.
-pub(crate) type FrameReader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+pub(crate) type FrameReader = FramedRead<OwnedReadHalf, FrameDecoder>;
+
+/// A client connection after the handshake.
+pub(crate) struct Connected {
+    pub(crate) reader: FrameReader,
+    pub(crate) writer: FrameWriter,
+    /// Calls the server accepts in flight on this connection; 0: no limit.
+    pub(crate) call_limit: u16,
+}
 
 /// Opens a connection to the first address of `addr` that accepts, and
 /// exchanges handshakes with the server.
@@ -33,7 +42,7 @@ pub(crate) async fn connect<A: ToSocketAddrs>(
     addr: A,
     max_frame_length: usize,
     handshake_timeout: Duration,
-) -> Result<(FrameReader, FrameWriter), RpcError> {
+) -> Result<Connected, RpcError> {
     let candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
         .await
         .map_err(|source| RpcError::Connect {
@@ -67,19 +76,26 @@ async fn client_handshake(
     mut stream: TcpStream,
     max_frame_length: usize,
     handshake_timeout: Duration,
-) -> Result<(FrameReader, FrameWriter), RpcError> {
+) -> Result<Connected, RpcError> {
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let exchange = async {
-        frame::write_hello(&mut stream)
+        frame::write_hello(&mut stream, 0)
             .await
             .map_err(HelloError::Io)?;
         frame::read_hello(&mut stream).await
     };
     match tokio::time::timeout(handshake_timeout, exchange).await {
-        Ok(Ok(())) => Ok(split(stream, max_frame_length)),
+        Ok(Ok(call_limit)) => {
+            let (reader, writer) = split(stream, max_frame_length, None);
+            Ok(Connected {
+                reader,
+                writer,
+                call_limit,
+            })
+        }
         Ok(Err(HelloError::Io(source))) => Err(RpcError::Connect { addr, source }),
         Ok(Err(e)) => Err(RpcError::Protocol(e.to_string())),
         Err(_) => Err(RpcError::Connect {
@@ -92,31 +108,50 @@ async fn client_handshake(
     }
 }
 
+/// How the server side of a connection is set up.
+pub(crate) struct AcceptSettings {
+    pub(crate) max_frame_length: usize,
+    pub(crate) handshake_timeout: Duration,
+    /// Advertised in the handshake; 0: no limit.
+    pub(crate) call_limit: u16,
+    pub(crate) budget: Arc<ReceiveBudget>,
+    /// Only reported in logs here; the server enforces it.
+    pub(crate) max_connections: usize,
+}
+
 /// Checks a client's handshake and answers it.
 pub(crate) async fn accept(
     mut stream: TcpStream,
-    max_frame_length: usize,
-    handshake_timeout: Duration,
+    settings: &AcceptSettings,
 ) -> Result<(FrameReader, FrameWriter), String> {
+    let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
         frame::read_hello(&mut stream).await?;
-        frame::write_hello(&mut stream)
+        frame::write_hello(&mut stream, settings.call_limit)
             .await
             .map_err(HelloError::Io)
     };
     match tokio::time::timeout(handshake_timeout, exchange).await {
-        Ok(Ok(())) => Ok(split(stream, max_frame_length)),
+        Ok(Ok(())) => Ok(split(
+            stream,
+            settings.max_frame_length,
+            Some(settings.budget.clone()),
+        )),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no handshake within {handshake_timeout:?}")),
     }
 }
 
-fn split(stream: TcpStream, max_frame_length: usize) -> (FrameReader, FrameWriter) {
+fn split(
+    stream: TcpStream,
+    max_frame_length: usize,
+    budget: Option<Arc<ReceiveBudget>>,
+) -> (FrameReader, FrameWriter) {
     // Calls are small and latency-bound; batching happens in FrameWriter.
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    let reader =
-        FramedRead::with_capacity(read, frame::codec(max_frame_length), INITIAL_READ_BUFFER);
+    let decoder = FrameDecoder::new(max_frame_length, budget);
+    let reader = FramedRead::with_capacity(read, decoder, INITIAL_READ_BUFFER);
     let writer = FrameWriter {
         io: write,
         out: BytesMut::new(),

@@ -21,17 +21,24 @@ pub async fn serve(builder: ServerBuilder) -> SocketAddr {
     addr
 }
 
-/// The toolkit's handshake, for tests that speak raw bytes.
+/// A client's handshake (a server's has its call limit in the last two
+/// bytes), for tests that speak raw bytes.
 pub const HELLO: [u8; 8] = *b"RKIT\x01\x00\x00\x00";
 
-/// Opens a raw TCP connection and completes the handshake.
-pub async fn raw_connect(addr: SocketAddr) -> TcpStream {
+/// Opens a raw TCP connection and completes the handshake, returning the
+/// stream and the call limit the server advertised.
+pub async fn raw_connect_with_limit(addr: SocketAddr) -> (TcpStream, u16) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(&HELLO).await.expect("send hello");
     let mut hello = [0u8; 8];
     stream.read_exact(&mut hello).await.expect("read hello");
-    assert_eq!(hello, HELLO);
-    stream
+    assert_eq!(hello[..6], HELLO[..6]);
+    (stream, u16::from_le_bytes([hello[6], hello[7]]))
+}
+
+/// Opens a raw TCP connection and completes the handshake.
+pub async fn raw_connect(addr: SocketAddr) -> TcpStream {
+    raw_connect_with_limit(addr).await.0
 }
 
 /// Reads until the server closes the connection (end of stream or reset),
@@ -52,6 +59,33 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
         .await
         .expect("the server should close the connection");
     seen
+}
+
+/// A request frame, prefix included, as docs/PROTOCOL.md describes it.
+pub fn request_frame(id: u64, service: &str, method: &str, body: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x01, 0];
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.push(service.len() as u8);
+    payload.extend_from_slice(service.as_bytes());
+    payload.push(method.len() as u8);
+    payload.extend_from_slice(method.as_bytes());
+    payload.extend_from_slice(body);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Reads one response frame: its request id, status and body.
+pub async fn read_response(stream: &mut TcpStream) -> (u64, u8, Vec<u8>) {
+    let len = stream.read_u32_le().await.expect("frame length") as usize;
+    let mut payload = vec![0u8; len];
+    stream
+        .read_exact(&mut payload)
+        .await
+        .expect("frame payload");
+    assert_eq!(payload[0], 0x02, "a response");
+    let id = u64::from_le_bytes(payload[2..10].try_into().expect("8 bytes"));
+    (id, payload[10], payload[11..].to_vec())
 }
 
 /// A record with nested data, for round trips.

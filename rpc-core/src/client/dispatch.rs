@@ -17,15 +17,17 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::limit::CallLimit;
+
 use crate::envelope::{self, Message, Status};
+use crate::frame::Incoming;
 use crate::transport::{FrameReader, FrameWriter};
 
 /// Most requests taken off the queue for one write.
 const MAX_BATCH: usize = 256;
 
-/// A request on its way to the writer.
+/// A request on its way to the writer, which gives it its id.
 pub(crate) struct Outgoing {
-    pub(crate) id: u64,
     pub(crate) frame: BytesMut,
     pub(crate) reply: oneshot::Sender<Response>,
 }
@@ -61,9 +63,15 @@ impl Closed {
 type Registration = (u64, oneshot::Sender<Response>);
 
 /// Starts the connection's tasks; the queue closes when they end.
+///
+/// `permits`, when the server limits calls in flight, holds one permit per
+/// call not yet answered: callers take one before sending, the reader gives
+/// it back when the reply arrives (even if the caller has gone), and closes
+/// it when the connection ends.
 pub(crate) fn spawn(
     reader: FrameReader,
     writer: FrameWriter,
+    permits: Option<Arc<CallLimit>>,
 ) -> (mpsc::UnboundedSender<Outgoing>, Arc<Closed>) {
     let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
     let (registrations_tx, registrations_rx) = mpsc::unbounded_channel();
@@ -86,6 +94,7 @@ pub(crate) fn spawn(
         writer_done,
         reader_alive,
         closed.clone(),
+        permits,
     ));
     (outgoing_tx, closed)
 }
@@ -101,6 +110,7 @@ async fn write_loop(
     // Empty until used; they grow to the batches actually seen.
     let mut batch = Vec::new();
     let mut frames = Vec::new();
+    let mut next_id: u64 = 0;
     loop {
         let taken = tokio::select! {
             biased;
@@ -125,10 +135,12 @@ async fn write_loop(
             writer.shutdown().await;
             return;
         }
-        for request in batch.drain(..) {
-            if registrations.send((request.id, request.reply)).is_err() {
+        for mut request in batch.drain(..) {
+            envelope::set_request_id(&mut request.frame, next_id);
+            if registrations.send((next_id, request.reply)).is_err() {
                 return;
             }
+            next_id += 1;
             frames.push(request.frame);
         }
         tokio::select! {
@@ -148,6 +160,7 @@ async fn read_loop(
     mut writer_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
+    permits: Option<Arc<CallLimit>>,
 ) {
     let mut in_flight: HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<IdHasher>> =
         HashMap::default();
@@ -161,7 +174,8 @@ async fn read_loop(
         let payload = match frame {
             None => break Some("the server closed the connection".to_owned()),
             Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
-            Some(Ok(payload)) => payload.freeze(),
+            Some(Ok(Incoming::Frame(payload))) => payload.freeze(),
+            Some(Ok(Incoming::Started)) => continue,
         };
         match envelope::decode(&payload) {
             Ok(Message::Response { id, status, body }) => {
@@ -172,8 +186,13 @@ async fn read_loop(
                     in_flight.remove(&id)
                 });
                 match waiting {
-                    // A caller that gave up has dropped its receiver; fine.
-                    Some(caller) => drop(caller.send(Response { status, body })),
+                    Some(caller) => {
+                        // A caller that gave up has dropped its receiver; fine.
+                        drop(caller.send(Response { status, body }));
+                        if let Some(permits) = &permits {
+                            permits.release();
+                        }
+                    }
                     None => tracing::warn!(id, "reply for a request id not in flight; ignored"),
                 }
             }
@@ -186,6 +205,9 @@ async fn read_loop(
     if let Some(reason) = reason {
         tracing::debug!("connection closed: {reason}");
         closed.set(reason);
+    }
+    if let Some(permits) = &permits {
+        permits.close();
     }
     // Returning drops `in_flight` and `registrations`: every caller still
     // waiting wakes with the reason recorded above.

@@ -2,10 +2,10 @@
 //! number of generated clients and tasks share.
 
 mod dispatch;
+mod limit;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -20,6 +20,7 @@ use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::transport;
 use dispatch::{Closed, Outgoing, Response};
+use limit::CallLimit;
 
 /// Default time allowed for the server's handshake after the TCP connect.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +61,9 @@ pub struct Channel {
 struct Inner {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     closed: Arc<Closed>,
-    next_id: AtomicU64,
+    /// One permit per call the server will take in flight, when it limits
+    /// them; calls beyond wait here rather than be refused.
+    permits: Option<Arc<CallLimit>>,
     max_frame_length: usize,
 }
 
@@ -97,13 +100,24 @@ impl Channel {
     ///
     /// Generated clients call this; use it directly only to call a service
     /// without its trait. The request is encoded when the future is first
-    /// polled, so a future that is never polled sends nothing.
+    /// polled, so a future that is never polled sends nothing. If the
+    /// server limits the calls in flight per connection (it says so in its
+    /// handshake), a call beyond the limit waits here for an earlier one to
+    /// be answered.
     pub async fn call<A, R>(&self, service: &str, method: &str, args: A) -> Result<R, RpcError>
     where
         A: Serialize,
         R: DeserializeOwned,
     {
-        let receiver = self.send(service, method, &args)?;
+        if let Some(permits) = &self.inner.permits {
+            // Given back by the reader when the reply arrives.
+            permits.acquire().await.map_err(|_| self.closed_error())?;
+        }
+        let receiver = self.send(service, method, &args).inspect_err(|_| {
+            if let Some(permits) = &self.inner.permits {
+                permits.release();
+            }
+        })?;
         drop(args);
         let response = receiver.await.map_err(|_| self.closed_error())?;
         response_into_result(response, service, method)
@@ -116,20 +130,12 @@ impl Channel {
         args: &(impl Serialize + ?Sized),
     ) -> Result<oneshot::Receiver<Response>, RpcError> {
         let inner = &*self.inner;
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
-        envelope::encode_request(
-            &mut frame,
-            id,
-            service,
-            method,
-            args,
-            inner.max_frame_length,
-        )?;
+        envelope::encode_request(&mut frame, service, method, args, inner.max_frame_length)?;
         let (reply, receiver) = oneshot::channel();
         inner
             .outgoing
-            .send(Outgoing { id, frame, reply })
+            .send(Outgoing { frame, reply })
             .map_err(|_| self.closed_error())?;
         Ok(receiver)
     }
@@ -165,6 +171,7 @@ fn response_into_result<R: DeserializeOwned>(
         Status::BAD_REQUEST => RpcError::BadRequest { message: message() },
         Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
         Status::INTERNAL => RpcError::Internal { message: message() },
+        Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
         Status(other) => RpcError::Internal {
             message: format!("unknown status {other}: {}", message()),
         },
@@ -199,14 +206,19 @@ impl ChannelBuilder {
     /// Opens the connection. Must be called within a tokio runtime, which
     /// runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
-        let (reader, writer) =
+        let connected =
             transport::connect(addr, self.max_frame_length, self.handshake_timeout).await?;
-        let (outgoing, closed) = dispatch::spawn(reader, writer);
+        let permits = match connected.call_limit {
+            0 => None,
+            limit => Some(Arc::new(CallLimit::new(limit.into()))),
+        };
+        let (outgoing, closed) =
+            dispatch::spawn(connected.reader, connected.writer, permits.clone());
         Ok(Channel {
             inner: Arc::new(Inner {
                 outgoing,
                 closed,
-                next_id: AtomicU64::new(0),
+                permits,
                 max_frame_length: self.max_frame_length,
             }),
         })

@@ -11,16 +11,18 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::Config;
-use super::router::Router;
+use super::Shared;
 use crate::envelope::{self, Message, Status};
+use crate::frame::Incoming;
 use crate::service::{Reply, Request, ResponseFuture};
 use crate::transport::{self, FrameWriter};
 
@@ -33,31 +35,55 @@ const MAX_BATCH: usize = 256;
 const INLINE_BODY_LIMIT: usize = 8 * 1024;
 
 /// Serves one connection until it ends, logging why it ended.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    router: Arc<Router>,
-    config: Config,
-) {
-    match run(stream, &router, config).await {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    match run(stream, &shared).await {
         Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
         Err(reason) => tracing::info!(%peer, "closing connection: {reason}"),
     }
 }
 
-async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<(), String> {
-    let (mut reader, writer) =
-        transport::accept(stream, config.max_frame_length, config.handshake_timeout).await?;
+/// The state of one connection that its calls share.
+struct Calls<'a> {
+    shared: &'a Shared,
+    replies: mpsc::UnboundedSender<BytesMut>,
+    /// Calls running on tasks of their own; they count until they end.
+    running: Arc<AtomicUsize>,
+}
+
+async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
+    let (mut reader, writer) = transport::accept(stream, &shared.accept).await?;
     let (replies, replies_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
     let writing = tokio::spawn(write_loop(writer, replies_rx, stopped));
+    let calls = Calls {
+        shared,
+        replies,
+        running: Arc::new(AtomicUsize::new(0)),
+    };
 
+    // Set while a frame has begun to arrive but not finished.
+    let mut frame_deadline: Option<Instant> = None;
     let ended = loop {
-        match reader.next().await {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
+                if frame_deadline.is_some() =>
+            {
+                break Err(format!(
+                    "a frame was not finished within {:?}",
+                    shared.frame_timeout
+                ));
+            }
+        };
+        match next {
             None => break Ok(()),
             Some(Err(e)) => break Err(format!("bad frame: {e}")),
-            Some(Ok(payload)) => {
-                if let Err(reason) = dispatch(payload.freeze(), router, &replies, &config).await {
+            Some(Ok(Incoming::Started)) => {
+                frame_deadline = Some(Instant::now() + shared.frame_timeout);
+            }
+            Some(Ok(Incoming::Frame(payload))) => {
+                frame_deadline = None;
+                if let Err(reason) = calls.dispatch(payload.freeze()).await {
                     break Err(reason);
                 }
             }
@@ -66,7 +92,7 @@ async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<
     match ended {
         // The client finished sending: let the calls still running answer.
         Ok(()) => {
-            drop(replies);
+            drop(calls);
             let _ = writing.await;
             Ok(())
         }
@@ -78,78 +104,100 @@ async fn run(stream: TcpStream, router: &Arc<Router>, config: Config) -> Result<
     }
 }
 
-/// Starts the call a frame carries, or says why the connection must close.
-/// Never waits: it only polls the call once.
-async fn dispatch(
-    payload: Bytes,
-    router: &Router,
-    replies: &mpsc::UnboundedSender<BytesMut>,
-    config: &Config,
-) -> Result<(), String> {
-    let (id, service, method, body) = match envelope::decode(&payload) {
-        Ok(Message::Request {
-            id,
-            service,
-            method,
-            body,
-        }) => (id, service, method, body),
-        Ok(Message::Response { .. }) => return Err("the client sent a response".to_owned()),
-        Err(e) => return Err(format!("protocol violation: {e}")),
-    };
-    let Some(target) = router.get(service) else {
-        let reply = Reply::error(
-            id,
-            Status::UNKNOWN_SERVICE,
-            &format!("the server has no service `{service}`"),
-        );
-        let _ = replies.send(reply.into_frame());
-        return Ok(());
-    };
-    let inline = body.len() <= INLINE_BODY_LIMIT;
-    let request = Request::new(id, body, config.max_frame_length);
-    // Generated `call`s only build a future, but a hand-written one could panic.
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
-    let mut future = match started {
-        Ok(Some(future)) => future,
-        Ok(None) => {
-            let reply = Reply::error(
-                id,
-                Status::UNKNOWN_METHOD,
-                &format!("service `{service}` has no method `{method}`"),
-            );
-            let _ = replies.send(reply.into_frame());
-            return Ok(());
-        }
-        Err(panic) => {
-            let _ = replies.send(panicked(id, panic).into_frame());
-            return Ok(());
-        }
-    };
-    let polled = if inline {
-        poll_once(&mut future).await
-    } else {
-        Ok(Poll::Pending)
-    };
-    match polled {
-        Ok(Poll::Ready(reply)) => {
-            let _ = replies.send(reply.into_frame());
-        }
-        Err(panic) => {
-            let _ = replies.send(panicked(id, panic).into_frame());
-        }
-        Ok(Poll::Pending) => {
-            let replies = replies.clone();
-            tokio::spawn(async move {
-                let reply = match AssertUnwindSafe(future).catch_unwind().await {
-                    Ok(reply) => reply,
-                    Err(panic) => panicked(id, panic),
-                };
-                // Fails only if the connection already closed; nobody to tell.
-                let _ = replies.send(reply.into_frame());
-            });
-        }
+impl Calls<'_> {
+    fn reply(&self, reply: Reply) {
+        // Fails only if the connection already closed; nobody to tell.
+        let _ = self.replies.send(reply.into_frame());
     }
-    Ok(())
+
+    /// Starts the call a frame carries, or says why the connection must
+    /// close. Never waits: it only polls the call once.
+    async fn dispatch(&self, payload: Bytes) -> Result<(), String> {
+        let (id, service, method, body) = match envelope::decode(&payload) {
+            Ok(Message::Request {
+                id,
+                service,
+                method,
+                body,
+            }) => (id, service, method, body),
+            Ok(Message::Response { .. }) => return Err("the client sent a response".to_owned()),
+            Err(e) => return Err(format!("protocol violation: {e}")),
+        };
+        let Some(target) = self.shared.router.get(service) else {
+            self.reply(Reply::error(
+                id,
+                Status::UNKNOWN_SERVICE,
+                &format!("the server has no service `{service}`"),
+            ));
+            return Ok(());
+        };
+        let limit = self.shared.max_concurrent_calls;
+        if self.running.load(Ordering::Relaxed) >= limit {
+            self.reply(Reply::error(
+                id,
+                Status::RESOURCE_EXHAUSTED,
+                &format!("{limit} calls are already running on this connection"),
+            ));
+            return Ok(());
+        }
+        let inline = body.len() <= INLINE_BODY_LIMIT;
+        let request = Request::new(id, body, self.shared.accept.max_frame_length);
+        // Generated `call`s only build a future, but a hand-written one could panic.
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
+        let mut future = match started {
+            Ok(Some(future)) => future,
+            Ok(None) => {
+                self.reply(Reply::error(
+                    id,
+                    Status::UNKNOWN_METHOD,
+                    &format!("service `{service}` has no method `{method}`"),
+                ));
+                return Ok(());
+            }
+            Err(panic) => {
+                self.reply(panicked(id, panic));
+                return Ok(());
+            }
+        };
+        let polled = if inline {
+            poll_once(&mut future).await
+        } else {
+            Ok(Poll::Pending)
+        };
+        match polled {
+            Ok(Poll::Ready(reply)) => self.reply(reply),
+            Err(panic) => self.reply(panicked(id, panic)),
+            Ok(Poll::Pending) => {
+                let replies = self.replies.clone();
+                let running = RunningCall::start(&self.running);
+                tokio::spawn(async move {
+                    let reply = match AssertUnwindSafe(future).catch_unwind().await {
+                        Ok(reply) => reply,
+                        Err(panic) => panicked(id, panic),
+                    };
+                    drop(running);
+                    let _ = replies.send(reply.into_frame());
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts one call as running until dropped, however its task ends.
+struct RunningCall(Arc<AtomicUsize>);
+
+impl RunningCall {
+    fn start(running: &Arc<AtomicUsize>) -> Self {
+        running.fetch_add(1, Ordering::Relaxed);
+        RunningCall(running.clone())
+    }
+}
+
+impl Drop for RunningCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Polls `future` once, catching a panic.

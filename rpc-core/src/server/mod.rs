@@ -1,5 +1,6 @@
 //! The server side: a [`Server`] accepts connections and routes each call to
-//! one of its services.
+//! one of its services, within limits that keep a stranger from exhausting
+//! it.
 
 mod connection;
 mod router;
@@ -10,14 +11,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
 
 use crate::error::RpcError;
-use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
+use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
 use crate::service::Service;
+use crate::transport::AcceptSettings;
 use router::Router;
 
 /// Default time a new connection has to send its handshake.
 pub const DEFAULT_SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default number of calls one connection may have running at once.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 100;
+
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default time a frame has to arrive whole once its first bytes have.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default bytes all connections together may hold in frames they have
+/// begun but not finished receiving.
+pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Pause after an accept error such as running out of file descriptors, so
 /// that the loop does not spin while connections close and free some.
@@ -42,26 +58,37 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
-    router: Arc<Router>,
-    config: Config,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
 }
 
-/// Per-connection settings, copied into each connection.
+/// What every connection of one server reads.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) accept: AcceptSettings,
+    pub(crate) max_concurrent_calls: usize,
+    pub(crate) frame_timeout: Duration,
+}
+
+/// The settings a builder collects.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Config {
-    pub(crate) max_frame_length: usize,
-    pub(crate) handshake_timeout: Duration,
+struct Limits {
+    max_frame_length: usize,
+    handshake_timeout: Duration,
+    max_concurrent_calls: usize,
+    max_connections: usize,
+    frame_timeout: Duration,
+    receive_budget: usize,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut services: Vec<_> = self.router.names().collect();
+        let mut services: Vec<_> = self.shared.router.names().collect();
         services.sort_unstable();
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
             .field("services", &services)
-            .field("max_frame_length", &self.config.max_frame_length)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,9 +97,13 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             router: Router::default(),
-            config: Config {
+            limits: Limits {
                 max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
                 handshake_timeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
+                max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                frame_timeout: DEFAULT_FRAME_TIMEOUT,
+                receive_budget: DEFAULT_RECEIVE_BUDGET,
             },
         }
     }
@@ -86,21 +117,29 @@ impl Server {
     /// future is dropped. Dropping it stops accepting; connections already
     /// open keep being served until they close.
     ///
-    /// A bad connection (wrong handshake, garbage, an over-size frame) is
-    /// closed with a logged reason and does not affect the others. Errors
-    /// from `accept` itself, such as running out of file descriptors, are
-    /// logged and retried; the future does not end on its own.
+    /// A bad connection (wrong handshake, garbage, an over-size frame, a
+    /// frame left unfinished) is closed with a logged reason and does not
+    /// affect the others. A connection beyond the connection limit is closed
+    /// at once. Errors from `accept` itself, such as running out of file
+    /// descriptors, are logged and retried; the future does not end on its
+    /// own.
     pub async fn serve(self) -> Result<(), RpcError> {
         loop {
             match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    tokio::spawn(connection::serve(
-                        stream,
-                        peer,
-                        self.router.clone(),
-                        self.config,
-                    ));
-                }
+                Ok((stream, peer)) => match self.connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move {
+                            connection::serve(stream, peer, shared).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => tracing::warn!(
+                        %peer,
+                        "refusing connection: {} connections already open",
+                        self.connections_limit()
+                    ),
+                },
                 Err(e) if is_connection_error(&e) => {
                     tracing::debug!("accept: connection failed before it was accepted: {e}");
                 }
@@ -110,6 +149,10 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn connections_limit(&self) -> usize {
+        self.shared.accept.max_connections
     }
 }
 
@@ -126,13 +169,13 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Services and settings for a [`Server`]; made by [`Server::builder`].
 pub struct ServerBuilder {
     router: Router,
-    config: Config,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerBuilder")
-            .field("config", &self.config)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -159,14 +202,58 @@ impl ServerBuilder {
     /// A client that sends a larger frame is disconnected; a reply that
     /// would be larger is replaced by an [`RpcError::Internal`] error.
     pub fn max_frame_length(mut self, bytes: usize) -> Self {
-        self.config.max_frame_length = bytes;
+        self.limits.max_frame_length = bytes;
         self
     }
 
     /// Time a new connection has to complete its handshake (default
     /// [`DEFAULT_SERVER_HANDSHAKE_TIMEOUT`], 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handshake_timeout = timeout;
+        self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// Calls one connection may have running at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_CALLS`], 100; at least 1).
+    ///
+    /// The server tells clients the limit in its handshake, and rpc-core
+    /// clients hold further calls back until earlier ones are answered. A
+    /// client that sends more anyway gets [`RpcError::ResourceExhausted`]
+    /// for each call beyond the limit. Values above 65,535 are advertised
+    /// as 65,535.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.limits.max_concurrent_calls = calls.max(1);
+        self
+    }
+
+    /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`],
+    /// 1,024). Connections beyond it are accepted and closed at once, with
+    /// a logged warning.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.limits.max_connections = connections;
+        self
+    }
+
+    /// Time a frame has to arrive whole once its first bytes have (default
+    /// [`DEFAULT_FRAME_TIMEOUT`], 30 s). A connection that takes longer is
+    /// closed, so slow senders cannot hold memory indefinitely.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.frame_timeout = timeout;
+        self
+    }
+
+    /// Bytes that all connections together may hold in frames they have
+    /// begun but not finished receiving (default [`DEFAULT_RECEIVE_BUDGET`],
+    /// 64 MiB). A connection whose partial frame would exceed what is left
+    /// is closed. Receive buffers grow with the bytes that arrive, never
+    /// with the length a frame claims, so this bounds the memory that slow
+    /// or lying senders can pin, however many connect.
+    ///
+    /// Honest frames count too while their bytes are still arriving, so
+    /// keep it well above the largest frames expected in transit at once
+    /// (the default is four frames of the default maximum size).
+    pub fn receive_budget(mut self, bytes: usize) -> Self {
+        self.limits.receive_budget = bytes;
         self
     }
 
@@ -175,11 +262,24 @@ impl ServerBuilder {
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
         let listener = TcpListener::bind(addr).await.map_err(RpcError::Io)?;
         let local_addr = listener.local_addr().map_err(RpcError::Io)?;
+        let limits = self.limits;
+        let shared = Shared {
+            router: self.router,
+            accept: AcceptSettings {
+                max_frame_length: limits.max_frame_length,
+                handshake_timeout: limits.handshake_timeout,
+                call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
+                budget: Arc::new(ReceiveBudget::new(limits.receive_budget)),
+                max_connections: limits.max_connections,
+            },
+            max_concurrent_calls: limits.max_concurrent_calls,
+            frame_timeout: limits.frame_timeout,
+        };
         Ok(Server {
             listener,
             local_addr,
-            router: Arc::new(self.router),
-            config: self.config,
+            shared: Arc::new(shared),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
         })
     }
 }

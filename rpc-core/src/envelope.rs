@@ -19,6 +19,8 @@ use crate::frame;
 const KIND_REQUEST: u8 = 0x01;
 /// Message kind of the answer to a call.
 const KIND_RESPONSE: u8 = 0x02;
+/// Message kind of a server's notice that it is shutting down.
+const KIND_DRAIN: u8 = 0x07;
 
 /// Flag bit: an extension block follows the fixed header.
 const FLAG_EXTENSIONS: u8 = 0x01;
@@ -62,6 +64,9 @@ pub(crate) enum Message<'a> {
         status: Status,
         body: Bytes,
     },
+    /// The server is shutting down: it read every request with a lower id
+    /// and will answer those it can; it read none with this id or higher.
+    Drain { first_unread: u64 },
 }
 
 /// A frame that does not follow the protocol.
@@ -101,6 +106,15 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
     put_name(buf, method, "method")?;
     put_body(buf, start, args, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
+}
+
+/// Appends a whole drain frame to `buf`.
+pub(crate) fn encode_drain(buf: &mut BytesMut, first_unread: u64) {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_DRAIN);
+    buf.put_u8(0);
+    buf.put_u64_le(first_unread);
+    frame::finish(buf, start);
 }
 
 /// Stamps `id` into a frame made by [`encode_request`].
@@ -233,6 +247,13 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 body: payload.slice(cursor.pos..),
             }
         }
+        KIND_DRAIN => {
+            cursor.skip_extensions(flags)?;
+            if cursor.pos != payload.len() {
+                return Err(ProtocolError("a drain message carries no body".to_owned()));
+            }
+            Message::Drain { first_unread: id }
+        }
         other => return Err(ProtocolError(format!("unknown message kind {other:#04x}"))),
     };
     Ok(message)
@@ -359,6 +380,20 @@ mod tests {
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn drain_round_trips() {
+        let mut buf = BytesMut::new();
+        encode_drain(&mut buf, 42);
+        let payload = payload(buf);
+        assert!(matches!(
+            decode(&payload).unwrap(),
+            Message::Drain { first_unread: 42 }
+        ));
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert!(decode(&Bytes::from(longer)).is_err());
     }
 
     #[test]

@@ -20,11 +20,21 @@ pub enum RpcError {
         source: io::Error,
     },
 
-    /// The connection closed before this call was answered, or was already
-    /// closed when the call started. The call may or may not have run.
+    /// The connection closed before this call was answered. The call may
+    /// or may not have run. (A call made on a channel that was already
+    /// closed fails with [`RpcError::NotProcessed`] instead.)
     #[error("connection closed: {reason}")]
     ConnectionClosed {
         /// Why the connection closed, as far as this side knows.
+        reason: String,
+    },
+
+    /// The call was not run and never will be: the channel was already
+    /// closed when it was made, or the server announced it was shutting
+    /// down before reading it. Retrying it elsewhere cannot run it twice.
+    #[error("the call was not run: {reason}")]
+    NotProcessed {
+        /// Why the call was not run.
         reason: String,
     },
 

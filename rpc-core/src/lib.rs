@@ -74,7 +74,8 @@ pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
 pub use server::{
     DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT, Server, ServerBuilder,
+    DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Server,
+    ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
 

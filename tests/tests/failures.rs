@@ -52,10 +52,10 @@ async fn a_connection_cut_mid_call_fails_the_call_at_once() {
         Err(RpcError::ConnectionClosed { reason }) => assert!(!reason.is_empty()),
         other => panic!("expected ConnectionClosed, got {other:?}"),
     }
-    // Later calls on the dead connection fail at once too.
+    // Later calls on the dead connection fail at once, and say they never ran.
     assert!(matches!(
         client.fast(2).await,
-        Err(RpcError::ConnectionClosed { .. })
+        Err(RpcError::NotProcessed { .. })
     ));
     // The server is unaffected.
     control.open();

@@ -2,12 +2,13 @@
 //! one routes replies to the calls waiting for them.
 //!
 //! Callers never share a lock. Each call sends its finished frame and a
-//! oneshot sender down one queue. The writer takes everything queued, passes
-//! the senders on to the reader's queue (which the reader only drains when a
-//! reply needs it, so passing them wakes nobody), then writes all the frames
-//! in as few system calls as it can. The reader owns the in-flight map; since
-//! the registration is queued before its request is written, a reply whose
-//! id is not yet in the map is found by draining the registrations.
+//! oneshot sender down one queue. The writer takes everything queued, gives
+//! each request the next id (so ids rise in wire order), passes the senders
+//! on to the reader's queue (which the reader only drains when a reply needs
+//! it, so passing them wakes nobody), then writes all the frames in as few
+//! system calls as it can. The reader owns the in-flight map; since a
+//! registration is queued before its request is written, a reply whose id
+//! is not yet in the map is found by draining the registrations.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,7 +19,6 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::limit::CallLimit;
-
 use crate::envelope::{self, Message, Status};
 use crate::frame::Incoming;
 use crate::transport::{FrameReader, FrameWriter};
@@ -26,25 +26,38 @@ use crate::transport::{FrameReader, FrameWriter};
 /// Most requests taken off the queue for one write.
 const MAX_BATCH: usize = 256;
 
+/// Why calls fail after the server announced its shutdown.
+const SHUTTING_DOWN: &str = "the server is shutting down";
+
 /// A request on its way to the writer, which gives it its id.
 pub(crate) struct Outgoing {
     pub(crate) frame: BytesMut,
-    pub(crate) reply: oneshot::Sender<Response>,
+    pub(crate) reply: oneshot::Sender<Answer>,
 }
 
-/// A reply on its way to its caller.
+/// How a call ends, as far as the connection can tell.
+pub(crate) enum Answer {
+    /// The server answered.
+    Response(Response),
+    /// The server will not run the call (it is draining), or the request
+    /// was never written.
+    NotProcessed,
+}
+
+/// A server's answer to one call.
 pub(crate) struct Response {
     pub(crate) status: Status,
     pub(crate) body: Bytes,
 }
 
-/// Why the connection ended; the first reason recorded wins.
+/// Why the connection ended or stopped taking calls; the first reason
+/// recorded wins.
 #[derive(Debug, Default)]
 pub(crate) struct Closed(OnceLock<String>);
 
 impl Closed {
-    fn set(&self, reason: String) {
-        let _ = self.0.set(reason);
+    fn set(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
     }
 
     pub(crate) fn reason(&self) -> String {
@@ -54,22 +67,23 @@ impl Closed {
             .unwrap_or_else(|| "the connection is closed".to_owned())
     }
 
+    /// Whether the connection takes no more calls.
     pub(crate) fn is_closed(&self) -> bool {
         self.0.get().is_some()
     }
 }
 
 /// A call waiting for its reply, on its way from the writer to the reader.
-type Registration = (u64, oneshot::Sender<Response>);
+type Registration = (u64, oneshot::Sender<Answer>);
 
 /// Starts the connection's tasks; the queue closes when they end.
 ///
 /// `permits`, when the server limits calls in flight, holds one permit per
 /// call not yet answered: callers take one before sending, the reader gives
-/// it back when the reply arrives (even if the caller has gone), and closes
-/// it when the connection ends.
+/// it back when the call ends (even if the caller has gone), and closes it
+/// when the connection ends.
 pub(crate) fn spawn(
-    reader: FrameReader,
+    frames_in: FrameReader,
     writer: FrameWriter,
     permits: Option<Arc<CallLimit>>,
 ) -> (mpsc::UnboundedSender<Outgoing>, Arc<Closed>) {
@@ -88,14 +102,13 @@ pub(crate) fn spawn(
         writer_alive,
         closed.clone(),
     ));
-    tokio::spawn(read_loop(
-        reader,
-        registrations_rx,
-        writer_done,
-        reader_alive,
-        closed.clone(),
+    let reader = Reader {
+        in_flight: HashMap::default(),
+        registrations: registrations_rx,
+        first_unread: None,
         permits,
-    ));
+    };
+    tokio::spawn(reader.run(frames_in, writer_done, reader_alive, closed.clone()));
     (outgoing_tx, closed)
 }
 
@@ -131,9 +144,16 @@ async fn write_loop(
         }
         if taken == 0 {
             // Every Channel clone is gone, and with them every caller.
-            closed.set("the channel was dropped".to_owned());
+            closed.set("the channel was dropped");
             writer.shutdown().await;
             return;
+        }
+        if closed.is_closed() {
+            // Draining: the server would not read these.
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Answer::NotProcessed);
+            }
+            continue;
         }
         for mut request in batch.drain(..) {
             envelope::set_request_id(&mut request.frame, next_id);
@@ -154,63 +174,115 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(
-    mut reader: FrameReader,
-    mut registrations: mpsc::UnboundedReceiver<Registration>,
-    mut writer_done: oneshot::Receiver<()>,
-    _alive: oneshot::Sender<()>,
-    closed: Arc<Closed>,
+/// The reader's state: who waits for which reply.
+struct Reader {
+    in_flight: HashMap<u64, oneshot::Sender<Answer>, BuildHasherDefault<IdHasher>>,
+    registrations: mpsc::UnboundedReceiver<Registration>,
+    /// Set by a drain message: requests with this id or higher were not read.
+    first_unread: Option<u64>,
     permits: Option<Arc<CallLimit>>,
-) {
-    let mut in_flight: HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<IdHasher>> =
-        HashMap::default();
-    let reason = loop {
-        let frame = tokio::select! {
-            biased;
-            frame = reader.next() => frame,
-            // The writer records its own reason before it ends.
-            _ = &mut writer_done => break None,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut frames: FrameReader,
+        mut writer_done: oneshot::Receiver<()>,
+        _alive: oneshot::Sender<()>,
+        closed: Arc<Closed>,
+    ) {
+        let reason = loop {
+            let frame = tokio::select! {
+                biased;
+                frame = frames.next() => frame,
+                // The writer records its own reason before it ends.
+                _ = &mut writer_done => break None,
+            };
+            let payload = match frame {
+                None => break Some("the server closed the connection".to_owned()),
+                Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
+                Some(Ok(Incoming::Frame(payload))) => payload.freeze(),
+                Some(Ok(Incoming::Started)) => continue,
+            };
+            match envelope::decode(&payload) {
+                Ok(Message::Response { id, status, body }) => {
+                    self.answer(id, Answer::Response(Response { status, body }));
+                }
+                Ok(Message::Drain { first_unread }) => {
+                    tracing::debug!(first_unread, "{SHUTTING_DOWN}");
+                    closed.set(SHUTTING_DOWN);
+                    self.drain(first_unread);
+                }
+                Ok(Message::Request { .. }) => {
+                    break Some("protocol violation: the server sent a request".to_owned());
+                }
+                Err(e) => break Some(format!("protocol violation: {e}")),
+            }
         };
-        let payload = match frame {
-            None => break Some("the server closed the connection".to_owned()),
-            Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
-            Some(Ok(Incoming::Frame(payload))) => payload.freeze(),
-            Some(Ok(Incoming::Started)) => continue,
+        if let Some(reason) = reason {
+            tracing::debug!("connection closed: {reason}");
+            closed.set(reason);
+        }
+        if let Some(permits) = &self.permits {
+            permits.close();
+        }
+        // Returning drops `in_flight` and the registrations: every caller
+        // still waiting wakes with the reason recorded above.
+    }
+
+    /// Hands `answer` to the call with `id`, if one waits for it.
+    fn answer(&mut self, id: u64, answer: Answer) {
+        let waiting = match self.in_flight.remove(&id) {
+            Some(caller) => Some(caller),
+            None => {
+                self.take_registrations();
+                self.in_flight.remove(&id)
+            }
         };
-        match envelope::decode(&payload) {
-            Ok(Message::Response { id, status, body }) => {
-                let waiting = in_flight.remove(&id).or_else(|| {
-                    while let Ok((id, caller)) = registrations.try_recv() {
-                        in_flight.insert(id, caller);
-                    }
-                    in_flight.remove(&id)
-                });
-                match waiting {
-                    Some(caller) => {
-                        // A caller that gave up has dropped its receiver; fine.
-                        drop(caller.send(Response { status, body }));
-                        if let Some(permits) = &permits {
-                            permits.release();
-                        }
-                    }
-                    None => tracing::warn!(id, "reply for a request id not in flight; ignored"),
+        match waiting {
+            // A caller that gave up has dropped its receiver; fine.
+            Some(caller) => self.finish(caller, answer),
+            None => tracing::warn!(id, "reply for a request id not in flight; ignored"),
+        }
+    }
+
+    fn finish(&self, caller: oneshot::Sender<Answer>, answer: Answer) {
+        let _ = caller.send(answer);
+        if let Some(permits) = &self.permits {
+            permits.release();
+        }
+    }
+
+    /// Moves the registrations the writer has queued into the map, failing
+    /// those the server has said it will not read.
+    fn take_registrations(&mut self) {
+        while let Ok((id, caller)) = self.registrations.try_recv() {
+            match self.first_unread {
+                Some(first) if id >= first => self.finish(caller, Answer::NotProcessed),
+                _ => {
+                    self.in_flight.insert(id, caller);
                 }
             }
-            Ok(Message::Request { .. }) => {
-                break Some("protocol violation: the server sent a request".to_owned());
-            }
-            Err(e) => break Some(format!("protocol violation: {e}")),
         }
-    };
-    if let Some(reason) = reason {
-        tracing::debug!("connection closed: {reason}");
-        closed.set(reason);
     }
-    if let Some(permits) = &permits {
-        permits.close();
+
+    /// The server read no request from `first_unread` on: those calls end
+    /// now, the others still get their replies.
+    fn drain(&mut self, first_unread: u64) {
+        self.first_unread = Some(first_unread);
+        self.take_registrations();
+        let unread: Vec<u64> = self
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|&id| id >= first_unread)
+            .collect();
+        for id in unread {
+            if let Some(caller) = self.in_flight.remove(&id) {
+                self.finish(caller, Answer::NotProcessed);
+            }
+        }
     }
-    // Returning drops `in_flight` and `registrations`: every caller still
-    // waiting wakes with the reason recorded above.
 }
 
 /// Hashes sequential request ids by Fibonacci multiplication: cheap, and it

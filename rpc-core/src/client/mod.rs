@@ -19,7 +19,7 @@ use crate::envelope::{self, Status};
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::transport;
-use dispatch::{Closed, Outgoing, Response};
+use dispatch::{Answer, Closed, Outgoing, Response};
 use limit::CallLimit;
 
 /// Default time allowed for the server's handshake after the TCP connect.
@@ -33,8 +33,10 @@ const REQUEST_CAPACITY: usize = 128;
 /// Many calls can be in flight at once; each carries its own request id and
 /// replies may arrive in any order. Cloning is cheap (one reference count).
 /// The connection closes when the last clone is dropped; if it breaks, calls
-/// in flight fail at once with [`RpcError::ConnectionClosed`], and so does
-/// every later call on this channel.
+/// in flight fail at once with [`RpcError::ConnectionClosed`], and every
+/// later call on this channel with [`RpcError::NotProcessed`]. When the
+/// server shuts down gracefully, calls it had read still get their replies,
+/// and the others fail with [`RpcError::NotProcessed`]: safe to retry.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -111,7 +113,7 @@ impl Channel {
     {
         if let Some(permits) = &self.inner.permits {
             // Given back by the reader when the reply arrives.
-            permits.acquire().await.map_err(|_| self.closed_error())?;
+            permits.acquire().await.map_err(|_| self.not_processed())?;
         }
         let receiver = self.send(service, method, &args).inspect_err(|_| {
             if let Some(permits) = &self.inner.permits {
@@ -119,8 +121,11 @@ impl Channel {
             }
         })?;
         drop(args);
-        let response = receiver.await.map_err(|_| self.closed_error())?;
-        response_into_result(response, service, method)
+        match receiver.await {
+            Ok(Answer::Response(response)) => response_into_result(response, service, method),
+            Ok(Answer::NotProcessed) => Err(self.not_processed()),
+            Err(_) => Err(self.closed_error()),
+        }
     }
 
     fn send(
@@ -128,7 +133,10 @@ impl Channel {
         service: &str,
         method: &str,
         args: &(impl Serialize + ?Sized),
-    ) -> Result<oneshot::Receiver<Response>, RpcError> {
+    ) -> Result<oneshot::Receiver<Answer>, RpcError> {
+        if self.inner.closed.is_closed() {
+            return Err(self.not_processed());
+        }
         let inner = &*self.inner;
         let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
         envelope::encode_request(&mut frame, service, method, args, inner.max_frame_length)?;
@@ -136,10 +144,18 @@ impl Channel {
         inner
             .outgoing
             .send(Outgoing { frame, reply })
-            .map_err(|_| self.closed_error())?;
+            .map_err(|_| self.not_processed())?;
         Ok(receiver)
     }
 
+    /// The error of a call that was never sent or never read.
+    fn not_processed(&self) -> RpcError {
+        RpcError::NotProcessed {
+            reason: self.inner.closed.reason(),
+        }
+    }
+
+    /// The error of a call whose connection ended before its reply.
     fn closed_error(&self) -> RpcError {
         RpcError::ConnectionClosed {
             reason: self.inner.closed.reason(),

@@ -11,13 +11,13 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Shared;
@@ -34,10 +34,22 @@ const MAX_BATCH: usize = 256;
 /// their payload does not stall reading (see the module docs).
 const INLINE_BODY_LIMIT: usize = 8 * 1024;
 
-/// Serves one connection until it ends, logging why it ended.
+/// Serves one connection until it ends, logging why it ended. Once the
+/// server drains, the connection ends by the grace deadline at the latest.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    match run(stream, &shared).await {
-        Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
+    let mut drain = shared.drain.clone();
+    // One future: `select!` drops the other branch as soon as this one's
+    // future completes, and `run` must go on until the deadline itself.
+    let grace_over = async {
+        let deadline = drain_started(&mut drain).await;
+        tokio::time::sleep_until(deadline).await;
+    };
+    let ended = tokio::select! {
+        ended = run(stream, &shared) => ended,
+        () = grace_over => Err("the shutdown grace period ended".to_owned()),
+    };
+    match ended {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(reason) => tracing::info!(%peer, "closing connection: {reason}"),
     }
 }
@@ -48,6 +60,16 @@ struct Calls<'a> {
     replies: mpsc::UnboundedSender<BytesMut>,
     /// Calls running on tasks of their own; they count until they end.
     running: Arc<AtomicUsize>,
+    /// One more than the highest request id read: what a drain announces.
+    first_unread: AtomicU64,
+}
+
+/// How the read loop ended without an error.
+enum Ended {
+    /// The client finished sending.
+    ByClient,
+    /// The server is shutting down.
+    Draining,
 }
 
 async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
@@ -59,12 +81,16 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
         shared,
         replies,
         running: Arc::new(AtomicUsize::new(0)),
+        first_unread: AtomicU64::new(0),
     };
+    let mut drain = shared.drain.clone();
 
     // Set while a frame has begun to arrive but not finished.
     let mut frame_deadline: Option<Instant> = None;
     let ended = loop {
         let next = tokio::select! {
+            biased;
+            _ = drain_started(&mut drain) => break Ok(Ended::Draining),
             next = reader.next() => next,
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                 if frame_deadline.is_some() =>
@@ -76,7 +102,7 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
             }
         };
         match next {
-            None => break Ok(()),
+            None => break Ok(Ended::ByClient),
             Some(Err(e)) => break Err(format!("bad frame: {e}")),
             Some(Ok(Incoming::Started)) => {
                 frame_deadline = Some(Instant::now() + shared.frame_timeout);
@@ -91,9 +117,23 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     };
     match ended {
         // The client finished sending: let the calls still running answer.
-        Ok(()) => {
+        Ok(Ended::ByClient) => {
             drop(calls);
             let _ = writing.await;
+            Ok(())
+        }
+        // Say which requests were read, let those still running answer,
+        // then read and drop whatever the client sent meanwhile until it
+        // closes, so that closing does not reset the connection under
+        // replies it has yet to read. `serve` bounds all this by the grace
+        // period.
+        Ok(Ended::Draining) => {
+            let mut notice = BytesMut::new();
+            envelope::encode_drain(&mut notice, calls.first_unread.load(Ordering::Relaxed));
+            let _ = calls.replies.send(notice);
+            drop(calls);
+            let _ = writing.await;
+            while let Some(Ok(_)) = reader.next().await {}
             Ok(())
         }
         // A broken stream cannot be trusted further: close at once.
@@ -101,6 +141,20 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
             drop(stop);
             Err(reason)
         }
+    }
+}
+
+/// Completes when the server starts draining, with its grace deadline.
+/// Never completes if the server is dropped without a shutdown: its
+/// connections then go on being served.
+async fn drain_started(drain: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    let deadline = match drain.wait_for(Option::is_some).await {
+        Ok(deadline) => *deadline,
+        Err(_) => None,
+    };
+    match deadline {
+        Some(deadline) => deadline,
+        None => std::future::pending().await,
     }
 }
 
@@ -120,9 +174,13 @@ impl Calls<'_> {
                 method,
                 body,
             }) => (id, service, method, body),
-            Ok(Message::Response { .. }) => return Err("the client sent a response".to_owned()),
+            Ok(Message::Response { .. } | Message::Drain { .. }) => {
+                return Err("the client sent a message only servers send".to_owned());
+            }
             Err(e) => return Err(format!("protocol violation: {e}")),
         };
+        self.first_unread
+            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
         let Some(target) = self.shared.router.get(service) else {
             self.reply(Reply::error(
                 id,

@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::error::RpcError;
 use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
@@ -34,6 +37,13 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bytes all connections together may hold in frames they have
 /// begun but not finished receiving.
 pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default time connections have, once a shutdown starts, to finish the
+/// calls they had read.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Time, after the grace deadline, for connections to notice it and close.
+const CLOSE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Pause after an accept error such as running out of file descriptors, so
 /// that the loop does not spin while connections close and free some.
@@ -60,6 +70,9 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
+    /// Set to the grace deadline when a shutdown starts.
+    drain: watch::Sender<Option<Instant>>,
+    shutdown_grace: Duration,
 }
 
 /// What every connection of one server reads.
@@ -68,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) accept: AcceptSettings,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) frame_timeout: Duration,
+    /// `Some(grace deadline)` once the server is shutting down.
+    pub(crate) drain: watch::Receiver<Option<Instant>>,
 }
 
 /// The settings a builder collects.
@@ -79,6 +94,7 @@ struct Limits {
     max_connections: usize,
     frame_timeout: Duration,
     receive_budget: usize,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -104,6 +120,7 @@ impl Server {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 frame_timeout: DEFAULT_FRAME_TIMEOUT,
                 receive_budget: DEFAULT_RECEIVE_BUDGET,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
         }
     }
@@ -115,7 +132,8 @@ impl Server {
 
     /// Accepts connections and serves them, each on its own task, until the
     /// future is dropped. Dropping it stops accepting; connections already
-    /// open keep being served until they close.
+    /// open keep being served until they close. For a graceful stop, see
+    /// [`Server::serve_with_shutdown`].
     ///
     /// A bad connection (wrong handshake, garbage, an over-size frame, a
     /// frame left unfinished) is closed with a logged reason and does not
@@ -124,8 +142,51 @@ impl Server {
     /// descriptors, are logged and retried; the future does not end on its
     /// own.
     pub async fn serve(self) -> Result<(), RpcError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves like [`Server::serve`] until `signal` completes, then shuts
+    /// down gracefully and returns:
+    ///
+    /// 1. it stops accepting: new connections are refused;
+    /// 2. every connection stops reading requests and tells its client which
+    ///    requests it had read (docs/PROTOCOL.md, "Drain"); the client fails
+    ///    the others with [`RpcError::NotProcessed`], so they are safe to
+    ///    retry elsewhere;
+    /// 3. calls already read run to completion and are answered, for up to
+    ///    the [shutdown grace](ServerBuilder::shutdown_grace) (10 s by
+    ///    default);
+    /// 4. connections still open then are closed, failing their remaining
+    ///    calls with [`RpcError::ConnectionClosed`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rpc_core::RpcError> {
+    /// use rpc_core::Server;
+    /// use tokio::sync::oneshot;
+    ///
+    /// let server = Server::builder().bind("127.0.0.1:0").await?;
+    /// let (stop, stopped) = oneshot::channel::<()>();
+    /// let serving = tokio::spawn(server.serve_with_shutdown(async {
+    ///     let _ = stopped.await;
+    /// }));
+    /// // ... later, e.g. on Ctrl-C:
+    /// let _ = stop.send(());
+    /// serving.await.expect("server task")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn serve_with_shutdown<F>(self, signal: F) -> Result<(), RpcError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        tokio::pin!(signal);
         loop {
-            match self.listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut signal => break,
+            };
+            match accepted {
                 Ok((stream, peer)) => match self.connections.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let shared = self.shared.clone();
@@ -148,6 +209,31 @@ impl Server {
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             }
+        }
+        self.shut_down().await;
+        Ok(())
+    }
+
+    async fn shut_down(self) {
+        let Server {
+            listener,
+            connections,
+            drain,
+            shutdown_grace,
+            shared,
+            ..
+        } = self;
+        drop(listener);
+        let deadline = Instant::now() + shutdown_grace;
+        tracing::info!("shutting down: draining connections for up to {shutdown_grace:?}");
+        drain.send_replace(Some(deadline));
+        // Every connection holds a permit until it ends: having them all
+        // back means every connection has closed.
+        let all = u32::try_from(shared.accept.max_connections).unwrap_or(u32::MAX);
+        let closed =
+            tokio::time::timeout_at(deadline + CLOSE_MARGIN, connections.acquire_many(all)).await;
+        if closed.is_err() {
+            tracing::warn!("shutdown: connections still open after the grace period");
         }
     }
 
@@ -257,12 +343,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Time connections have, once a shutdown starts, to finish the calls
+    /// they had read (default [`DEFAULT_SHUTDOWN_GRACE`], 10 s); see
+    /// [`Server::serve_with_shutdown`].
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.limits.shutdown_grace = grace;
+        self
+    }
+
     /// Binds the listener. Port 0 picks a free port; see
     /// [`Server::local_addr`].
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
         let listener = TcpListener::bind(addr).await.map_err(RpcError::Io)?;
         let local_addr = listener.local_addr().map_err(RpcError::Io)?;
         let limits = self.limits;
+        let (drain, drain_rx) = watch::channel(None);
         let shared = Shared {
             router: self.router,
             accept: AcceptSettings {
@@ -274,12 +369,15 @@ impl ServerBuilder {
             },
             max_concurrent_calls: limits.max_concurrent_calls,
             frame_timeout: limits.frame_timeout,
+            drain: drain_rx,
         };
         Ok(Server {
             listener,
             local_addr,
             shared: Arc::new(shared),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            drain,
+            shutdown_grace: limits.shutdown_grace,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The server of the two-terminal pair: serves `Calculator` and
-//! `SeedObjects` on `--addr` (default 127.0.0.1:7878) until Ctrl-C.
+//! `SeedObjects` on `--addr` (default 127.0.0.1:7878) until Ctrl-C, then
+//! shuts down gracefully: calls already read are finished and answered.
 
 use rpc_core::Server;
 use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
@@ -21,9 +22,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "in another terminal: cargo run -p rpc-examples --bin client -- --addr {}",
         server.local_addr()
     );
-    tokio::select! {
-        served = server.serve() => served?,
-        _ = tokio::signal::ctrl_c() => println!("stopped"),
-    }
+    server
+        .serve_with_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            println!("shutting down");
+        })
+        .await?;
+    println!("stopped");
     Ok(())
 }

@@ -66,6 +66,9 @@ mod server;
 mod service;
 mod transport;
 
+#[cfg(test)]
+mod properties;
+
 #[doc(hidden)]
 pub mod __private;
 

@@ -72,7 +72,14 @@ mod properties;
 #[doc(hidden)]
 pub mod __private;
 
-pub use client::{Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz;
+
+pub use client::{
+    Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RECONNECT_INITIAL_BACKOFF,
+    DEFAULT_RECONNECT_MAX_BACKOFF,
+};
 pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
 pub use server::{

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
@@ -36,22 +36,15 @@ pub(crate) struct Connected {
     pub(crate) call_limit: u16,
 }
 
-/// Opens a connection to the first address of `addr` that accepts, and
-/// exchanges handshakes with the server.
-pub(crate) async fn connect<A: ToSocketAddrs>(
-    addr: A,
+/// Opens a connection to the first of `addrs` that accepts, and exchanges
+/// handshakes with the server.
+pub(crate) async fn connect(
+    addrs: &[SocketAddr],
     max_frame_length: usize,
     handshake_timeout: Duration,
 ) -> Result<Connected, RpcError> {
-    let candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|source| RpcError::Connect {
-            addr: "(address did not resolve)".to_owned(),
-            source,
-        })?
-        .collect();
     let mut last = None;
-    for candidate in &candidates {
+    for candidate in addrs {
         match TcpStream::connect(candidate).await {
             Ok(stream) => {
                 return client_handshake(stream, max_frame_length, handshake_timeout).await;

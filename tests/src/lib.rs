@@ -278,7 +278,9 @@ impl Control for ControlImpl {
 /// A TCP proxy on 127.0.0.1:0 whose connections a test can cut.
 pub struct CutProxy {
     addr: SocketAddr,
-    cut: watch::Sender<bool>,
+    /// Counts cuts; each connection ends at the first cut after it began.
+    cuts: watch::Sender<u64>,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl CutProxy {
@@ -286,23 +288,28 @@ impl CutProxy {
     pub async fn start(target: SocketAddr) -> CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (cut, cut_rx) = watch::channel(false);
-        tokio::spawn(async move {
+        let (cuts, _) = watch::channel(0u64);
+        let cuts_seen = cuts.clone();
+        let accepting = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut_rx = cut_rx.clone();
+                let mut cut = cuts_seen.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                        _ = cut.changed() => {}
                     }
                     // Dropping both streams closes both sides.
                 });
             }
         });
-        CutProxy { addr, cut }
+        CutProxy {
+            addr,
+            cuts,
+            accepting,
+        }
     }
 
     /// The address clients connect to.
@@ -310,9 +317,16 @@ impl CutProxy {
         self.addr
     }
 
-    /// Closes every connection through the proxy.
+    /// Closes every connection through the proxy; new ones still pass.
     pub fn cut(&self) {
-        let _ = self.cut.send(true);
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Cuts every connection and stops listening: connecting is refused.
+    pub async fn close(mut self) {
+        self.accepting.abort();
+        let _ = (&mut self.accepting).await;
+        self.cut();
     }
 }
 

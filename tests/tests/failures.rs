@@ -1,6 +1,8 @@
 //! Handler panics, cut connections and frame limits end calls with definite
 //! errors; nothing hangs and the server goes on serving.
 
+use std::time::Duration;
+
 use rpc_core::{Channel, RpcError, Server};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, CutProxy, ShapesClient, ShapesImpl, ShapesServer,
@@ -52,15 +54,72 @@ async fn a_connection_cut_mid_call_fails_the_call_at_once() {
         Err(RpcError::ConnectionClosed { reason }) => assert!(!reason.is_empty()),
         other => panic!("expected ConnectionClosed, got {other:?}"),
     }
-    // Later calls on the dead connection fail at once, and say they never ran.
-    assert!(matches!(
-        client.fast(2).await,
-        Err(RpcError::NotProcessed { .. })
-    ));
+    // The next call opens a new connection (the proxy still forwards).
+    assert_eq!(client.fast(2).await.unwrap(), 2);
     // The server is unaffected.
     control.open();
     let direct = ControlClient::connect(addr).await.unwrap();
     assert_eq!(direct.fast(3).await.unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_reconnect_a_dead_channel_fails_calls_as_not_processed() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let proxy = CutProxy::start(addr).await;
+    let channel = Channel::builder()
+        .reconnect(false)
+        .connect(proxy.addr())
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel.clone());
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    started.recv().await.unwrap();
+    proxy.cut();
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+    assert!(channel.is_closed());
+    assert!(matches!(
+        client.fast(2).await,
+        Err(RpcError::NotProcessed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_failed_reconnect_backs_off_and_fails_fast_meanwhile() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let proxy = CutProxy::start(addr).await;
+    let channel = Channel::builder()
+        // Far longer than the test: the second call surely falls inside it.
+        .reconnect_backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .connect(proxy.addr())
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel.clone());
+    assert_eq!(client.fast(1).await.unwrap(), 1);
+    proxy.close().await;
+    // Wait for the client to notice, rather than guess how long it takes.
+    while !channel.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    // The next call tries to reconnect, and the refusal is its error...
+    assert!(matches!(
+        client.fast(2).await,
+        Err(RpcError::Connect { .. })
+    ));
+    // ...and calls during the backoff fail at once without trying.
+    match client.fast(3).await {
+        Err(RpcError::NotProcessed { reason }) => {
+            assert!(reason.contains("next is due in"), "{reason}")
+        }
+        other => panic!("expected NotProcessed, got {other:?}"),
+    }
 }
 
 #[tokio::test]

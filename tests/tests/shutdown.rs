@@ -107,28 +107,38 @@ async fn the_drain_message_says_which_requests_were_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_after_the_drain_are_not_processed() {
+async fn after_the_drain_new_calls_are_not_processed_or_reconnect() {
     let (control, mut started) = ControlImpl::new();
     let (addr, stop, serving) =
         stoppable(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
-    let client = ControlClient::connect(addr).await.unwrap();
+    let fixed = Channel::builder()
+        .reconnect(false)
+        .connect(addr)
+        .await
+        .unwrap();
+    let reconnecting = Channel::connect(addr).await.unwrap();
+    let client = ControlClient::new(fixed.clone());
     let running = tokio::spawn({
         let client = client.clone();
         async move { client.gated(1).await }
     });
     started.recv().await.unwrap();
     stop.send(()).unwrap();
-    // Once the client has the drain notice, new calls fail without being sent.
-    let err = loop {
-        match client.fast(2).await {
-            Err(e) => break e,
-            Ok(_) => tokio::task::yield_now().await,
+    // Wait for the drain notice to arrive, rather than guess how long it takes.
+    while !fixed.is_closed() || !reconnecting.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    match client.fast(2).await {
+        Err(RpcError::NotProcessed { reason }) => {
+            assert!(reason.contains("shutting down"), "{reason}")
         }
-    };
-    match err {
-        RpcError::NotProcessed { reason } => assert!(reason.contains("shutting down"), "{reason}"),
         other => panic!("expected NotProcessed, got {other:?}"),
     }
+    // A reconnecting channel tries a new connection, which the draining
+    // server refuses.
+    let other = ControlClient::new(reconnecting);
+    assert!(matches!(other.fast(3).await, Err(RpcError::Connect { .. })));
+    // The call the server had read is still answered.
     control.open();
     assert_eq!(running.await.unwrap().unwrap(), 1);
     serving.await.unwrap().unwrap();

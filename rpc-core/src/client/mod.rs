@@ -1,42 +1,48 @@
 //! The client side: a [`Channel`] is one multiplexed connection that any
-//! number of generated clients and tasks share.
+//! number of generated clients and tasks share, replaced by a new one when
+//! it dies.
 
+mod backoff;
+mod connection;
 mod dispatch;
 mod limit;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::ToSocketAddrs;
-use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use crate::codec;
-use crate::envelope::{self, Status};
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::transport;
-use dispatch::{Answer, Closed, Outgoing, Response};
-use limit::CallLimit;
+use backoff::Backoff;
+pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
+use connection::Connection;
 
 /// Default time allowed for the server's handshake after the TCP connect.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Room for a request header, so that small calls fit their first buffer.
-const REQUEST_CAPACITY: usize = 128;
-
-/// One connection to a server, shared by every clone.
+/// A connection to a server, shared by every clone.
 ///
 /// Many calls can be in flight at once; each carries its own request id and
 /// replies may arrive in any order. Cloning is cheap (one reference count).
-/// The connection closes when the last clone is dropped; if it breaks, calls
-/// in flight fail at once with [`RpcError::ConnectionClosed`], and every
-/// later call on this channel with [`RpcError::NotProcessed`]. When the
-/// server shuts down gracefully, calls it had read still get their replies,
-/// and the others fail with [`RpcError::NotProcessed`]: safe to retry.
+/// The connection closes when the last clone is dropped.
+///
+/// If the connection breaks, calls in flight fail at once with
+/// [`RpcError::ConnectionClosed`]; they are never sent again, since a call
+/// that may have run must not run twice. The next call opens a new
+/// connection to the same addresses. If that fails, calls fail fast with
+/// [`RpcError::NotProcessed`] until the next attempt is due: 1 s after the
+/// first failure, then 1.6 times longer each time (±20 % at random), up to
+/// 120 s ([`ChannelBuilder::reconnect_backoff`]). When the server shuts down
+/// gracefully, calls it had read still get their replies, and the others
+/// fail with [`RpcError::NotProcessed`]: safe to retry.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -61,20 +67,22 @@ pub struct Channel {
 }
 
 struct Inner {
-    outgoing: mpsc::UnboundedSender<Outgoing>,
-    closed: Arc<Closed>,
-    /// One permit per call the server will take in flight, when it limits
-    /// them; calls beyond wait here rather than be refused.
-    permits: Option<Arc<CallLimit>>,
-    max_frame_length: usize,
+    /// The connection calls use now.
+    current: ArcSwap<Connection>,
+    /// Where to reconnect: the addresses the first connect resolved.
+    addrs: Vec<SocketAddr>,
+    settings: ChannelBuilder,
+    /// Held while reconnecting, so that many callers make one attempt.
+    backoff: tokio::sync::Mutex<Backoff>,
 }
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
+            .field("addrs", &self.inner.addrs)
             .field("closed", &self.is_closed())
-            .field("max_frame_length", &self.inner.max_frame_length)
-            .finish_non_exhaustive()
+            .field("settings", &self.inner.settings)
+            .finish()
     }
 }
 
@@ -89,12 +97,16 @@ impl Channel {
         ChannelBuilder {
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            reconnect: true,
+            initial_backoff: DEFAULT_RECONNECT_INITIAL_BACKOFF,
+            max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
         }
     }
 
-    /// Whether the connection has ended. A closed channel fails every call.
+    /// Whether the current connection has ended (or is draining). The next
+    /// call reconnects, unless reconnecting is turned off.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_closed() || self.inner.outgoing.is_closed()
+        self.inner.current.load().is_closed()
     }
 
     /// Calls `method` of `service` with `args` (a tuple of the method's
@@ -111,87 +123,52 @@ impl Channel {
         A: Serialize,
         R: DeserializeOwned,
     {
-        if let Some(permits) = &self.inner.permits {
-            // Given back by the reader when the reply arrives.
-            permits.acquire().await.map_err(|_| self.not_processed())?;
+        let mut connection = self.inner.current.load_full();
+        if connection.is_closed() && self.inner.settings.reconnect {
+            connection = self.reconnect(connection).await?;
         }
-        let receiver = self.send(service, method, &args).inspect_err(|_| {
-            if let Some(permits) = &self.inner.permits {
-                permits.release();
-            }
-        })?;
-        drop(args);
-        match receiver.await {
-            Ok(Answer::Response(response)) => response_into_result(response, service, method),
-            Ok(Answer::NotProcessed) => Err(self.not_processed()),
-            Err(_) => Err(self.closed_error()),
-        }
+        connection.call(service, method, args).await
     }
 
-    fn send(
-        &self,
-        service: &str,
-        method: &str,
-        args: &(impl Serialize + ?Sized),
-    ) -> Result<oneshot::Receiver<Answer>, RpcError> {
-        if self.inner.closed.is_closed() {
-            return Err(self.not_processed());
+    /// Replaces the dead connection `dead`, unless another caller already
+    /// has or the backoff says to wait.
+    async fn reconnect(&self, dead: Arc<Connection>) -> Result<Arc<Connection>, RpcError> {
+        let mut backoff = self.inner.backoff.lock().await;
+        let current = self.inner.current.load_full();
+        if !Arc::ptr_eq(&current, &dead) && !current.is_closed() {
+            return Ok(current);
         }
-        let inner = &*self.inner;
-        let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
-        envelope::encode_request(&mut frame, service, method, args, inner.max_frame_length)?;
-        let (reply, receiver) = oneshot::channel();
-        inner
-            .outgoing
-            .send(Outgoing { frame, reply })
-            .map_err(|_| self.not_processed())?;
-        Ok(receiver)
-    }
-
-    /// The error of a call that was never sent or never read.
-    fn not_processed(&self) -> RpcError {
-        RpcError::NotProcessed {
-            reason: self.inner.closed.reason(),
-        }
-    }
-
-    /// The error of a call whose connection ended before its reply.
-    fn closed_error(&self) -> RpcError {
-        RpcError::ConnectionClosed {
-            reason: self.inner.closed.reason(),
-        }
-    }
-}
-
-fn response_into_result<R: DeserializeOwned>(
-    response: Response,
-    service: &str,
-    method: &str,
-) -> Result<R, RpcError> {
-    let Response { status, body } = response;
-    let message = || String::from_utf8_lossy(&body).into_owned();
-    Err(match status {
-        Status::OK => {
-            return codec::decode(&body).map_err(|source| RpcError::Decode {
-                what: format!("the reply of {service}.{method}"),
-                source,
+        if let Some(wait) = backoff.wait_remaining(Instant::now()) {
+            return Err(RpcError::NotProcessed {
+                reason: format!(
+                    "the connection is down ({}); the last attempt to reconnect failed ({}) and the next is due in {wait:.1?}",
+                    dead.close_reason(),
+                    backoff.last_error
+                ),
             });
         }
-        Status::UNKNOWN_SERVICE => RpcError::UnknownService {
-            service: service.to_owned(),
-        },
-        Status::UNKNOWN_METHOD => RpcError::UnknownMethod {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        },
-        Status::BAD_REQUEST => RpcError::BadRequest { message: message() },
-        Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
-        Status::INTERNAL => RpcError::Internal { message: message() },
-        Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
-        Status(other) => RpcError::Internal {
-            message: format!("unknown status {other}: {}", message()),
-        },
-    })
+        let settings = &self.inner.settings;
+        match transport::connect(
+            &self.inner.addrs[..],
+            settings.max_frame_length,
+            settings.handshake_timeout,
+        )
+        .await
+        {
+            Ok(connected) => {
+                backoff.succeeded();
+                let fresh = Arc::new(Connection::start(connected, settings.max_frame_length));
+                self.inner.current.store(fresh.clone());
+                tracing::debug!("reconnected after: {}", dead.close_reason());
+                Ok(fresh)
+            }
+            Err(e) => {
+                let delay = backoff.failed(Instant::now(), e.to_string());
+                tracing::debug!("reconnecting failed: {e}; next attempt in {delay:.1?}");
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Settings for a [`Channel`]; made by [`Channel::builder`].
@@ -199,6 +176,9 @@ fn response_into_result<R: DeserializeOwned>(
 pub struct ChannelBuilder {
     max_frame_length: usize,
     handshake_timeout: Duration,
+    reconnect: bool,
+    initial_backoff: Duration,
+    max_backoff: Duration,
 }
 
 impl ChannelBuilder {
@@ -219,23 +199,47 @@ impl ChannelBuilder {
         self
     }
 
+    /// Whether a call on a dead connection opens a new one (default `true`).
+    /// When off, a channel whose connection died fails every later call
+    /// with [`RpcError::NotProcessed`].
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// The delay after a first failed reconnect attempt, and the longest
+    /// delay between attempts (defaults
+    /// [`DEFAULT_RECONNECT_INITIAL_BACKOFF`], 1 s, and
+    /// [`DEFAULT_RECONNECT_MAX_BACKOFF`], 120 s). Delays grow 1.6 times per
+    /// failure, each moved by up to 20 % at random.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max.max(initial);
+        self
+    }
+
     /// Opens the connection. Must be called within a tokio runtime, which
     /// runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| RpcError::Connect {
+                addr: "(address did not resolve)".to_owned(),
+                source,
+            })?
+            .collect();
         let connected =
-            transport::connect(addr, self.max_frame_length, self.handshake_timeout).await?;
-        let permits = match connected.call_limit {
-            0 => None,
-            limit => Some(Arc::new(CallLimit::new(limit.into()))),
-        };
-        let (outgoing, closed) =
-            dispatch::spawn(connected.reader, connected.writer, permits.clone());
+            transport::connect(&addrs[..], self.max_frame_length, self.handshake_timeout).await?;
+        let connection = Connection::start(connected, self.max_frame_length);
         Ok(Channel {
             inner: Arc::new(Inner {
-                outgoing,
-                closed,
-                permits,
-                max_frame_length: self.max_frame_length,
+                current: ArcSwap::from_pointee(connection),
+                addrs,
+                backoff: tokio::sync::Mutex::new(Backoff::new(
+                    self.initial_backoff,
+                    self.max_backoff,
+                )),
+                settings: self,
             }),
         })
     }

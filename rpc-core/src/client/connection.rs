@@ -1,0 +1,148 @@
+//! One established connection of a [`Channel`](super::Channel): sends a
+//! call and turns its answer into a result.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::dispatch::{self, Answer, Closed, Outgoing, Response};
+use super::limit::CallLimit;
+use crate::codec;
+use crate::envelope::{self, Status};
+use crate::error::RpcError;
+use crate::transport::Connected;
+
+/// Room for a request header, so that small calls fit their first buffer.
+const REQUEST_CAPACITY: usize = 128;
+
+/// A connection and the tasks that run it.
+pub(crate) struct Connection {
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    closed: Arc<Closed>,
+    /// One permit per call the server will take in flight, when it limits
+    /// them; calls beyond wait here rather than be refused.
+    permits: Option<Arc<CallLimit>>,
+    max_frame_length: usize,
+}
+
+impl Connection {
+    /// Starts the tasks of a connection that has done its handshake.
+    pub(crate) fn start(connected: Connected, max_frame_length: usize) -> Self {
+        let permits = match connected.call_limit {
+            0 => None,
+            limit => Some(Arc::new(CallLimit::new(limit.into()))),
+        };
+        let (outgoing, closed) =
+            dispatch::spawn(connected.reader, connected.writer, permits.clone());
+        Connection {
+            outgoing,
+            closed,
+            permits,
+            max_frame_length,
+        }
+    }
+
+    /// Whether the connection takes no more calls.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_closed() || self.outgoing.is_closed()
+    }
+
+    /// Why it takes no more calls.
+    pub(crate) fn close_reason(&self) -> String {
+        self.closed.reason()
+    }
+
+    /// Sends one call and waits for its answer.
+    pub(crate) async fn call<A, R>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        if let Some(permits) = &self.permits {
+            // Given back by the reader when the reply arrives.
+            permits.acquire().await.map_err(|_| self.not_processed())?;
+        }
+        let receiver = self.send(service, method, &args).inspect_err(|_| {
+            if let Some(permits) = &self.permits {
+                permits.release();
+            }
+        })?;
+        drop(args);
+        match receiver.await {
+            Ok(Answer::Response(response)) => response_into_result(response, service, method),
+            Ok(Answer::NotProcessed) => Err(self.not_processed()),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn send(
+        &self,
+        service: &str,
+        method: &str,
+        args: &(impl Serialize + ?Sized),
+    ) -> Result<oneshot::Receiver<Answer>, RpcError> {
+        if self.closed.is_closed() {
+            return Err(self.not_processed());
+        }
+        let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
+        envelope::encode_request(&mut frame, service, method, args, self.max_frame_length)?;
+        let (reply, receiver) = oneshot::channel();
+        self.outgoing
+            .send(Outgoing { frame, reply })
+            .map_err(|_| self.not_processed())?;
+        Ok(receiver)
+    }
+
+    /// The error of a call that was never sent or never read.
+    pub(crate) fn not_processed(&self) -> RpcError {
+        RpcError::NotProcessed {
+            reason: self.closed.reason(),
+        }
+    }
+
+    /// The error of a call whose connection ended before its reply.
+    fn closed_error(&self) -> RpcError {
+        RpcError::ConnectionClosed {
+            reason: self.closed.reason(),
+        }
+    }
+}
+
+fn response_into_result<R: DeserializeOwned>(
+    response: Response,
+    service: &str,
+    method: &str,
+) -> Result<R, RpcError> {
+    let Response { status, body } = response;
+    let message = || String::from_utf8_lossy(&body).into_owned();
+    Err(match status {
+        Status::OK => {
+            return codec::decode(&body).map_err(|source| RpcError::Decode {
+                what: format!("the reply of {service}.{method}"),
+                source,
+            });
+        }
+        Status::UNKNOWN_SERVICE => RpcError::UnknownService {
+            service: service.to_owned(),
+        },
+        Status::UNKNOWN_METHOD => RpcError::UnknownMethod {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        },
+        Status::BAD_REQUEST => RpcError::BadRequest { message: message() },
+        Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
+        Status::INTERNAL => RpcError::Internal { message: message() },
+        Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
+        Status(other) => RpcError::Internal {
+            message: format!("unknown status {other}: {}", message()),
+        },
+    })
+}

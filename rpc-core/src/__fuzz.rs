@@ -50,7 +50,7 @@ pub fn envelope(data: &[u8]) {
             let _ = codec::decode::<Vec<String>>(&body);
             let _ = codec::decode::<crate::__private::ByteBuf>(&body);
         }
-        Ok(Message::Drain { .. }) | Err(_) => {}
+        Ok(Message::Drain { .. } | Message::Ping { .. } | Message::Pong { .. }) | Err(_) => {}
     }
     let _ = codec::decode::<Args>(data);
 }

@@ -19,6 +19,10 @@ use crate::frame;
 const KIND_REQUEST: u8 = 0x01;
 /// Message kind of the answer to a call.
 const KIND_RESPONSE: u8 = 0x02;
+/// Message kind of a liveness probe.
+const KIND_PING: u8 = 0x05;
+/// Message kind of the answer to a probe.
+const KIND_PONG: u8 = 0x06;
 /// Message kind of a server's notice that it is shutting down.
 const KIND_DRAIN: u8 = 0x07;
 
@@ -67,6 +71,10 @@ pub(crate) enum Message<'a> {
     /// The server is shutting down: it read every request with a lower id
     /// and will answer those it can; it read none with this id or higher.
     Drain { first_unread: u64 },
+    /// A liveness probe; answer with a pong carrying the same token.
+    Ping { token: u64 },
+    /// The answer to a ping.
+    Pong { token: u64 },
 }
 
 /// A frame that does not follow the protocol.
@@ -114,6 +122,15 @@ pub(crate) fn encode_drain(buf: &mut BytesMut, first_unread: u64) {
     buf.put_u8(KIND_DRAIN);
     buf.put_u8(0);
     buf.put_u64_le(first_unread);
+    frame::finish(buf, start);
+}
+
+/// Appends a whole ping or pong frame to `buf`.
+pub(crate) fn encode_ping(buf: &mut BytesMut, token: u64, pong: bool) {
+    let start = frame::begin(buf);
+    buf.put_u8(if pong { KIND_PONG } else { KIND_PING });
+    buf.put_u8(0);
+    buf.put_u64_le(token);
     frame::finish(buf, start);
 }
 
@@ -247,12 +264,18 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 body: payload.slice(cursor.pos..),
             }
         }
-        KIND_DRAIN => {
+        KIND_DRAIN | KIND_PING | KIND_PONG => {
             cursor.skip_extensions(flags)?;
             if cursor.pos != payload.len() {
-                return Err(ProtocolError("a drain message carries no body".to_owned()));
+                return Err(ProtocolError(format!(
+                    "a message of kind {kind:#04x} carries no body"
+                )));
             }
-            Message::Drain { first_unread: id }
+            match kind {
+                KIND_DRAIN => Message::Drain { first_unread: id },
+                KIND_PING => Message::Ping { token: id },
+                _ => Message::Pong { token: id },
+            }
         }
         other => return Err(ProtocolError(format!("unknown message kind {other:#04x}"))),
     };
@@ -394,6 +417,18 @@ mod tests {
         let mut longer = payload.to_vec();
         longer.push(0);
         assert!(decode(&Bytes::from(longer)).is_err());
+    }
+
+    #[test]
+    fn ping_and_pong_round_trip() {
+        for pong in [false, true] {
+            let mut buf = BytesMut::new();
+            encode_ping(&mut buf, 9, pong);
+            match (pong, decode(&payload(buf)).unwrap()) {
+                (false, Message::Ping { token: 9 }) | (true, Message::Pong { token: 9 }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

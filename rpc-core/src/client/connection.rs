@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-use super::dispatch::{self, Answer, Closed, Outgoing, Response};
+use super::dispatch::{self, Answer, Closed, Keepalive, Outgoing, Response};
 use super::limit::CallLimit;
 use crate::codec;
 use crate::envelope::{self, Status};
@@ -30,13 +30,21 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Starts the tasks of a connection that has done its handshake.
-    pub(crate) fn start(connected: Connected, max_frame_length: usize) -> Self {
+    pub(crate) fn start(
+        connected: Connected,
+        max_frame_length: usize,
+        keepalive: Option<Keepalive>,
+    ) -> Self {
         let permits = match connected.call_limit {
             0 => None,
             limit => Some(Arc::new(CallLimit::new(limit.into()))),
         };
-        let (outgoing, closed) =
-            dispatch::spawn(connected.reader, connected.writer, permits.clone());
+        let (outgoing, closed) = dispatch::spawn(
+            connected.reader,
+            connected.writer,
+            permits.clone(),
+            keepalive,
+        );
         Connection {
             outgoing,
             closed,

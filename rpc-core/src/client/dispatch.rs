@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -76,6 +77,14 @@ impl Closed {
 /// A call waiting for its reply, on its way from the writer to the reader.
 type Registration = (u64, oneshot::Sender<Answer>);
 
+/// How often to probe a quiet connection, and how long to wait for any
+/// sign of life after a probe.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keepalive {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
 /// Starts the connection's tasks; the queue closes when they end.
 ///
 /// `permits`, when the server limits calls in flight, holds one permit per
@@ -86,8 +95,11 @@ pub(crate) fn spawn(
     frames_in: FrameReader,
     writer: FrameWriter,
     permits: Option<Arc<CallLimit>>,
+    keepalive: Option<Keepalive>,
 ) -> (mpsc::UnboundedSender<Outgoing>, Arc<Closed>) {
     let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
+    // Pings and pongs from the reader; rare, so kept off the calls' queue.
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (registrations_tx, registrations_rx) = mpsc::unbounded_channel();
     // Each task holds the sender of a oneshot the other waits on, so that
     // either one ending (and dropping it) ends the other.
@@ -97,6 +109,7 @@ pub(crate) fn spawn(
     tokio::spawn(write_loop(
         writer,
         outgoing_rx,
+        control_rx,
         registrations_tx,
         reader_done,
         writer_alive,
@@ -107,6 +120,8 @@ pub(crate) fn spawn(
         registrations: registrations_rx,
         first_unread: None,
         permits,
+        control: control_tx,
+        keepalive,
     };
     tokio::spawn(reader.run(frames_in, writer_done, reader_alive, closed.clone()));
     (outgoing_tx, closed)
@@ -115,6 +130,7 @@ pub(crate) fn spawn(
 async fn write_loop(
     mut writer: FrameWriter,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    mut control: mpsc::UnboundedReceiver<BytesMut>,
     registrations: mpsc::UnboundedSender<Registration>,
     mut reader_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
@@ -128,6 +144,14 @@ async fn write_loop(
         let taken = tokio::select! {
             biased;
             _ = &mut reader_done => return,
+            Some(probe) = control.recv() => {
+                frames.push(probe);
+                if let Err(e) = writer.write_batch(&mut frames).await {
+                    closed.set(format!("writing to the server failed: {e}"));
+                    return;
+                }
+                continue;
+            }
             taken = outgoing.recv_many(&mut batch, MAX_BATCH) => taken,
         };
         if taken > 0 && taken < MAX_BATCH {
@@ -181,6 +205,18 @@ struct Reader {
     /// Set by a drain message: requests with this id or higher were not read.
     first_unread: Option<u64>,
     permits: Option<Arc<CallLimit>>,
+    /// Frames for the writer that are not calls: pings and pongs.
+    control: mpsc::UnboundedSender<BytesMut>,
+    keepalive: Option<Keepalive>,
+}
+
+/// Where the keepalive stands.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// Watching for silence; `seen` frames had arrived when the timer was set.
+    Watching { seen: u64 },
+    /// A ping is out; `seen` frames had arrived when it was sent.
+    Waiting { seen: u64 },
 }
 
 impl Reader {
@@ -191,13 +227,43 @@ impl Reader {
         _alive: oneshot::Sender<()>,
         closed: Arc<Closed>,
     ) {
+        // Counts frames received; the keepalive compares counts rather
+        // than resetting a timer on every frame.
+        let mut seen: u64 = 0;
+        let mut probe = Probe::Watching { seen };
+        let period = self.keepalive.map_or(Duration::MAX, |k| k.interval);
+        let timer = tokio::time::sleep(period);
+        tokio::pin!(timer);
         let reason = loop {
             let frame = tokio::select! {
                 biased;
                 frame = frames.next() => frame,
                 // The writer records its own reason before it ends.
                 _ = &mut writer_done => break None,
+                () = &mut timer, if self.keepalive.is_some() => {
+                    let Some(keepalive) = self.keepalive else { continue };
+                    let now = tokio::time::Instant::now();
+                    probe = match probe {
+                        Probe::Watching { seen: then } | Probe::Waiting { seen: then } if then != seen => {
+                            timer.as_mut().reset(now + keepalive.interval);
+                            Probe::Watching { seen }
+                        }
+                        Probe::Watching { .. } => {
+                            let mut ping = BytesMut::new();
+                            envelope::encode_ping(&mut ping, seen, false);
+                            let _ = self.control.send(ping);
+                            timer.as_mut().reset(now + keepalive.timeout);
+                            Probe::Waiting { seen }
+                        }
+                        Probe::Waiting { .. } => break Some(format!(
+                            "the server did not answer a keepalive ping within {:?}",
+                            keepalive.timeout
+                        )),
+                    };
+                    continue;
+                }
             };
+            seen += 1;
             let payload = match frame {
                 None => break Some("the server closed the connection".to_owned()),
                 Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
@@ -213,6 +279,12 @@ impl Reader {
                     closed.set(SHUTTING_DOWN);
                     self.drain(first_unread);
                 }
+                Ok(Message::Ping { token }) => {
+                    let mut pong = BytesMut::new();
+                    envelope::encode_ping(&mut pong, token, true);
+                    let _ = self.control.send(pong);
+                }
+                Ok(Message::Pong { token }) => tracing::trace!(token, "keepalive answered"),
                 Ok(Message::Request { .. }) => {
                     break Some("protocol violation: the server sent a request".to_owned());
                 }

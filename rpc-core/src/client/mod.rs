@@ -24,6 +24,7 @@ use crate::transport;
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
 use connection::Connection;
+use dispatch::Keepalive;
 
 /// Default time allowed for the server's handshake after the TCP connect.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +101,7 @@ impl Channel {
             reconnect: true,
             initial_backoff: DEFAULT_RECONNECT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
+            keepalive: None,
         }
     }
 
@@ -157,7 +159,11 @@ impl Channel {
         {
             Ok(connected) => {
                 backoff.succeeded();
-                let fresh = Arc::new(Connection::start(connected, settings.max_frame_length));
+                let fresh = Arc::new(Connection::start(
+                    connected,
+                    settings.max_frame_length,
+                    settings.keepalive,
+                ));
                 self.inner.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
                 Ok(fresh)
@@ -179,6 +185,7 @@ pub struct ChannelBuilder {
     reconnect: bool,
     initial_backoff: Duration,
     max_backoff: Duration,
+    keepalive: Option<Keepalive>,
 }
 
 impl ChannelBuilder {
@@ -218,6 +225,18 @@ impl ChannelBuilder {
         self
     }
 
+    /// Probes the connection when nothing has arrived from the server for
+    /// `interval`, and closes it if nothing arrives within `timeout` of the
+    /// probe: a server that vanished without closing (a crashed host, a
+    /// dropped route) is then noticed, and the calls waiting on it fail with
+    /// [`RpcError::ConnectionClosed`] instead of waiting forever. Off by
+    /// default. Servers refuse probes more frequent than they allow (1 s by
+    /// default, [`ServerBuilder::min_ping_interval`](crate::ServerBuilder::min_ping_interval)).
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some(Keepalive { interval, timeout });
+        self
+    }
+
     /// Opens the connection. Must be called within a tokio runtime, which
     /// runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
@@ -230,7 +249,7 @@ impl ChannelBuilder {
             .collect();
         let connected =
             transport::connect(&addrs[..], self.max_frame_length, self.handshake_timeout).await?;
-        let connection = Connection::start(connected, self.max_frame_length);
+        let connection = Connection::start(connected, self.max_frame_length, self.keepalive);
         Ok(Channel {
             inner: Arc::new(Inner {
                 current: ArcSwap::from_pointee(connection),

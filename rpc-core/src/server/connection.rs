@@ -29,6 +29,10 @@ use crate::transport::{self, FrameWriter};
 /// Most replies taken off the queue for one write.
 const MAX_BATCH: usize = 256;
 
+/// Pings closer together than the server's minimum interval that a client
+/// may send in a row before it is disconnected for flooding.
+const PING_STRIKES: u32 = 3;
+
 /// Calls with arguments up to this size are polled once where they are
 /// read; larger ones go straight to a task of their own, so that copying
 /// their payload does not stall reading (see the module docs).
@@ -62,6 +66,8 @@ struct Calls<'a> {
     running: Arc<AtomicUsize>,
     /// One more than the highest request id read: what a drain announces.
     first_unread: AtomicU64,
+    /// When the last ping came, and how many in a row came too soon.
+    pings: std::sync::Mutex<(Option<Instant>, u32)>,
 }
 
 /// How the read loop ended without an error.
@@ -82,6 +88,7 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
         replies,
         running: Arc::new(AtomicUsize::new(0)),
         first_unread: AtomicU64::new(0),
+        pings: std::sync::Mutex::new((None, 0)),
     };
     let mut drain = shared.drain.clone();
 
@@ -174,6 +181,8 @@ impl Calls<'_> {
                 method,
                 body,
             }) => (id, service, method, body),
+            Ok(Message::Ping { token }) => return self.pong(token),
+            Ok(Message::Pong { .. }) => return Ok(()),
             Ok(Message::Response { .. } | Message::Drain { .. }) => {
                 return Err("the client sent a message only servers send".to_owned());
             }
@@ -238,6 +247,32 @@ impl Calls<'_> {
                 });
             }
         }
+        Ok(())
+    }
+}
+
+impl Calls<'_> {
+    /// Answers a ping, unless the client pings too often.
+    fn pong(&self, token: u64) -> Result<(), String> {
+        let min = self.shared.min_ping_interval;
+        let now = Instant::now();
+        {
+            let mut pings = self.pings.lock().unwrap_or_else(|e| e.into_inner());
+            let (last, strikes) = &mut *pings;
+            *strikes = match last {
+                Some(last) if now.duration_since(*last) < min => *strikes + 1,
+                _ => 0,
+            };
+            *last = Some(now);
+            if *strikes >= PING_STRIKES {
+                return Err(format!(
+                    "the client pinged more often than every {min:?}, {PING_STRIKES} times in a row"
+                ));
+            }
+        }
+        let mut pong = BytesMut::new();
+        envelope::encode_ping(&mut pong, token, true);
+        let _ = self.replies.send(pong);
         Ok(())
     }
 }

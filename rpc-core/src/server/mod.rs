@@ -38,6 +38,9 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// begun but not finished receiving.
 pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
 
+/// Default shortest time a client must leave between keepalive pings.
+pub const DEFAULT_MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Default time connections have, once a shutdown starts, to finish the
 /// calls they had read.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -83,6 +86,7 @@ pub(crate) struct Shared {
     pub(crate) frame_timeout: Duration,
     /// `Some(grace deadline)` once the server is shutting down.
     pub(crate) drain: watch::Receiver<Option<Instant>>,
+    pub(crate) min_ping_interval: Duration,
 }
 
 /// The settings a builder collects.
@@ -95,6 +99,7 @@ struct Limits {
     frame_timeout: Duration,
     receive_budget: usize,
     shutdown_grace: Duration,
+    min_ping_interval: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -121,6 +126,7 @@ impl Server {
                 frame_timeout: DEFAULT_FRAME_TIMEOUT,
                 receive_budget: DEFAULT_RECEIVE_BUDGET,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+                min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
             },
         }
     }
@@ -351,6 +357,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Shortest time a client must leave between keepalive pings (default
+    /// [`DEFAULT_MIN_PING_INTERVAL`], 1 s). Each ping is answered, but a
+    /// client whose pings come sooner three times in a row is disconnected,
+    /// so pings cannot be used to make the server work for nothing.
+    pub fn min_ping_interval(mut self, interval: Duration) -> Self {
+        self.limits.min_ping_interval = interval;
+        self
+    }
+
     /// Binds the listener. Port 0 picks a free port; see
     /// [`Server::local_addr`].
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
@@ -370,6 +385,7 @@ impl ServerBuilder {
             max_concurrent_calls: limits.max_concurrent_calls,
             frame_timeout: limits.frame_timeout,
             drain: drain_rx,
+            min_ping_interval: limits.min_ping_interval,
         };
         Ok(Server {
             listener,

@@ -226,6 +226,7 @@ pub trait Control {
 pub struct ControlImpl {
     gate: watch::Sender<bool>,
     started: mpsc::UnboundedSender<u32>,
+    abandoned: mpsc::UnboundedSender<u32>,
     /// How many calls of `gated` have finished.
     pub finished: AtomicUsize,
 }
@@ -233,13 +234,26 @@ pub struct ControlImpl {
 impl ControlImpl {
     /// A service and the receiver that hears each `gated` call start.
     pub fn new() -> (Arc<ControlImpl>, mpsc::UnboundedReceiver<u32>) {
+        let (service, started, _) = Self::with_abandoned();
+        (service, started)
+    }
+
+    /// Also a receiver that hears each `gated` call the server dropped
+    /// before it finished.
+    pub fn with_abandoned() -> (
+        Arc<ControlImpl>,
+        mpsc::UnboundedReceiver<u32>,
+        mpsc::UnboundedReceiver<u32>,
+    ) {
         let (started, started_rx) = mpsc::unbounded_channel();
+        let (abandoned, abandoned_rx) = mpsc::unbounded_channel();
         let service = ControlImpl {
             gate: watch::Sender::new(false),
             started,
+            abandoned,
             finished: AtomicUsize::new(0),
         };
-        (Arc::new(service), started_rx)
+        (Arc::new(service), started_rx, abandoned_rx)
     }
 
     /// Lets every waiting and future `gated` call finish.
@@ -255,8 +269,10 @@ impl Control for ControlImpl {
 
     async fn gated(&self, n: u32) -> u32 {
         let mut gate = self.gate.subscribe();
+        let mut unfinished = Abandoned(Some((n, &self.abandoned)));
         let _ = self.started.send(n);
         let _ = gate.wait_for(|open| *open).await;
+        unfinished.0 = None;
         self.finished.fetch_add(1, Ordering::SeqCst);
         n
     }
@@ -272,6 +288,17 @@ impl Control for ControlImpl {
 
     async fn bytes(&self, len: usize) -> Vec<u8> {
         vec![7; len]
+    }
+}
+
+/// Reports a call dropped before it finished.
+struct Abandoned<'a>(Option<(u32, &'a mpsc::UnboundedSender<u32>)>);
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some((n, abandoned)) = self.0 {
+            let _ = abandoned.send(n);
+        }
     }
 }
 

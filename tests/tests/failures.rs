@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+
 use rpc_core::{Channel, RpcError, Server};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, CutProxy, ShapesClient, ShapesImpl, ShapesServer,
@@ -120,6 +122,38 @@ async fn a_failed_reconnect_backs_off_and_fails_fast_meanwhile() {
         }
         other => panic!("expected NotProcessed, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn calls_of_a_client_that_disconnects_are_dropped() {
+    let (control, mut started, mut abandoned) = ControlImpl::with_abandoned();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    for id in 0..3u64 {
+        stream
+            .write_all(&rpc_tests::request_frame(
+                id,
+                "Control",
+                "gated",
+                &[id as u8],
+            ))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        started.recv().await.unwrap();
+    }
+    drop(stream);
+    // The gate never opens: only the server dropping the calls ends them.
+    let mut dropped = Vec::new();
+    for _ in 0..3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), abandoned.recv())
+            .await
+            .expect("the server should drop the calls of a closed connection");
+        dropped.push(n.unwrap());
+    }
+    dropped.sort();
+    assert_eq!(dropped, [0, 1, 2]);
 }
 
 #[tokio::test]

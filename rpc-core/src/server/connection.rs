@@ -19,6 +19,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::envelope::{self, Message, Status};
@@ -68,6 +69,9 @@ struct Calls<'a> {
     first_unread: AtomicU64,
     /// When the last ping came, and how many in a row came too soon.
     pings: std::sync::Mutex<(Option<Instant>, u32)>,
+    /// Cancelled when the connection ends: calls still running then are
+    /// dropped, so a client cannot leave work behind by disconnecting.
+    gone: CancellationToken,
 }
 
 /// How the read loop ended without an error.
@@ -89,7 +93,10 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
         running: Arc::new(AtomicUsize::new(0)),
         first_unread: AtomicU64::new(0),
         pings: std::sync::Mutex::new((None, 0)),
+        gone: CancellationToken::new(),
     };
+    // However `run` ends (returning, or dropped at the grace deadline).
+    let _cancel_calls = calls.gone.clone().drop_guard();
     let mut drain = shared.drain.clone();
 
     // Set while a frame has begun to arrive but not finished.
@@ -123,8 +130,10 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
         }
     };
     match ended {
-        // The client finished sending: let the calls still running answer.
+        // The client is gone (rpc-core clients never half-close): its calls
+        // still running are dropped, the replies already made are sent.
         Ok(Ended::ByClient) => {
+            calls.gone.cancel();
             drop(calls);
             let _ = writing.await;
             Ok(())
@@ -237,10 +246,15 @@ impl Calls<'_> {
             Ok(Poll::Pending) => {
                 let replies = self.replies.clone();
                 let running = RunningCall::start(&self.running);
+                let gone = self.gone.clone();
                 tokio::spawn(async move {
-                    let reply = match AssertUnwindSafe(future).catch_unwind().await {
-                        Ok(reply) => reply,
-                        Err(panic) => panicked(id, panic),
+                    let reply = tokio::select! {
+                        biased;
+                        () = gone.cancelled() => return,
+                        ended = AssertUnwindSafe(future).catch_unwind() => match ended {
+                            Ok(reply) => reply,
+                            Err(panic) => panicked(id, panic),
+                        },
                     };
                     drop(running);
                     let _ = replies.send(reply.into_frame());

@@ -98,13 +98,17 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     // However `run` ends (returning, or dropped at the grace deadline).
     let _cancel_calls = calls.gone.clone().drop_guard();
     let mut drain = shared.drain.clone();
+    // Made once: a fresh `wait_for` per frame would take the watch's lock
+    // per frame, where polling this one again is an atomic load.
+    let draining = drain_started(&mut drain);
+    tokio::pin!(draining);
 
     // Set while a frame has begun to arrive but not finished.
     let mut frame_deadline: Option<Instant> = None;
     let ended = loop {
         let next = tokio::select! {
             biased;
-            _ = drain_started(&mut drain) => break Ok(Ended::Draining),
+            _ = &mut draining => break Ok(Ended::Draining),
             next = reader.next() => next,
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                 if frame_deadline.is_some() =>

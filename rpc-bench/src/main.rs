@@ -5,6 +5,7 @@
 //! [--pin split|same|none] [--only raw,toolkit,tarpc,tonic]`
 
 mod alloc;
+mod fd_limit;
 mod imp;
 mod report;
 mod workload;
@@ -105,22 +106,6 @@ fn measure<I: Implementation>(options: &Options) -> workload::Figures {
     figures
 }
 
-/// 1,000 idle connections need twice that many descriptors in one process.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls on a stack value.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 fn main() {
     let options = match parse_args() {
         Ok(options) => options,
@@ -129,7 +114,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    raise_fd_limit();
+    fd_limit::raise();
     let mut results = Vec::new();
     for name in &options.only {
         eprintln!("running {name} ...");

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
@@ -150,6 +151,30 @@ fn split(
         out: BytesMut::new(),
     };
     (reader, writer)
+}
+
+/// Completes a batch whose first items just arrived on `queue`.
+///
+/// Under tokio's scheduling the task that woke the writer runs first and the
+/// writer right after it, finding one item: one system call per call.
+/// Yielding once lets every other task that is ready to send queue its
+/// frame, and they all go out together; at low load it costs one task
+/// switch.
+pub(crate) async fn gather_ready<T>(
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    max: usize,
+) {
+    if batch.is_empty() || batch.len() >= max {
+        return;
+    }
+    tokio::task::yield_now().await;
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
 }
 
 /// The sending half of a connection.

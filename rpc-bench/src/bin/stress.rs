@@ -17,6 +17,9 @@
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml --bin stress -- slow 2000 30`
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml --bin stress -- chaos 50 100000`
 
+#[path = "../fd_limit.rs"]
+mod fd_limit;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -44,7 +47,7 @@ impl Probe for Imp {
 const HELLO: [u8; 8] = *b"RKIT\x01\x00\x00\x00";
 
 fn main() {
-    raise_fd_limit();
+    fd_limit::raise();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -317,19 +320,4 @@ async fn chaos(clients: usize, calls: usize) {
         fds(child.id()),
     );
     let _ = child.kill();
-}
-
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls on a stack value.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

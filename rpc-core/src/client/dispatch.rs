@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::limit::CallLimit;
 use crate::envelope::{self, Message, Status};
 use crate::frame::Incoming;
-use crate::transport::{FrameReader, FrameWriter};
+use crate::transport::{self, FrameReader, FrameWriter};
 
 /// Most requests taken off the queue for one write.
 const MAX_BATCH: usize = 256;
@@ -154,18 +154,7 @@ async fn write_loop(
             }
             taken = outgoing.recv_many(&mut batch, MAX_BATCH) => taken,
         };
-        if taken > 0 && taken < MAX_BATCH {
-            // The task that woke this one is likely the first of several
-            // ready to send; let them queue first, so that one system call
-            // carries them all (a no-op when nothing else is runnable).
-            tokio::task::yield_now().await;
-            while batch.len() < MAX_BATCH {
-                match outgoing.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-        }
+        transport::gather_ready(&mut outgoing, &mut batch, MAX_BATCH).await;
         if taken == 0 {
             // Every Channel clone is gone, and with them every caller.
             closed.set("the channel was dropped");

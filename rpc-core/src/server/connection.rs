@@ -343,18 +343,7 @@ async fn write_loop(
             _ = &mut stopped => return,
             taken = replies.recv_many(&mut frames, MAX_BATCH) => taken,
         };
-        if taken > 0 && taken < MAX_BATCH {
-            // The task that woke this one is likely the first of several
-            // ready to send; let them queue first, so that one system call
-            // carries them all (a no-op when nothing else is runnable).
-            tokio::task::yield_now().await;
-            while frames.len() < MAX_BATCH {
-                match replies.try_recv() {
-                    Ok(item) => frames.push(item),
-                    Err(_) => break,
-                }
-            }
-        }
+        transport::gather_ready(&mut replies, &mut frames, MAX_BATCH).await;
         if taken == 0 {
             writer.shutdown().await;
             return;

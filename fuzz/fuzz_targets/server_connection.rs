@@ -71,8 +71,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let _ = stream.shutdown().await;
         // Whatever the bytes were, the server answers or closes, and soon.
         let mut sink = Vec::new();
-        let drained = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
-        assert!(drained.is_ok(), "the server kept a finished connection open");
-        assert_eq!(client.add(2, 3).await.unwrap(), 5, "the server stopped serving");
+        let drained =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
+        assert!(
+            drained.is_ok(),
+            "the server kept a finished connection open"
+        );
+        assert_eq!(
+            client.add(2, 3).await.unwrap(),
+            5,
+            "the server stopped serving"
+        );
     });
 });

@@ -59,6 +59,7 @@
 
 mod client;
 mod codec;
+mod duration;
 mod envelope;
 mod error;
 mod frame;

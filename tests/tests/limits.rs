@@ -163,3 +163,49 @@ async fn unfinished_frames_cannot_hold_more_than_the_receive_budget() {
     let data = vec![9u8; 40_000];
     assert_eq!(bystander.echo(data.clone()).await.unwrap(), data);
 }
+
+#[tokio::test]
+async fn extreme_settings_are_accepted_and_never_panic() {
+    let (control, mut started) = ControlImpl::new();
+    let server = Server::builder()
+        .max_connections(usize::MAX)
+        .max_concurrent_calls(usize::MAX)
+        .frame_timeout(Duration::MAX)
+        .shutdown_grace(Duration::MAX)
+        .handshake_timeout(Duration::MAX)
+        .min_ping_interval(Duration::MAX)
+        .receive_budget(usize::MAX)
+        .max_frame_length(usize::MAX)
+        .add_service(ControlServer::from_arc(control.clone()))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    let channel = Channel::builder()
+        .handshake_timeout(Duration::MAX)
+        .keepalive(Duration::MAX, Duration::MAX)
+        .reconnect_backoff(Duration::MAX, Duration::MAX)
+        .max_frame_length(usize::MAX)
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel);
+    // A frame that arrives in pieces sets the frame deadline: the
+    // connection must live through that and answer.
+    let mut stream = raw_connect(addr).await;
+    let frame = request_frame(7, "Control", "fast", &[5]);
+    stream.write_all(&frame[..4]).await.unwrap();
+    assert_eq!(client.fast(0).await.unwrap(), 0);
+    stream.write_all(&frame[4..]).await.unwrap();
+    let (id, status, body) = read_response(&mut stream).await;
+    assert_eq!((id, status, body), (7, 0, vec![5]));
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    started.recv().await.unwrap();
+    control.open();
+    assert_eq!(call.await.unwrap().unwrap(), 1);
+    assert_eq!(client.bytes(70_000).await.unwrap().len(), 70_000);
+}

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
+use crate::duration;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::transport;
@@ -202,7 +203,7 @@ impl ChannelBuilder {
     /// Time allowed for the server's handshake once TCP is connected
     /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.handshake_timeout = duration::capped(timeout);
         self
     }
 
@@ -220,8 +221,8 @@ impl ChannelBuilder {
     /// [`DEFAULT_RECONNECT_MAX_BACKOFF`], 120 s). Delays grow 1.6 times per
     /// failure, each moved by up to 20 % at random.
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.initial_backoff = duration::capped(initial);
+        self.max_backoff = duration::capped(max.max(initial));
         self
     }
 
@@ -233,7 +234,10 @@ impl ChannelBuilder {
     /// default. Servers refuse probes more frequent than they allow (1 s by
     /// default, [`ServerBuilder::min_ping_interval`](crate::ServerBuilder::min_ping_interval)).
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.keepalive = Some(Keepalive { interval, timeout });
+        self.keepalive = Some(Keepalive {
+            interval: duration::capped(interval),
+            timeout: duration::capped(timeout),
+        });
         self
     }
 

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::duration;
 use crate::error::RpcError;
 use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
 use crate::service::Service;
@@ -301,7 +302,7 @@ impl ServerBuilder {
     /// Time a new connection has to complete its handshake (default
     /// [`DEFAULT_SERVER_HANDSHAKE_TIMEOUT`], 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.limits.handshake_timeout = timeout;
+        self.limits.handshake_timeout = duration::capped(timeout);
         self
     }
 
@@ -322,7 +323,10 @@ impl ServerBuilder {
     /// 1,024). Connections beyond it are accepted and closed at once, with
     /// a logged warning.
     pub fn max_connections(mut self, connections: usize) -> Self {
-        self.limits.max_connections = connections;
+        // Also the most a tokio semaphore can count.
+        self.limits.max_connections = connections
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         self
     }
 
@@ -330,7 +334,7 @@ impl ServerBuilder {
     /// [`DEFAULT_FRAME_TIMEOUT`], 30 s). A connection that takes longer is
     /// closed, so slow senders cannot hold memory indefinitely.
     pub fn frame_timeout(mut self, timeout: Duration) -> Self {
-        self.limits.frame_timeout = timeout;
+        self.limits.frame_timeout = duration::capped(timeout);
         self
     }
 
@@ -353,7 +357,7 @@ impl ServerBuilder {
     /// they had read (default [`DEFAULT_SHUTDOWN_GRACE`], 10 s); see
     /// [`Server::serve_with_shutdown`].
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.limits.shutdown_grace = grace;
+        self.limits.shutdown_grace = duration::capped(grace);
         self
     }
 
@@ -362,7 +366,7 @@ impl ServerBuilder {
     /// client whose pings come sooner three times in a row is disconnected,
     /// so pings cannot be used to make the server work for nothing.
     pub fn min_ping_interval(mut self, interval: Duration) -> Self {
-        self.limits.min_ping_interval = interval;
+        self.limits.min_ping_interval = duration::capped(interval);
         self
     }
 

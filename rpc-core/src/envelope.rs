@@ -7,6 +7,7 @@
 //! a UTF-8 message for an error status. docs/PROTOCOL.md is the full account.
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -30,6 +31,12 @@ const KIND_DRAIN: u8 = 0x07;
 const FLAG_EXTENSIONS: u8 = 0x01;
 /// Extension tags with this bit set must be understood by the receiver.
 const TAG_CRITICAL: u16 = 0x8000;
+/// Request extension: the time left for the call, in microseconds (u64).
+const TAG_DEADLINE: u16 = 0x0001;
+
+/// Longest deadline taken from the wire: a longer one (up to `u64::MAX`
+/// microseconds) is read as this, so that no arithmetic on it overflows.
+pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Error messages are cut to this many bytes, so that an enormous panic
 /// message cannot push a reply over the frame limit.
@@ -50,6 +57,7 @@ impl Status {
     pub(crate) const HANDLER_PANICKED: Status = Status(4);
     pub(crate) const INTERNAL: Status = Status(5);
     pub(crate) const RESOURCE_EXHAUSTED: Status = Status(6);
+    pub(crate) const DEADLINE_EXCEEDED: Status = Status(7);
 }
 
 /// A decoded message, borrowing names from its frame.
@@ -60,6 +68,8 @@ pub(crate) enum Message<'a> {
         id: u64,
         service: &'a str,
         method: &'a str,
+        /// Time the client gives the call, capped at [`MAX_DEADLINE`].
+        deadline: Option<Duration>,
         body: Bytes,
     },
     /// The answer to the call with the same id.
@@ -103,15 +113,27 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf: &mut BytesMut,
     service: &str,
     method: &str,
+    deadline: Option<Duration>,
     args: &A,
     max_frame_length: usize,
 ) -> Result<(), RpcError> {
     let start = frame::begin(buf);
     buf.put_u8(KIND_REQUEST);
-    buf.put_u8(0);
+    buf.put_u8(if deadline.is_some() {
+        FLAG_EXTENSIONS
+    } else {
+        0
+    });
     buf.put_u64_le(0);
     put_name(buf, service, "service")?;
     put_name(buf, method, "method")?;
+    if let Some(deadline) = deadline {
+        // One entry: tag, length, microseconds left.
+        buf.put_u32_le(2 + 4 + 8);
+        buf.put_u16_le(TAG_DEADLINE);
+        buf.put_u32_le(8);
+        buf.put_u64_le(u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX));
+    }
     put_body(buf, start, args, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
 }
@@ -247,17 +269,18 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
         KIND_REQUEST => {
             let service = cursor.name("service")?;
             let method = cursor.name("method")?;
-            cursor.skip_extensions(flags)?;
+            let extensions = cursor.extensions(flags)?;
             Message::Request {
                 id,
                 service,
                 method,
+                deadline: extensions.deadline,
                 body: payload.slice(cursor.pos..),
             }
         }
         KIND_RESPONSE => {
             let status = Status(cursor.u8()?);
-            cursor.skip_extensions(flags)?;
+            cursor.extensions(flags)?;
             Message::Response {
                 id,
                 status,
@@ -265,7 +288,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
             }
         }
         KIND_DRAIN | KIND_PING | KIND_PONG => {
-            cursor.skip_extensions(flags)?;
+            cursor.extensions(flags)?;
             if cursor.pos != payload.len() {
                 return Err(ProtocolError(format!(
                     "a message of kind {kind:#04x} carries no body"
@@ -326,11 +349,12 @@ impl<'a> Cursor<'a> {
             .map_err(|_| ProtocolError(format!("{what} name is not UTF-8")))
     }
 
-    /// Skips the extension block. This version defines no extensions; unknown
-    /// ones are skipped unless marked critical.
-    fn skip_extensions(&mut self, flags: u8) -> Result<(), ProtocolError> {
+    /// Reads the extension block: the deadline, the one extension this
+    /// version defines; others are skipped unless marked critical.
+    fn extensions(&mut self, flags: u8) -> Result<Extensions, ProtocolError> {
+        let mut found = Extensions::default();
         if flags & FLAG_EXTENSIONS == 0 {
-            return Ok(());
+            return Ok(found);
         }
         let len = self.u32()?;
         let mut block = Cursor {
@@ -340,15 +364,36 @@ impl<'a> Cursor<'a> {
         while block.pos < block.buf.len() {
             let tag = block.u16()?;
             let value_len = block.u32()?;
-            block.take(value_len as usize)?;
-            if tag & TAG_CRITICAL != 0 {
-                return Err(ProtocolError(format!(
-                    "critical extension {tag:#06x} is not supported"
-                )));
+            let mut value = Cursor {
+                buf: block.take(value_len as usize)?,
+                pos: 0,
+            };
+            match tag {
+                TAG_DEADLINE if value_len == 8 => {
+                    let micros = value.u64()?;
+                    found.deadline = Some(Duration::from_micros(micros).min(MAX_DEADLINE));
+                }
+                TAG_DEADLINE => {
+                    return Err(ProtocolError(format!(
+                        "a deadline extension of {value_len} bytes; it has 8"
+                    )));
+                }
+                tag if tag & TAG_CRITICAL != 0 => {
+                    return Err(ProtocolError(format!(
+                        "critical extension {tag:#06x} is not supported"
+                    )));
+                }
+                _ => {}
             }
         }
-        Ok(())
+        Ok(found)
     }
+}
+
+/// What a message's extension block said.
+#[derive(Debug, Default)]
+struct Extensions {
+    deadline: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -362,7 +407,7 @@ mod tests {
     #[test]
     fn request_round_trips() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Calc", "add", &(2i64, 3i64), 1024).unwrap();
+        encode_request(&mut buf, "Calc", "add", None, &(2i64, 3i64), 1024).unwrap();
         set_request_id(&mut buf, 7);
         let payload = payload(buf);
         match decode(&payload).unwrap() {
@@ -370,9 +415,10 @@ mod tests {
                 id,
                 service,
                 method,
+                deadline,
                 body,
             } => {
-                assert_eq!((id, service, method), (7, "Calc", "add"));
+                assert_eq!((id, service, method, deadline), (7, "Calc", "add", None));
                 assert_eq!(codec::decode::<(i64, i64)>(&body).unwrap(), (2, 3));
             }
             other => panic!("not a request: {other:?}"),
@@ -398,7 +444,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Svc", "method", &(), 1024).unwrap();
+        encode_request(&mut buf, "Svc", "method", None, &(), 1024).unwrap();
         let full = payload(buf);
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
@@ -417,6 +463,25 @@ mod tests {
         let mut longer = payload.to_vec();
         longer.push(0);
         assert!(decode(&Bytes::from(longer)).is_err());
+    }
+
+    #[test]
+    fn deadlines_round_trip_and_are_capped() {
+        for (sent, read) in [
+            (Duration::from_millis(1500), Duration::from_millis(1500)),
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::MAX, MAX_DEADLINE),
+        ] {
+            let mut buf = BytesMut::new();
+            encode_request(&mut buf, "S", "m", Some(sent), &(1u8,), 1024).unwrap();
+            match decode(&payload(buf)).unwrap() {
+                Message::Request { deadline, body, .. } => {
+                    assert_eq!(deadline, Some(read));
+                    assert_eq!(&body[..], &[1]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -454,18 +519,18 @@ mod tests {
             p.push(42);
             Bytes::from(p)
         };
-        let plain = build(0x0001);
+        let plain = build(0x0100);
         match decode(&plain).unwrap() {
             Message::Response { body, .. } => assert_eq!(&body[..], &[42]),
             other => panic!("not a response: {other:?}"),
         }
-        assert!(decode(&build(0x8001)).is_err());
+        assert!(decode(&build(0x8100)).is_err());
     }
 
     #[test]
     fn oversize_request_fails_locally_and_leaves_buffer_clean() {
         let mut buf = BytesMut::new();
-        let err = encode_request(&mut buf, "S", "m", &vec![0u8; 100], 50).unwrap_err();
+        let err = encode_request(&mut buf, "S", "m", None, &vec![0u8; 100], 50).unwrap_err();
         assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
         assert!(buf.is_empty());
     }
@@ -474,7 +539,7 @@ mod tests {
     #[test]
     fn protocol_doc_example() {
         let mut request = BytesMut::new();
-        encode_request(&mut request, "Calculator", "add", &(2i64, 3i64), 1024).unwrap();
+        encode_request(&mut request, "Calculator", "add", None, &(2i64, 3i64), 1024).unwrap();
         set_request_id(&mut request, 7);
         let mut expected = vec![0x1B, 0, 0, 0, 0x01, 0, 7, 0, 0, 0, 0, 0, 0, 0, 10];
         expected.extend_from_slice(b"Calculator");

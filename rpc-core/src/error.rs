@@ -116,6 +116,15 @@ pub enum RpcError {
         message: String,
     },
 
+    /// The call did not finish within its deadline
+    /// ([`ChannelBuilder::call_timeout`](crate::ChannelBuilder::call_timeout)).
+    /// It may or may not have run; the server stops it at the same deadline.
+    #[error("the call did not finish within its deadline of {timeout:?}")]
+    DeadlineExceeded {
+        /// The time the call was given.
+        timeout: std::time::Duration,
+    },
+
     /// The server failed to answer for a reason of its own, such as a reply
     /// that could not be encoded or exceeded the server's frame limit.
     #[error("internal server error: {message}")]

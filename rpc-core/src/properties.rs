@@ -31,7 +31,7 @@ fn args() -> impl Strategy<Value = Args> {
 
 fn request(id: u64, service: &str, method: &str, value: &Args) -> BytesMut {
     let mut buf = BytesMut::new();
-    envelope::encode_request(&mut buf, service, method, value, usize::MAX).unwrap();
+    envelope::encode_request(&mut buf, service, method, None, value, usize::MAX).unwrap();
     envelope::set_request_id(&mut buf, id);
     buf
 }
@@ -48,6 +48,7 @@ fn decode_request(payload: &Bytes) -> Result<(u64, String, String, Args), String
             service,
             method,
             body,
+            ..
         } => {
             let value = codec::decode::<Args>(&body).map_err(|e| e.to_string())?;
             Ok((id, service.to_owned(), method.to_owned(), value))

@@ -2,6 +2,7 @@
 //! call and turns its answer into a result.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -26,6 +27,8 @@ pub(crate) struct Connection {
     /// them; calls beyond wait here rather than be refused.
     permits: Option<Arc<CallLimit>>,
     max_frame_length: usize,
+    /// Given to every call: the server stops it then, and so does the caller.
+    call_timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -34,6 +37,7 @@ impl Connection {
         connected: Connected,
         max_frame_length: usize,
         keepalive: Option<Keepalive>,
+        call_timeout: Option<Duration>,
     ) -> Self {
         let permits = match connected.call_limit {
             0 => None,
@@ -50,6 +54,7 @@ impl Connection {
             closed,
             permits,
             max_frame_length,
+            call_timeout,
         }
     }
 
@@ -84,8 +89,19 @@ impl Connection {
             }
         })?;
         drop(args);
-        match receiver.await {
-            Ok(Answer::Response(response)) => response_into_result(response, service, method),
+        let answer = match self.call_timeout {
+            None => receiver.await,
+            // On time-out the reader still takes the server's (late) answer,
+            // and only then gives the call's permit back.
+            Some(timeout) => match tokio::time::timeout(timeout, receiver).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(RpcError::DeadlineExceeded { timeout }),
+            },
+        };
+        match answer {
+            Ok(Answer::Response(response)) => {
+                response_into_result(response, service, method, self.call_timeout)
+            }
             Ok(Answer::NotProcessed) => Err(self.not_processed()),
             Err(_) => Err(self.closed_error()),
         }
@@ -101,7 +117,14 @@ impl Connection {
             return Err(self.not_processed());
         }
         let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
-        envelope::encode_request(&mut frame, service, method, args, self.max_frame_length)?;
+        envelope::encode_request(
+            &mut frame,
+            service,
+            method,
+            self.call_timeout,
+            args,
+            self.max_frame_length,
+        )?;
         let (reply, receiver) = oneshot::channel();
         self.outgoing
             .send(Outgoing { frame, reply })
@@ -128,6 +151,7 @@ fn response_into_result<R: DeserializeOwned>(
     response: Response,
     service: &str,
     method: &str,
+    deadline: Option<Duration>,
 ) -> Result<R, RpcError> {
     let Response { status, body } = response;
     let message = || String::from_utf8_lossy(&body).into_owned();
@@ -149,6 +173,9 @@ fn response_into_result<R: DeserializeOwned>(
         Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
         Status::INTERNAL => RpcError::Internal { message: message() },
         Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
+        Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded {
+            timeout: deadline.unwrap_or_default(),
+        },
         Status(other) => RpcError::Internal {
             message: format!("unknown status {other}: {}", message()),
         },

@@ -103,6 +103,7 @@ impl Channel {
             initial_backoff: DEFAULT_RECONNECT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             keepalive: None,
+            call_timeout: None,
         }
     }
 
@@ -164,6 +165,7 @@ impl Channel {
                     connected,
                     settings.max_frame_length,
                     settings.keepalive,
+                    settings.call_timeout,
                 ));
                 self.inner.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
@@ -187,6 +189,7 @@ pub struct ChannelBuilder {
     initial_backoff: Duration,
     max_backoff: Duration,
     keepalive: Option<Keepalive>,
+    call_timeout: Option<Duration>,
 }
 
 impl ChannelBuilder {
@@ -241,6 +244,17 @@ impl ChannelBuilder {
         self
     }
 
+    /// Gives every call on this channel `timeout` to finish (default: no
+    /// limit). The deadline travels with the request: the server does not
+    /// start a call whose time is up, and stops one that overruns (servers
+    /// cap deadlines at a day). The caller gets
+    /// [`RpcError::DeadlineExceeded`] at the deadline either way. Use one
+    /// channel per timeout to give different calls different deadlines.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(duration::capped(timeout));
+        self
+    }
+
     /// Opens the connection. Must be called within a tokio runtime, which
     /// runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
@@ -253,7 +267,12 @@ impl ChannelBuilder {
             .collect();
         let connected =
             transport::connect(&addrs[..], self.max_frame_length, self.handshake_timeout).await?;
-        let connection = Connection::start(connected, self.max_frame_length, self.keepalive);
+        let connection = Connection::start(
+            connected,
+            self.max_frame_length,
+            self.keepalive,
+            self.call_timeout,
+        );
         Ok(Channel {
             inner: Arc::new(Inner {
                 current: ArcSwap::from_pointee(connection),

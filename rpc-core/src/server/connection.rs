@@ -187,13 +187,14 @@ impl Calls<'_> {
     /// Starts the call a frame carries, or says why the connection must
     /// close. Never waits: it only polls the call once.
     async fn dispatch(&self, payload: Bytes) -> Result<(), String> {
-        let (id, service, method, body) = match envelope::decode(&payload) {
+        let (id, service, method, deadline, body) = match envelope::decode(&payload) {
             Ok(Message::Request {
                 id,
                 service,
                 method,
+                deadline,
                 body,
-            }) => (id, service, method, body),
+            }) => (id, service, method, deadline, body),
             Ok(Message::Ping { token }) => return self.pong(token),
             Ok(Message::Pong { .. }) => return Ok(()),
             Ok(Message::Response { .. } | Message::Drain { .. }) => {
@@ -217,6 +218,16 @@ impl Calls<'_> {
                 id,
                 Status::RESOURCE_EXHAUSTED,
                 &format!("{limit} calls are already running on this connection"),
+            ));
+            return Ok(());
+        }
+        // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
+        let deadline = deadline.map(|left| Instant::now() + left);
+        if deadline.is_some_and(|at| at <= Instant::now()) {
+            self.reply(Reply::error(
+                id,
+                Status::DEADLINE_EXCEEDED,
+                "the call's deadline had passed when it arrived",
             ));
             return Ok(());
         }
@@ -255,6 +266,11 @@ impl Calls<'_> {
                     let reply = tokio::select! {
                         biased;
                         () = gone.cancelled() => return,
+                        () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                            if deadline.is_some() =>
+                        {
+                            Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline")
+                        }
                         ended = AssertUnwindSafe(future).catch_unwind() => match ended {
                             Ok(reply) => reply,
                             Err(panic) => panicked(id, panic),

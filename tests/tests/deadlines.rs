@@ -1,0 +1,91 @@
+//! Per-call deadlines: the caller gets a definite error at the deadline and
+//! the server stops the call; deadlines from the wire are capped.
+
+use std::time::Duration;
+
+use rpc_core::{Channel, RpcError, Server};
+use rpc_tests::{ControlClient, ControlImpl, ControlServer, raw_connect, read_response, serve};
+use tokio::io::AsyncWriteExt;
+
+/// A request for `Control.<method>` whose deadline extension says `micros`.
+fn request_with_deadline(id: u64, method: &str, body: &[u8], micros: u64) -> Vec<u8> {
+    let mut payload = vec![0x01, 0x01];
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.push(7);
+    payload.extend_from_slice(b"Control");
+    payload.push(method.len() as u8);
+    payload.extend_from_slice(method.as_bytes());
+    payload.extend_from_slice(&14u32.to_le_bytes());
+    payload.extend_from_slice(&1u16.to_le_bytes());
+    payload.extend_from_slice(&8u32.to_le_bytes());
+    payload.extend_from_slice(&micros.to_le_bytes());
+    payload.extend_from_slice(body);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_fails_and_the_server_stops_it() {
+    let (control, mut started, mut abandoned) = ControlImpl::with_abandoned();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let channel = Channel::builder()
+        .call_timeout(Duration::from_millis(100))
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel);
+    // The gate never opens: only the deadline ends the call.
+    match client.gated(1).await {
+        Err(RpcError::DeadlineExceeded { timeout }) => {
+            assert_eq!(timeout, Duration::from_millis(100));
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(started.recv().await, Some(1));
+    assert_eq!(
+        abandoned.recv().await,
+        Some(1),
+        "the server stopped the call"
+    );
+    assert_eq!(client.fast(2).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn calls_within_their_deadline_succeed() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let channel = Channel::builder()
+        .call_timeout(Duration::from_secs(30))
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = ControlClient::new(channel);
+    for n in 0..50 {
+        assert_eq!(client.fast(n).await.unwrap(), n);
+    }
+}
+
+#[tokio::test]
+async fn deadlines_from_the_wire_are_checked_and_capped() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    let mut stream = raw_connect(addr).await;
+    // Already past: answered DEADLINE_EXCEEDED (7) without running.
+    stream
+        .write_all(&request_with_deadline(1, "gated", &[1], 0))
+        .await
+        .unwrap();
+    let (id, status, _) = read_response(&mut stream).await;
+    assert_eq!((id, status), (1, 7));
+    assert!(started.try_recv().is_err(), "an expired call must not run");
+    // u64::MAX microseconds would overflow an Instant: capped, and the call runs.
+    stream
+        .write_all(&request_with_deadline(2, "gated", &[2], u64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(2));
+    control.open();
+    let (id, status, body) = read_response(&mut stream).await;
+    assert_eq!((id, status, body), (2, 0, vec![2]));
+}

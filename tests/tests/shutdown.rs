@@ -34,21 +34,21 @@ async fn calls_in_flight_finish_across_a_shutdown_and_new_connections_are_refuse
     let (control, mut started) = ControlImpl::new();
     let (addr, stop, serving) = stoppable(
         Server::builder()
-            .shutdown_grace(Duration::from_secs(30))
+            .shutdown_grace(Duration::from_secs(5))
             .add_service(ControlServer::from_arc(control.clone())),
     )
     .await;
-    // 300 calls over three connections (the per-connection limit is 100),
+    // 1,000 calls over ten connections (the per-connection limit is 100),
     // every one running when the shutdown starts.
     let mut calls = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..10 {
         let client = ControlClient::connect(addr).await.unwrap();
         for n in 0..100 {
             let client = client.clone();
             calls.push(tokio::spawn(async move { client.gated(n).await }));
         }
     }
-    for _ in 0..300 {
+    for _ in 0..1000 {
         started.recv().await.unwrap();
     }
     stop.send(()).unwrap();

@@ -109,8 +109,6 @@ pub(crate) struct AcceptSettings {
     /// Advertised in the handshake; 0: no limit.
     pub(crate) call_limit: u16,
     pub(crate) budget: Arc<ReceiveBudget>,
-    /// Only reported in logs here; the server enforces it.
-    pub(crate) max_connections: usize,
 }
 
 /// Checks a client's handshake and answers it.

@@ -63,12 +63,30 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// A request frame, prefix included, as docs/PROTOCOL.md describes it.
 pub fn request_frame(id: u64, service: &str, method: &str, body: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0x01, 0];
+    request_frame_with_deadline(id, service, method, None, body)
+}
+
+/// A request frame that may carry the deadline extension (microseconds).
+pub fn request_frame_with_deadline(
+    id: u64,
+    service: &str,
+    method: &str,
+    deadline_micros: Option<u64>,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut payload = vec![0x01, u8::from(deadline_micros.is_some())];
     payload.extend_from_slice(&id.to_le_bytes());
     payload.push(service.len() as u8);
     payload.extend_from_slice(service.as_bytes());
     payload.push(method.len() as u8);
     payload.extend_from_slice(method.as_bytes());
+    if let Some(micros) = deadline_micros {
+        // Block length, then one entry: tag 0x0001, value length 8, value.
+        payload.extend_from_slice(&14u32.to_le_bytes());
+        payload.extend_from_slice(&1u16.to_le_bytes());
+        payload.extend_from_slice(&8u32.to_le_bytes());
+        payload.extend_from_slice(&micros.to_le_bytes());
+    }
     payload.extend_from_slice(body);
     let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&payload);

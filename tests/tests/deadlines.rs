@@ -4,25 +4,15 @@
 use std::time::Duration;
 
 use rpc_core::{Channel, RpcError, Server};
-use rpc_tests::{ControlClient, ControlImpl, ControlServer, raw_connect, read_response, serve};
+use rpc_tests::{
+    ControlClient, ControlImpl, ControlServer, raw_connect, read_response,
+    request_frame_with_deadline, serve,
+};
 use tokio::io::AsyncWriteExt;
 
 /// A request for `Control.<method>` whose deadline extension says `micros`.
 fn request_with_deadline(id: u64, method: &str, body: &[u8], micros: u64) -> Vec<u8> {
-    let mut payload = vec![0x01, 0x01];
-    payload.extend_from_slice(&id.to_le_bytes());
-    payload.push(7);
-    payload.extend_from_slice(b"Control");
-    payload.push(method.len() as u8);
-    payload.extend_from_slice(method.as_bytes());
-    payload.extend_from_slice(&14u32.to_le_bytes());
-    payload.extend_from_slice(&1u16.to_le_bytes());
-    payload.extend_from_slice(&8u32.to_le_bytes());
-    payload.extend_from_slice(&micros.to_le_bytes());
-    payload.extend_from_slice(body);
-    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    frame
+    request_frame_with_deadline(id, "Control", method, Some(micros), body)
 }
 
 #[tokio::test]

@@ -73,7 +73,9 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    /// One permit per open connection.
     connections: Arc<Semaphore>,
+    max_connections: usize,
     /// Set to the grace deadline when a shutdown starts.
     drain: watch::Sender<Option<Instant>>,
     shutdown_grace: Duration,
@@ -205,7 +207,7 @@ impl Server {
                     Err(_) => tracing::warn!(
                         %peer,
                         "refusing connection: {} connections already open",
-                        self.connections_limit()
+                        self.max_connections
                     ),
                 },
                 Err(e) if is_connection_error(&e) => {
@@ -225,9 +227,9 @@ impl Server {
         let Server {
             listener,
             connections,
+            max_connections,
             drain,
             shutdown_grace,
-            shared,
             ..
         } = self;
         drop(listener);
@@ -236,16 +238,12 @@ impl Server {
         drain.send_replace(Some(deadline));
         // Every connection holds a permit until it ends: having them all
         // back means every connection has closed.
-        let all = u32::try_from(shared.accept.max_connections).unwrap_or(u32::MAX);
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
         let closed =
             tokio::time::timeout_at(deadline + CLOSE_MARGIN, connections.acquire_many(all)).await;
         if closed.is_err() {
             tracing::warn!("shutdown: connections still open after the grace period");
         }
-    }
-
-    fn connections_limit(&self) -> usize {
-        self.shared.accept.max_connections
     }
 }
 
@@ -384,7 +382,6 @@ impl ServerBuilder {
                 handshake_timeout: limits.handshake_timeout,
                 call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
                 budget: Arc::new(ReceiveBudget::new(limits.receive_budget)),
-                max_connections: limits.max_connections,
             },
             max_concurrent_calls: limits.max_concurrent_calls,
             frame_timeout: limits.frame_timeout,
@@ -396,6 +393,7 @@ impl ServerBuilder {
             local_addr,
             shared: Arc::new(shared),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            max_connections: limits.max_connections,
             drain,
             shutdown_grace: limits.shutdown_grace,
         })

@@ -45,12 +45,25 @@ pub fn frame_decoder(data: &[u8]) {
 pub fn envelope(data: &[u8]) {
     let payload = Bytes::copy_from_slice(data);
     match envelope::decode(&payload) {
-        Ok(Message::Request { body, .. } | Message::Response { body, .. }) => {
+        Ok(Message::Request { body, metadata, .. }) => {
+            // Reading the pairs back must not panic on anything decode let through.
+            for (key, value) in metadata.iter() {
+                let _ = (key.len(), value.len());
+            }
+            let _ = codec::decode::<Args>(&body);
+        }
+        Ok(Message::Response { body, .. }) => {
             let _ = codec::decode::<Args>(&body);
             let _ = codec::decode::<Vec<String>>(&body);
             let _ = codec::decode::<crate::__private::ByteBuf>(&body);
         }
-        Ok(Message::Drain { .. } | Message::Ping { .. } | Message::Pong { .. }) | Err(_) => {}
+        Ok(
+            Message::Cancel { .. }
+            | Message::Drain { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. },
+        )
+        | Err(_) => {}
     }
     let _ = codec::decode::<Args>(data);
 }

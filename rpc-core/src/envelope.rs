@@ -15,11 +15,14 @@ use serde::Serialize;
 use crate::codec::{self, EncodeFailure};
 use crate::error::RpcError;
 use crate::frame;
+use crate::metadata::{self, Metadata};
 
 /// Message kind of a call.
 const KIND_REQUEST: u8 = 0x01;
 /// Message kind of the answer to a call.
 const KIND_RESPONSE: u8 = 0x02;
+/// Message kind of a client's notice that it no longer wants an answer.
+const KIND_CANCEL: u8 = 0x03;
 /// Message kind of a liveness probe.
 const KIND_PING: u8 = 0x05;
 /// Message kind of the answer to a probe.
@@ -33,6 +36,8 @@ const FLAG_EXTENSIONS: u8 = 0x01;
 const TAG_CRITICAL: u16 = 0x8000;
 /// Request extension: the time left for the call, in microseconds (u64).
 const TAG_DEADLINE: u16 = 0x0001;
+/// Bytes of a deadline entry: tag, length, microseconds.
+const DEADLINE_ENTRY_LEN: usize = 2 + 4 + 8;
 
 /// Longest deadline taken from the wire: a longer one (up to `u64::MAX`
 /// microseconds) is read as this, so that no arithmetic on it overflows.
@@ -58,6 +63,9 @@ impl Status {
     pub(crate) const INTERNAL: Status = Status(5);
     pub(crate) const RESOURCE_EXHAUSTED: Status = Status(6);
     pub(crate) const DEADLINE_EXCEEDED: Status = Status(7);
+    pub(crate) const UNAUTHENTICATED: Status = Status(8);
+    pub(crate) const PERMISSION_DENIED: Status = Status(9);
+    pub(crate) const CANCELLED: Status = Status(10);
 }
 
 /// A decoded message, borrowing names from its frame.
@@ -70,6 +78,7 @@ pub(crate) enum Message<'a> {
         method: &'a str,
         /// Time the client gives the call, capped at [`MAX_DEADLINE`].
         deadline: Option<Duration>,
+        metadata: Metadata<'a>,
         body: Bytes,
     },
     /// The answer to the call with the same id.
@@ -81,6 +90,8 @@ pub(crate) enum Message<'a> {
     /// The server is shutting down: it read every request with a lower id
     /// and will answer those it can; it read none with this id or higher.
     Drain { first_unread: u64 },
+    /// The client no longer wants the answer to the call with this id.
+    Cancel { id: u64 },
     /// A liveness probe; answer with a pong carrying the same token.
     Ping { token: u64 },
     /// The answer to a ping.
@@ -109,17 +120,22 @@ const REQUEST_ID_OFFSET: usize = frame::PREFIX_LEN + 2;
 /// Appends a whole request frame (prefix included) to `buf`, with id 0:
 /// the connection's writer stamps the real id with [`set_request_id`] as
 /// it sends, so that ids rise in the order requests go on the wire.
+///
+/// `metadata` holds whole extension entries made by
+/// [`metadata::put_entry`].
 pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf: &mut BytesMut,
     service: &str,
     method: &str,
     deadline: Option<Duration>,
+    metadata: &[u8],
     args: &A,
     max_frame_length: usize,
 ) -> Result<(), RpcError> {
     let start = frame::begin(buf);
     buf.put_u8(KIND_REQUEST);
-    buf.put_u8(if deadline.is_some() {
+    let extensions_len = deadline.map_or(0, |_| DEADLINE_ENTRY_LEN) + metadata.len();
+    buf.put_u8(if extensions_len > 0 {
         FLAG_EXTENSIONS
     } else {
         0
@@ -127,15 +143,32 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf.put_u64_le(0);
     put_name(buf, service, "service")?;
     put_name(buf, method, "method")?;
+    if extensions_len > 0 {
+        let Ok(extensions_len) = u32::try_from(extensions_len) else {
+            buf.truncate(start);
+            return Err(RpcError::FrameTooLarge {
+                limit: max_frame_length,
+            });
+        };
+        buf.put_u32_le(extensions_len);
+    }
     if let Some(deadline) = deadline {
-        // One entry: tag, length, microseconds left.
-        buf.put_u32_le(2 + 4 + 8);
         buf.put_u16_le(TAG_DEADLINE);
         buf.put_u32_le(8);
         buf.put_u64_le(u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX));
     }
+    buf.put_slice(metadata);
     put_body(buf, start, args, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
+}
+
+/// Appends a whole cancel frame to `buf`.
+pub(crate) fn encode_cancel(buf: &mut BytesMut, id: u64) {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_CANCEL);
+    buf.put_u8(0);
+    buf.put_u64_le(id);
+    frame::finish(buf, start);
 }
 
 /// Appends a whole drain frame to `buf`.
@@ -275,6 +308,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 service,
                 method,
                 deadline: extensions.deadline,
+                metadata: extensions.metadata,
                 body: payload.slice(cursor.pos..),
             }
         }
@@ -287,7 +321,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 body: payload.slice(cursor.pos..),
             }
         }
-        KIND_DRAIN | KIND_PING | KIND_PONG => {
+        KIND_CANCEL | KIND_DRAIN | KIND_PING | KIND_PONG => {
             cursor.extensions(flags)?;
             if cursor.pos != payload.len() {
                 return Err(ProtocolError(format!(
@@ -295,6 +329,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 )));
             }
             match kind {
+                KIND_CANCEL => Message::Cancel { id },
                 KIND_DRAIN => Message::Drain { first_unread: id },
                 KIND_PING => Message::Ping { token: id },
                 _ => Message::Pong { token: id },
@@ -349,9 +384,9 @@ impl<'a> Cursor<'a> {
             .map_err(|_| ProtocolError(format!("{what} name is not UTF-8")))
     }
 
-    /// Reads the extension block: the deadline, the one extension this
+    /// Reads the extension block: the deadline and metadata, the ones this
     /// version defines; others are skipped unless marked critical.
-    fn extensions(&mut self, flags: u8) -> Result<Extensions, ProtocolError> {
+    fn extensions(&mut self, flags: u8) -> Result<Extensions<'a>, ProtocolError> {
         let mut found = Extensions::default();
         if flags & FLAG_EXTENSIONS == 0 {
             return Ok(found);
@@ -361,6 +396,7 @@ impl<'a> Cursor<'a> {
             buf: self.take(len as usize)?,
             pos: 0,
         };
+        found.metadata = Metadata::new(block.buf);
         while block.pos < block.buf.len() {
             let tag = block.u16()?;
             let value_len = block.u32()?;
@@ -378,6 +414,9 @@ impl<'a> Cursor<'a> {
                         "a deadline extension of {value_len} bytes; it has 8"
                     )));
                 }
+                metadata::TAG_METADATA => {
+                    metadata::check_entry(value.buf).map_err(|e| ProtocolError(e.to_owned()))?;
+                }
                 tag if tag & TAG_CRITICAL != 0 => {
                     return Err(ProtocolError(format!(
                         "critical extension {tag:#06x} is not supported"
@@ -392,8 +431,9 @@ impl<'a> Cursor<'a> {
 
 /// What a message's extension block said.
 #[derive(Debug, Default)]
-struct Extensions {
+struct Extensions<'a> {
     deadline: Option<Duration>,
+    metadata: Metadata<'a>,
 }
 
 #[cfg(test)]
@@ -407,7 +447,10 @@ mod tests {
     #[test]
     fn request_round_trips() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Calc", "add", None, &(2i64, 3i64), 1024).unwrap();
+        let mut pairs = Vec::new();
+        metadata::put_entry(&mut pairs, "authorization", b"Bearer t");
+        let sent = Some(Duration::from_millis(5));
+        encode_request(&mut buf, "Calc", "add", sent, &pairs, &(2i64, 3i64), 1024).unwrap();
         set_request_id(&mut buf, 7);
         let payload = payload(buf);
         match decode(&payload).unwrap() {
@@ -416,9 +459,11 @@ mod tests {
                 service,
                 method,
                 deadline,
+                metadata,
                 body,
             } => {
-                assert_eq!((id, service, method, deadline), (7, "Calc", "add", None));
+                assert_eq!((id, service, method, deadline), (7, "Calc", "add", sent));
+                assert_eq!(metadata.get_str("authorization"), Some("Bearer t"));
                 assert_eq!(codec::decode::<(i64, i64)>(&body).unwrap(), (2, 3));
             }
             other => panic!("not a request: {other:?}"),
@@ -444,7 +489,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Svc", "method", None, &(), 1024).unwrap();
+        encode_request(&mut buf, "Svc", "method", None, &[], &(), 1024).unwrap();
         let full = payload(buf);
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
@@ -473,7 +518,7 @@ mod tests {
             (Duration::MAX, MAX_DEADLINE),
         ] {
             let mut buf = BytesMut::new();
-            encode_request(&mut buf, "S", "m", Some(sent), &(1u8,), 1024).unwrap();
+            encode_request(&mut buf, "S", "m", Some(sent), &[], &(1u8,), 1024).unwrap();
             match decode(&payload(buf)).unwrap() {
                 Message::Request { deadline, body, .. } => {
                     assert_eq!(deadline, Some(read));
@@ -530,7 +575,7 @@ mod tests {
     #[test]
     fn oversize_request_fails_locally_and_leaves_buffer_clean() {
         let mut buf = BytesMut::new();
-        let err = encode_request(&mut buf, "S", "m", None, &vec![0u8; 100], 50).unwrap_err();
+        let err = encode_request(&mut buf, "S", "m", None, &[], &vec![0u8; 100], 50).unwrap_err();
         assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
         assert!(buf.is_empty());
     }
@@ -539,7 +584,16 @@ mod tests {
     #[test]
     fn protocol_doc_example() {
         let mut request = BytesMut::new();
-        encode_request(&mut request, "Calculator", "add", None, &(2i64, 3i64), 1024).unwrap();
+        encode_request(
+            &mut request,
+            "Calculator",
+            "add",
+            None,
+            &[],
+            &(2i64, 3i64),
+            1024,
+        )
+        .unwrap();
         set_request_id(&mut request, 7);
         let mut expected = vec![0x1B, 0, 0, 0, 0x01, 0, 7, 0, 0, 0, 0, 0, 0, 0, 10];
         expected.extend_from_slice(b"Calculator");

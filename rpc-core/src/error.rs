@@ -4,8 +4,8 @@ use std::io;
 
 /// Everything that can go wrong with a remote call, a connection or a server.
 ///
-/// Marked `#[non_exhaustive]`: later versions add variants (deadlines,
-/// cancellation, authentication), so match with a wildcard arm.
+/// Marked `#[non_exhaustive]`: later versions may add variants, so match
+/// with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RpcError {
@@ -116,8 +116,33 @@ pub enum RpcError {
         message: String,
     },
 
+    /// The server's interceptor refused the call: it carried no valid
+    /// credentials. The call did not run.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// The server's interceptor refused the call: the caller is known but
+    /// may not make it. The call did not run.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// A TLS setting could not be used: unreadable PEM, a key that does not
+    /// match its certificate, a server name that is not a name.
+    #[error("TLS configuration: {message}")]
+    Tls {
+        /// What was wrong.
+        message: String,
+    },
+
     /// The call did not finish within its deadline
-    /// ([`ChannelBuilder::call_timeout`](crate::ChannelBuilder::call_timeout)).
+    /// ([`ChannelBuilder::call_timeout`](crate::ChannelBuilder::call_timeout),
+    /// [`Channel::with_timeout`](crate::Channel::with_timeout)).
     /// It may or may not have run; the server stops it at the same deadline.
     #[error("the call did not finish within its deadline of {timeout:?}")]
     DeadlineExceeded {

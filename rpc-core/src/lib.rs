@@ -63,8 +63,11 @@ mod duration;
 mod envelope;
 mod error;
 mod frame;
+mod metadata;
 mod server;
 mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 #[cfg(test)]
@@ -79,14 +82,15 @@ pub mod __fuzz;
 
 pub use client::{
     Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RECONNECT_INITIAL_BACKOFF,
-    DEFAULT_RECONNECT_MAX_BACKOFF,
+    DEFAULT_RECONNECT_MAX_BACKOFF, RpcClient,
 };
 pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
+pub use metadata::Metadata;
 pub use server::{
-    DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
+    CallInfo, DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_GRACE, Server, ServerBuilder,
+    DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
 

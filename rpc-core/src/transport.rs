@@ -1,5 +1,10 @@
-//! TCP connections after the handshake: a stream of incoming frames and a
+//! Connections after the handshake: a stream of incoming frames and a
 //! writer that sends many frames per system call.
+//!
+//! Everything above this module sees a connection as two boxed halves of
+//! any `AsyncRead + AsyncWrite` stream: plain TCP, or TLS over it when the
+//! `tls` feature is on. The boxes cost one allocation per connection and a
+//! virtual call per read or write, next to a system call each.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
 use crate::frame::{self, FrameDecoder, HelloError, ReceiveBudget};
+#[cfg(feature = "tls")]
+use crate::tls;
 
 /// Frames below this size are copied into one buffer and written together;
 /// larger ones are written from where they lie, since the copy would cost
@@ -26,8 +32,14 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// small start only keeps idle connections cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
 
+/// The receiving half of a connection's byte stream.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The sending half of a connection's byte stream.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Incoming frames of one connection, payloads without their prefix.
-pub(crate) type FrameReader = FramedRead<OwnedReadHalf, FrameDecoder>;
+pub(crate) type FrameReader = FramedRead<ReadHalf, FrameDecoder>;
 
 /// A client connection after the handshake.
 pub(crate) struct Connected {
@@ -37,19 +49,26 @@ pub(crate) struct Connected {
     pub(crate) call_limit: u16,
 }
 
+/// How a client connects.
+#[derive(Clone)]
+pub(crate) struct ConnectSettings {
+    pub(crate) max_frame_length: usize,
+    /// Bounds the TLS handshake and the protocol's together.
+    pub(crate) handshake_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tls::Connector>,
+}
+
 /// Opens a connection to the first of `addrs` that accepts, and exchanges
 /// handshakes with the server.
 pub(crate) async fn connect(
     addrs: &[SocketAddr],
-    max_frame_length: usize,
-    handshake_timeout: Duration,
+    settings: &ConnectSettings,
 ) -> Result<Connected, RpcError> {
     let mut last = None;
     for candidate in addrs {
         match TcpStream::connect(candidate).await {
-            Ok(stream) => {
-                return client_handshake(stream, max_frame_length, handshake_timeout).await;
-            }
+            Ok(stream) => return client_handshake(stream, settings).await,
             Err(e) => last = Some((candidate, e)),
         }
     }
@@ -67,23 +86,27 @@ pub(crate) async fn connect(
 }
 
 async fn client_handshake(
-    mut stream: TcpStream,
-    max_frame_length: usize,
-    handshake_timeout: Duration,
+    stream: TcpStream,
+    settings: &ConnectSettings,
 ) -> Result<Connected, RpcError> {
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    // Calls are small and latency-bound; batching happens in FrameWriter.
+    let _ = stream.set_nodelay(true);
+    let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        frame::write_hello(&mut stream, 0)
+        let (mut read, mut write) = client_stream(stream, settings).await?;
+        frame::write_hello(&mut write, 0)
             .await
             .map_err(HelloError::Io)?;
-        frame::read_hello(&mut stream).await
+        let call_limit = frame::read_hello(&mut read).await?;
+        Ok::<_, HelloError>((read, write, call_limit))
     };
     match tokio::time::timeout(handshake_timeout, exchange).await {
-        Ok(Ok(call_limit)) => {
-            let (reader, writer) = split(stream, max_frame_length, None);
+        Ok(Ok((read, write, call_limit))) => {
+            let (reader, writer) = framed(read, write, settings.max_frame_length, None);
             Ok(Connected {
                 reader,
                 writer,
@@ -102,46 +125,111 @@ async fn client_handshake(
     }
 }
 
+/// The client's halves of `stream`: TLS over it if the settings ask.
+async fn client_stream(
+    stream: TcpStream,
+    settings: &ConnectSettings,
+) -> Result<(ReadHalf, WriteHalf), HelloError> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &settings.tls {
+        let stream = tls.connect(stream).await.map_err(HelloError::Io)?;
+        let (read, write) = tokio::io::split(stream);
+        return Ok((Box::new(read), Box::new(write)));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = settings;
+    let (read, write) = stream.into_split();
+    Ok((Box::new(read), Box::new(write)))
+}
+
 /// How the server side of a connection is set up.
 pub(crate) struct AcceptSettings {
     pub(crate) max_frame_length: usize,
+    /// Bounds the TLS handshake and the protocol's together.
     pub(crate) handshake_timeout: Duration,
     /// Advertised in the handshake; 0: no limit.
     pub(crate) call_limit: u16,
     pub(crate) budget: Arc<ReceiveBudget>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<tls::Acceptor>,
 }
 
-/// Checks a client's handshake and answers it.
+/// A server connection after the handshake.
+pub(crate) struct Accepted {
+    pub(crate) reader: FrameReader,
+    pub(crate) writer: FrameWriter,
+    /// What the client proved of itself: its certificate chain under
+    /// mutual TLS.
+    pub(crate) identity: PeerIdentity,
+}
+
+/// What TLS established about a client; empty without TLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PeerIdentity {
+    #[cfg(feature = "tls")]
+    pub(crate) certificates: Option<Arc<[tls::CertificateDer<'static>]>>,
+}
+
+/// Checks a client's handshake (TLS first, if configured) and answers it.
 pub(crate) async fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     settings: &AcceptSettings,
-) -> Result<(FrameReader, FrameWriter), String> {
+) -> Result<Accepted, String> {
+    let _ = stream.set_nodelay(true);
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        frame::read_hello(&mut stream).await?;
-        frame::write_hello(&mut stream, settings.call_limit)
+        let (mut read, mut write, identity) = server_stream(stream, settings).await?;
+        frame::read_hello(&mut read).await?;
+        frame::write_hello(&mut write, settings.call_limit)
             .await
-            .map_err(HelloError::Io)
+            .map_err(HelloError::Io)?;
+        Ok::<_, HelloError>((read, write, identity))
     };
     match tokio::time::timeout(handshake_timeout, exchange).await {
-        Ok(Ok(())) => Ok(split(
-            stream,
-            settings.max_frame_length,
-            Some(settings.budget.clone()),
-        )),
+        Ok(Ok((read, write, identity))) => {
+            let (reader, writer) = framed(
+                read,
+                write,
+                settings.max_frame_length,
+                Some(settings.budget.clone()),
+            );
+            Ok(Accepted {
+                reader,
+                writer,
+                identity,
+            })
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no handshake within {handshake_timeout:?}")),
     }
 }
 
-fn split(
+/// The server's halves of `stream`: TLS over it if the settings ask.
+async fn server_stream(
     stream: TcpStream,
+    settings: &AcceptSettings,
+) -> Result<(ReadHalf, WriteHalf, PeerIdentity), HelloError> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &settings.tls {
+        let stream = tls.accept(stream).await.map_err(HelloError::Io)?;
+        let identity = PeerIdentity {
+            certificates: tls::peer_certificates(&stream),
+        };
+        let (read, write) = tokio::io::split(stream);
+        return Ok((Box::new(read), Box::new(write), identity));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = settings;
+    let (read, write) = stream.into_split();
+    Ok((Box::new(read), Box::new(write), PeerIdentity::default()))
+}
+
+fn framed(
+    read: ReadHalf,
+    write: WriteHalf,
     max_frame_length: usize,
     budget: Option<Arc<ReceiveBudget>>,
 ) -> (FrameReader, FrameWriter) {
-    // Calls are small and latency-bound; batching happens in FrameWriter.
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
     let decoder = FrameDecoder::new(max_frame_length, budget);
     let reader = FramedRead::with_capacity(read, decoder, INITIAL_READ_BUFFER);
     let writer = FrameWriter {
@@ -177,7 +265,7 @@ pub(crate) async fn gather_ready<T>(
 
 /// The sending half of a connection.
 pub(crate) struct FrameWriter {
-    io: OwnedWriteHalf,
+    io: WriteHalf,
     out: BytesMut,
 }
 
@@ -187,7 +275,9 @@ impl FrameWriter {
     pub(crate) async fn write_batch(&mut self, frames: &mut Vec<BytesMut>) -> io::Result<()> {
         if frames.len() == 1 {
             let frame = frames.pop().expect("one frame");
-            return self.io.write_all(&frame).await;
+            self.io.write_all(&frame).await?;
+            // A no-op on TCP; TLS may hold the last record until flushed.
+            return self.io.flush().await;
         }
         for frame in frames.drain(..) {
             if frame.len() >= COALESCE_LIMIT {
@@ -200,7 +290,8 @@ impl FrameWriter {
                 }
             }
         }
-        self.flush_out().await
+        self.flush_out().await?;
+        self.io.flush().await
     }
 
     async fn flush_out(&mut self) -> io::Result<()> {

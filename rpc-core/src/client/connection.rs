@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::CallOptions;
 use super::dispatch::{self, Answer, Closed, Keepalive, Outgoing, Response};
 use super::limit::CallLimit;
 use crate::codec;
@@ -27,8 +28,8 @@ pub(crate) struct Connection {
     /// them; calls beyond wait here rather than be refused.
     permits: Option<Arc<CallLimit>>,
     max_frame_length: usize,
-    /// Given to every call: the server stops it then, and so does the caller.
-    call_timeout: Option<Duration>,
+    /// Poked by a call whose caller gave up, so that a cancel goes out.
+    gave_up: Arc<Notify>,
 }
 
 impl Connection {
@@ -37,24 +38,23 @@ impl Connection {
         connected: Connected,
         max_frame_length: usize,
         keepalive: Option<Keepalive>,
-        call_timeout: Option<Duration>,
     ) -> Self {
         let permits = match connected.call_limit {
             0 => None,
             limit => Some(Arc::new(CallLimit::new(limit.into()))),
         };
-        let (outgoing, closed) = dispatch::spawn(
+        let handles = dispatch::spawn(
             connected.reader,
             connected.writer,
             permits.clone(),
             keepalive,
         );
         Connection {
-            outgoing,
-            closed,
+            outgoing: handles.outgoing,
+            closed: handles.closed,
             permits,
             max_frame_length,
-            call_timeout,
+            gave_up: handles.gave_up,
         }
     }
 
@@ -68,12 +68,14 @@ impl Connection {
         self.closed.reason()
     }
 
-    /// Sends one call and waits for its answer.
+    /// Sends one call and waits for its answer. Dropping the future before
+    /// the answer sends the server a cancel for the call.
     pub(crate) async fn call<A, R>(
         &self,
         service: &str,
         method: &str,
         args: A,
+        options: &CallOptions,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -83,24 +85,32 @@ impl Connection {
             // Given back by the reader when the reply arrives.
             permits.acquire().await.map_err(|_| self.not_processed())?;
         }
-        let receiver = self.send(service, method, &args).inspect_err(|_| {
-            if let Some(permits) = &self.permits {
-                permits.release();
-            }
-        })?;
+        let receiver = self
+            .send(service, method, &args, options)
+            .inspect_err(|_| {
+                if let Some(permits) = &self.permits {
+                    permits.release();
+                }
+            })?;
         drop(args);
-        let answer = match self.call_timeout {
+        let mut abandon = CancelOnDrop(Some(&self.gave_up));
+        let answer = match options.timeout {
             None => receiver.await,
             // On time-out the reader still takes the server's (late) answer,
             // and only then gives the call's permit back.
             Some(timeout) => match tokio::time::timeout(timeout, receiver).await {
                 Ok(answer) => answer,
-                Err(_) => return Err(RpcError::DeadlineExceeded { timeout }),
+                Err(_) => {
+                    // The server stops the call at the same deadline itself.
+                    abandon.0 = None;
+                    return Err(RpcError::DeadlineExceeded { timeout });
+                }
             },
         };
+        abandon.0 = None;
         match answer {
             Ok(Answer::Response(response)) => {
-                response_into_result(response, service, method, self.call_timeout)
+                response_into_result(response, service, method, options.timeout)
             }
             Ok(Answer::NotProcessed) => Err(self.not_processed()),
             Err(_) => Err(self.closed_error()),
@@ -112,6 +122,7 @@ impl Connection {
         service: &str,
         method: &str,
         args: &(impl Serialize + ?Sized),
+        options: &CallOptions,
     ) -> Result<oneshot::Receiver<Answer>, RpcError> {
         if self.closed.is_closed() {
             return Err(self.not_processed());
@@ -121,7 +132,8 @@ impl Connection {
             &mut frame,
             service,
             method,
-            self.call_timeout,
+            options.timeout,
+            options.metadata(),
             args,
             self.max_frame_length,
         )?;
@@ -143,6 +155,18 @@ impl Connection {
     fn closed_error(&self) -> RpcError {
         RpcError::ConnectionClosed {
             reason: self.closed.reason(),
+        }
+    }
+}
+
+/// Pokes the connection's reader if the call's future is dropped before
+/// its answer, so that the reader sends a cancel.
+struct CancelOnDrop<'a>(Option<&'a Notify>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(gave_up) = self.0 {
+            gave_up.notify_one();
         }
     }
 }
@@ -176,6 +200,8 @@ fn response_into_result<R: DeserializeOwned>(
         Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded {
             timeout: deadline.unwrap_or_default(),
         },
+        Status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
+        Status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
         Status(other) => RpcError::Internal {
             message: format!("unknown status {other}: {}", message()),
         },

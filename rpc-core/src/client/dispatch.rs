@@ -9,6 +9,10 @@
 //! system calls as it can. The reader owns the in-flight map; since a
 //! registration is queued before its request is written, a reply whose id
 //! is not yet in the map is found by draining the registrations.
+//!
+//! A caller that gives up (drops its future) only pokes the reader; the
+//! reader finds the calls whose callers are gone and sends a cancel for
+//! each. Searching costs nothing per call, and give-ups are rare.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::limit::CallLimit;
 use crate::envelope::{self, Message, Status};
@@ -85,6 +89,14 @@ pub(crate) struct Keepalive {
     pub(crate) timeout: Duration,
 }
 
+/// What a connection's callers share with its tasks.
+pub(crate) struct Handles {
+    pub(crate) outgoing: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) closed: Arc<Closed>,
+    /// Poked by a caller that gave up on its call.
+    pub(crate) gave_up: Arc<Notify>,
+}
+
 /// Starts the connection's tasks; the queue closes when they end.
 ///
 /// `permits`, when the server limits calls in flight, holds one permit per
@@ -96,7 +108,7 @@ pub(crate) fn spawn(
     writer: FrameWriter,
     permits: Option<Arc<CallLimit>>,
     keepalive: Option<Keepalive>,
-) -> (mpsc::UnboundedSender<Outgoing>, Arc<Closed>) {
+) -> Handles {
     let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
     // Pings and pongs from the reader; rare, so kept off the calls' queue.
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -106,11 +118,15 @@ pub(crate) fn spawn(
     let (writer_alive, writer_done) = oneshot::channel::<()>();
     let (reader_alive, reader_done) = oneshot::channel::<()>();
     let closed = Arc::new(Closed::default());
+    let gave_up = Arc::new(Notify::new());
     tokio::spawn(write_loop(
         writer,
-        outgoing_rx,
-        control_rx,
-        registrations_tx,
+        Queues {
+            outgoing: outgoing_rx,
+            control: control_rx,
+            registrations: registrations_tx,
+        },
+        permits.clone(),
         reader_done,
         writer_alive,
         closed.clone(),
@@ -122,16 +138,28 @@ pub(crate) fn spawn(
         permits,
         control: control_tx,
         keepalive,
+        gave_up: gave_up.clone(),
     };
     tokio::spawn(reader.run(frames_in, writer_done, reader_alive, closed.clone()));
-    (outgoing_tx, closed)
+    Handles {
+        outgoing: outgoing_tx,
+        closed,
+        gave_up,
+    }
+}
+
+/// What the writer reads from and hands on.
+struct Queues {
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    /// Frames that are not calls: pings, pongs, cancels.
+    control: mpsc::UnboundedReceiver<BytesMut>,
+    registrations: mpsc::UnboundedSender<Registration>,
 }
 
 async fn write_loop(
     mut writer: FrameWriter,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    mut control: mpsc::UnboundedReceiver<BytesMut>,
-    registrations: mpsc::UnboundedSender<Registration>,
+    queues: Queues,
+    permits: Option<Arc<CallLimit>>,
     mut reader_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
@@ -140,6 +168,11 @@ async fn write_loop(
     let mut batch = Vec::new();
     let mut frames = Vec::new();
     let mut next_id: u64 = 0;
+    let Queues {
+        mut outgoing,
+        mut control,
+        registrations,
+    } = queues;
     loop {
         let taken = tokio::select! {
             biased;
@@ -169,6 +202,13 @@ async fn write_loop(
             continue;
         }
         for mut request in batch.drain(..) {
+            if request.reply.is_closed() {
+                // Its caller gave up before it was sent: send nothing.
+                if let Some(permits) = &permits {
+                    permits.release();
+                }
+                continue;
+            }
             envelope::set_request_id(&mut request.frame, next_id);
             if registrations.send((next_id, request.reply)).is_err() {
                 return;
@@ -187,16 +227,25 @@ async fn write_loop(
     }
 }
 
+/// A call the reader routes a reply to.
+struct Waiting {
+    caller: oneshot::Sender<Answer>,
+    /// Whether a cancel went out after its caller gave up; the call still
+    /// holds its permit until the server answers.
+    cancel_sent: bool,
+}
+
 /// The reader's state: who waits for which reply.
 struct Reader {
-    in_flight: HashMap<u64, oneshot::Sender<Answer>, BuildHasherDefault<IdHasher>>,
+    in_flight: HashMap<u64, Waiting, BuildHasherDefault<IdHasher>>,
     registrations: mpsc::UnboundedReceiver<Registration>,
     /// Set by a drain message: requests with this id or higher were not read.
     first_unread: Option<u64>,
     permits: Option<Arc<CallLimit>>,
-    /// Frames for the writer that are not calls: pings and pongs.
+    /// Frames for the writer that are not calls: pings, pongs, cancels.
     control: mpsc::UnboundedSender<BytesMut>,
     keepalive: Option<Keepalive>,
+    gave_up: Arc<Notify>,
 }
 
 /// Where the keepalive stands.
@@ -223,12 +272,21 @@ impl Reader {
         let period = self.keepalive.map_or(Duration::MAX, |k| k.interval);
         let timer = tokio::time::sleep(period);
         tokio::pin!(timer);
+        // Made once and remade only when it fires: registering with the
+        // Notify takes its lock, and this loop runs once per frame.
+        let gave_up = self.gave_up.clone();
+        let mut poked = Box::pin(gave_up.notified());
         let reason = loop {
             let frame = tokio::select! {
                 biased;
                 frame = frames.next() => frame,
                 // The writer records its own reason before it ends.
                 _ = &mut writer_done => break None,
+                () = &mut poked => {
+                    poked.set(gave_up.notified());
+                    self.cancel_abandoned();
+                    continue;
+                }
                 () = &mut timer, if self.keepalive.is_some() => {
                     let Some(keepalive) = self.keepalive else { continue };
                     let now = tokio::time::Instant::now();
@@ -274,8 +332,10 @@ impl Reader {
                     let _ = self.control.send(pong);
                 }
                 Ok(Message::Pong { token }) => tracing::trace!(token, "keepalive answered"),
-                Ok(Message::Request { .. }) => {
-                    break Some("protocol violation: the server sent a request".to_owned());
+                Ok(Message::Request { .. } | Message::Cancel { .. }) => {
+                    break Some(
+                        "protocol violation: the server sent a client's message".to_owned(),
+                    );
                 }
                 Err(e) => break Some(format!("protocol violation: {e}")),
             }
@@ -302,8 +362,23 @@ impl Reader {
         };
         match waiting {
             // A caller that gave up has dropped its receiver; fine.
-            Some(caller) => self.finish(caller, answer),
+            Some(waiting) => self.finish(waiting.caller, answer),
             None => tracing::warn!(id, "reply for a request id not in flight; ignored"),
+        }
+    }
+
+    /// Sends a cancel for each call whose caller has given up. The call
+    /// stays in flight until the server answers it, since until then the
+    /// server counts it against its limit.
+    fn cancel_abandoned(&mut self) {
+        self.take_registrations();
+        for (&id, waiting) in &mut self.in_flight {
+            if !waiting.cancel_sent && waiting.caller.is_closed() {
+                waiting.cancel_sent = true;
+                let mut cancel = BytesMut::new();
+                envelope::encode_cancel(&mut cancel, id);
+                let _ = self.control.send(cancel);
+            }
         }
     }
 
@@ -321,7 +396,11 @@ impl Reader {
             match self.first_unread {
                 Some(first) if id >= first => self.finish(caller, Answer::NotProcessed),
                 _ => {
-                    self.in_flight.insert(id, caller);
+                    let waiting = Waiting {
+                        caller,
+                        cancel_sent: false,
+                    };
+                    self.in_flight.insert(id, waiting);
                 }
             }
         }
@@ -339,8 +418,8 @@ impl Reader {
             .filter(|&id| id >= first_unread)
             .collect();
         for id in unread {
-            if let Some(caller) = self.in_flight.remove(&id) {
-                self.finish(caller, Answer::NotProcessed);
+            if let Some(waiting) = self.in_flight.remove(&id) {
+                self.finish(waiting.caller, Answer::NotProcessed);
             }
         }
     }

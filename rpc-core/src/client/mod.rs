@@ -6,6 +6,7 @@ mod backoff;
 mod connection;
 mod dispatch;
 mod limit;
+mod typed;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,11 +22,15 @@ use tokio::time::Instant;
 use crate::duration;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
-use crate::transport;
+use crate::metadata;
+#[cfg(feature = "tls")]
+use crate::tls::ClientTlsConfig;
+use crate::transport::{self, ConnectSettings};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
 use connection::Connection;
 use dispatch::Keepalive;
+pub use typed::RpcClient;
 
 /// Default time allowed for the server's handshake after the TCP connect.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +71,24 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Channel {
     inner: Arc<Inner>,
+    /// What this handle's calls carry; clones made by
+    /// [`Channel::with_timeout`] and [`Channel::with_metadata`] differ here
+    /// only.
+    options: CallOptions,
+}
+
+/// A deadline and metadata given to calls.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallOptions {
+    pub(crate) timeout: Option<Duration>,
+    /// Whole metadata extension entries, encoded once when set.
+    metadata: Option<Arc<[u8]>>,
+}
+
+impl CallOptions {
+    pub(crate) fn metadata(&self) -> &[u8] {
+        self.metadata.as_deref().unwrap_or_default()
+    }
 }
 
 struct Inner {
@@ -73,6 +96,8 @@ struct Inner {
     current: ArcSwap<Connection>,
     /// Where to reconnect: the addresses the first connect resolved.
     addrs: Vec<SocketAddr>,
+    /// How to reconnect, TLS included.
+    connect: ConnectSettings,
     settings: ChannelBuilder,
     /// Held while reconnecting, so that many callers make one attempt.
     backoff: tokio::sync::Mutex<Backoff>,
@@ -83,6 +108,7 @@ impl fmt::Debug for Channel {
         f.debug_struct("Channel")
             .field("addrs", &self.inner.addrs)
             .field("closed", &self.is_closed())
+            .field("timeout", &self.options.timeout)
             .field("settings", &self.inner.settings)
             .finish()
     }
@@ -104,7 +130,51 @@ impl Channel {
             max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             keepalive: None,
             call_timeout: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// A handle on the same connection whose calls each get `timeout` to
+    /// finish, instead of the channel's
+    /// [`call_timeout`](ChannelBuilder::call_timeout). Cheap: no new
+    /// connection. For one call of a generated client, see
+    /// [`RpcClient::with_timeout`](crate::RpcClient::with_timeout).
+    ///
+    /// The deadline travels with the request: the server does not start a
+    /// call whose time is up and stops one that overruns (servers cap
+    /// deadlines at a day); the caller gets [`RpcError::DeadlineExceeded`]
+    /// at the deadline either way.
+    pub fn with_timeout(&self, timeout: Duration) -> Channel {
+        let mut channel = self.clone();
+        channel.options.timeout = Some(duration::capped(timeout));
+        channel
+    }
+
+    /// A handle on the same connection whose calls also carry the pair
+    /// `key`/`value`, for the server's
+    /// [`Interceptor`](crate::Interceptor) to read (credentials, a tenant,
+    /// a trace id). Pairs add up over repeated calls; keys may repeat. The
+    /// pairs are encoded here, once, not per call.
+    ///
+    /// Metadata is sent in the clear unless the channel uses TLS.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is empty or longer than 65,535 bytes.
+    ///
+    /// ```
+    /// # async fn run(channel: rpc_core::Channel) {
+    /// let authorised = channel.with_metadata("authorization", "Bearer s3cret");
+    /// # drop(authorised);
+    /// # }
+    /// ```
+    pub fn with_metadata(&self, key: &str, value: impl AsRef<[u8]>) -> Channel {
+        let mut entries = self.options.metadata().to_vec();
+        metadata::put_entry(&mut entries, key, value.as_ref());
+        let mut channel = self.clone();
+        channel.options.metadata = Some(entries.into());
+        channel
     }
 
     /// Whether the current connection has ended (or is draining). The next
@@ -122,6 +192,9 @@ impl Channel {
     /// server limits the calls in flight per connection (it says so in its
     /// handshake), a call beyond the limit waits here for an earlier one to
     /// be answered.
+    ///
+    /// Dropping the future before it completes gives the call up: the
+    /// server is told, and stops the call if it is still running.
     pub async fn call<A, R>(&self, service: &str, method: &str, args: A) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -131,7 +204,7 @@ impl Channel {
         if connection.is_closed() && self.inner.settings.reconnect {
             connection = self.reconnect(connection).await?;
         }
-        connection.call(service, method, args).await
+        connection.call(service, method, args, &self.options).await
     }
 
     /// Replaces the dead connection `dead`, unless another caller already
@@ -152,20 +225,13 @@ impl Channel {
             });
         }
         let settings = &self.inner.settings;
-        match transport::connect(
-            &self.inner.addrs[..],
-            settings.max_frame_length,
-            settings.handshake_timeout,
-        )
-        .await
-        {
+        match transport::connect(&self.inner.addrs[..], &self.inner.connect).await {
             Ok(connected) => {
                 backoff.succeeded();
                 let fresh = Arc::new(Connection::start(
                     connected,
                     settings.max_frame_length,
                     settings.keepalive,
-                    settings.call_timeout,
                 ));
                 self.inner.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
@@ -190,6 +256,8 @@ pub struct ChannelBuilder {
     max_backoff: Duration,
     keepalive: Option<Keepalive>,
     call_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ChannelBuilder {
@@ -204,7 +272,8 @@ impl ChannelBuilder {
     }
 
     /// Time allowed for the server's handshake once TCP is connected
-    /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s).
+    /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s), the TLS handshake
+    /// included.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = duration::capped(timeout);
         self
@@ -245,19 +314,38 @@ impl ChannelBuilder {
     }
 
     /// Gives every call on this channel `timeout` to finish (default: no
-    /// limit). The deadline travels with the request: the server does not
-    /// start a call whose time is up, and stops one that overruns (servers
-    /// cap deadlines at a day). The caller gets
-    /// [`RpcError::DeadlineExceeded`] at the deadline either way. Use one
-    /// channel per timeout to give different calls different deadlines.
+    /// limit); [`Channel::with_timeout`] sets another for some calls. The
+    /// deadline travels with the request: the server does not start a call
+    /// whose time is up, and stops one that overruns (servers cap deadlines
+    /// at a day). The caller gets [`RpcError::DeadlineExceeded`] at the
+    /// deadline either way.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(duration::capped(timeout));
+        self
+    }
+
+    /// Speaks TLS to the server (feature `tls`): the server's certificate
+    /// must chain to the configured CA certificates and be valid for the
+    /// configured server name, or connecting fails.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: ClientTlsConfig) -> Self {
+        self.tls = Some(config);
         self
     }
 
     /// Opens the connection. Must be called within a tokio runtime, which
     /// runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
+        let connect = ConnectSettings {
+            max_frame_length: self.max_frame_length,
+            handshake_timeout: self.handshake_timeout,
+            #[cfg(feature = "tls")]
+            tls: self
+                .tls
+                .as_ref()
+                .map(ClientTlsConfig::connector)
+                .transpose()?,
+        };
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
             .await
             .map_err(|source| RpcError::Connect {
@@ -265,18 +353,18 @@ impl ChannelBuilder {
                 source,
             })?
             .collect();
-        let connected =
-            transport::connect(&addrs[..], self.max_frame_length, self.handshake_timeout).await?;
-        let connection = Connection::start(
-            connected,
-            self.max_frame_length,
-            self.keepalive,
-            self.call_timeout,
-        );
+        let connected = transport::connect(&addrs[..], &connect).await?;
+        let connection = Connection::start(connected, self.max_frame_length, self.keepalive);
+        let options = CallOptions {
+            timeout: self.call_timeout,
+            metadata: None,
+        };
         Ok(Channel {
+            options,
             inner: Arc::new(Inner {
                 current: ArcSwap::from_pointee(connection),
                 addrs,
+                connect,
                 backoff: tokio::sync::Mutex::new(Backoff::new(
                     self.initial_backoff,
                     self.max_backoff,

@@ -7,11 +7,12 @@
 //! so it never holds up the calls read after it.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -22,9 +23,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::interceptor::{CallInfo, Peer};
 use crate::envelope::{self, Message, Status};
 use crate::frame::Incoming;
-use crate::service::{Reply, Request, ResponseFuture};
+use crate::metadata::Metadata;
+use crate::service::{Reply, Request, ResponseFuture, Service};
 use crate::transport::{self, FrameWriter};
 
 /// Most replies taken off the queue for one write.
@@ -50,7 +53,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         tokio::time::sleep_until(deadline).await;
     };
     let ended = tokio::select! {
-        ended = run(stream, &shared) => ended,
+        ended = run(stream, peer, &shared) => ended,
         () = grace_over => Err("the shutdown grace period ended".to_owned()),
     };
     match ended {
@@ -72,6 +75,13 @@ struct Calls<'a> {
     /// Cancelled when the connection ends: calls still running then are
     /// dropped, so a client cannot leave work behind by disconnecting.
     gone: CancellationToken,
+    /// Calls running on tasks of their own, by request id: a cancel
+    /// message stops one, and a request reusing an id among them is a
+    /// protocol violation. Calls answered where they were read never
+    /// enter it.
+    in_flight: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    /// Who is at the other end, for the interceptor.
+    peer: Peer,
 }
 
 /// How the read loop ended without an error.
@@ -82,8 +92,10 @@ enum Ended {
     Draining,
 }
 
-async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
-    let (mut reader, writer) = transport::accept(stream, &shared.accept).await?;
+async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), String> {
+    let accepted = transport::accept(stream, &shared.accept).await?;
+    let mut reader = accepted.reader;
+    let writer = accepted.writer;
     let (replies, replies_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
     let writing = tokio::spawn(write_loop(writer, replies_rx, stopped));
@@ -94,6 +106,8 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<(), String> {
         first_unread: AtomicU64::new(0),
         pings: std::sync::Mutex::new((None, 0)),
         gone: CancellationToken::new(),
+        in_flight: Arc::default(),
+        peer: Peer::new(peer, accepted.identity),
     };
     // However `run` ends (returning, or dropped at the grace deadline).
     let _cancel_calls = calls.gone.clone().drop_guard();
@@ -187,14 +201,19 @@ impl Calls<'_> {
     /// Starts the call a frame carries, or says why the connection must
     /// close. Never waits: it only polls the call once.
     async fn dispatch(&self, payload: Bytes) -> Result<(), String> {
-        let (id, service, method, deadline, body) = match envelope::decode(&payload) {
+        let (id, service, method, deadline, metadata, body) = match envelope::decode(&payload) {
             Ok(Message::Request {
                 id,
                 service,
                 method,
                 deadline,
+                metadata,
                 body,
-            }) => (id, service, method, deadline, body),
+            }) => (id, service, method, deadline, metadata, body),
+            Ok(Message::Cancel { id }) => {
+                self.cancel(id);
+                return Ok(());
+            }
             Ok(Message::Ping { token }) => return self.pong(token),
             Ok(Message::Pong { .. }) => return Ok(()),
             Ok(Message::Response { .. } | Message::Drain { .. }) => {
@@ -204,33 +223,15 @@ impl Calls<'_> {
         };
         self.first_unread
             .fetch_max(id.saturating_add(1), Ordering::Relaxed);
-        let Some(target) = self.shared.router.get(service) else {
-            self.reply(Reply::error(
-                id,
-                Status::UNKNOWN_SERVICE,
-                &format!("the server has no service `{service}`"),
-            ));
-            return Ok(());
+        let target = match self.admit(id, service, method, deadline, metadata) {
+            Ok(target) => target,
+            Err(refusal) => {
+                self.reply(refusal);
+                return Ok(());
+            }
         };
-        let limit = self.shared.max_concurrent_calls;
-        if self.running.load(Ordering::Relaxed) >= limit {
-            self.reply(Reply::error(
-                id,
-                Status::RESOURCE_EXHAUSTED,
-                &format!("{limit} calls are already running on this connection"),
-            ));
-            return Ok(());
-        }
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
-        if deadline.is_some_and(|at| at <= Instant::now()) {
-            self.reply(Reply::error(
-                id,
-                Status::DEADLINE_EXCEEDED,
-                "the call's deadline had passed when it arrived",
-            ));
-            return Ok(());
-        }
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         // Generated `call`s only build a future, but a hand-written one could panic.
@@ -258,30 +259,126 @@ impl Calls<'_> {
         match polled {
             Ok(Poll::Ready(reply)) => self.reply(reply),
             Err(panic) => self.reply(panicked(id, panic)),
-            Ok(Poll::Pending) => {
-                let replies = self.replies.clone();
-                let running = RunningCall::start(&self.running);
-                let gone = self.gone.clone();
-                tokio::spawn(async move {
-                    let reply = tokio::select! {
-                        biased;
-                        () = gone.cancelled() => return,
-                        () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
-                            if deadline.is_some() =>
-                        {
-                            Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline")
-                        }
-                        ended = AssertUnwindSafe(future).catch_unwind() => match ended {
-                            Ok(reply) => reply,
-                            Err(panic) => panicked(id, panic),
-                        },
-                    };
-                    drop(running);
-                    let _ = replies.send(reply.into_frame());
-                });
-            }
+            Ok(Poll::Pending) => self.spawn(id, future, deadline)?,
         }
         Ok(())
+    }
+
+    /// The service to run a call, or the answer to a call that must not
+    /// start: rejected by the interceptor (checked first, so that strangers
+    /// learn nothing of the services), addressed to no service, over the
+    /// connection's limit, or out of time.
+    fn admit(
+        &self,
+        id: u64,
+        service: &str,
+        method: &str,
+        deadline: Option<std::time::Duration>,
+        metadata: Metadata<'_>,
+    ) -> Result<&Arc<dyn Service>, Reply> {
+        if let Some(interceptor) = &self.shared.interceptor {
+            let call = CallInfo {
+                service,
+                method,
+                metadata,
+                peer: &self.peer,
+            };
+            let checked = std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.check(&call)));
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(rejection)) => {
+                    tracing::debug!(request_id = id, service, method, peer = %self.peer.addr(), "call rejected: {rejection}");
+                    return Err(Reply::error(id, rejection.status, &rejection.message));
+                }
+                Err(panic) => return Err(panicked(id, panic)),
+            }
+        }
+        let Some(target) = self.shared.router.get(service) else {
+            return Err(Reply::error(
+                id,
+                Status::UNKNOWN_SERVICE,
+                &format!("the server has no service `{service}`"),
+            ));
+        };
+        let limit = self.shared.max_concurrent_calls;
+        if self.running.load(Ordering::Relaxed) >= limit {
+            return Err(Reply::error(
+                id,
+                Status::RESOURCE_EXHAUSTED,
+                &format!("{limit} calls are already running on this connection"),
+            ));
+        }
+        if deadline.is_some_and(|left| left.is_zero()) {
+            return Err(Reply::error(
+                id,
+                Status::DEADLINE_EXCEEDED,
+                "the call's deadline had passed when it arrived",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Moves a call that waits to a task of its own, which answers it
+    /// unless the connection ends first.
+    fn spawn(
+        &self,
+        id: u64,
+        future: ResponseFuture,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        let cancelled = self.gone.child_token();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if in_flight.contains_key(&id) {
+                return Err(format!("request id {id} is already in flight"));
+            }
+            in_flight.insert(id, cancelled.clone());
+        }
+        let replies = self.replies.clone();
+        let running = RunningCall::start(&self.running);
+        let in_flight = self.in_flight.clone();
+        let gone = self.gone.clone();
+        tokio::spawn(async move {
+            let reply = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => {
+                    (!gone.is_cancelled()).then(|| {
+                        Reply::error(id, Status::CANCELLED, "the client cancelled the call")
+                    })
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() =>
+                {
+                    Some(Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline"))
+                }
+                ended = AssertUnwindSafe(future).catch_unwind() => Some(match ended {
+                    Ok(reply) => reply,
+                    Err(panic) => panicked(id, panic),
+                }),
+            };
+            // The handler's future is dropped by now: the call no longer
+            // runs, and its id may be used again.
+            in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            drop(running);
+            if let Some(reply) = reply {
+                let _ = replies.send(reply.into_frame());
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the call with `id` if it is still running; its task answers
+    /// it with CANCELLED. A cancel for any other id is late (the answer is
+    /// on its way) or wrong, and harmless either way.
+    fn cancel(&self, id: u64) {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        match in_flight.get(&id) {
+            Some(call) => call.cancel(),
+            None => tracing::trace!(request_id = id, "cancel for a call not running; ignored"),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! it.
 
 mod connection;
+mod interceptor;
 mod router;
 
 use std::io;
@@ -20,7 +21,10 @@ use crate::duration;
 use crate::error::RpcError;
 use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
 use crate::service::Service;
+#[cfg(feature = "tls")]
+use crate::tls::ServerTlsConfig;
 use crate::transport::AcceptSettings;
+pub use interceptor::{CallInfo, Interceptor, Peer, Rejection};
 use router::Router;
 
 /// Default time a new connection has to send its handshake.
@@ -84,6 +88,8 @@ pub struct Server {
 /// What every connection of one server reads.
 pub(crate) struct Shared {
     pub(crate) router: Router,
+    /// Sees every call before routing; `None`: every call is let through.
+    pub(crate) interceptor: Option<Arc<dyn Interceptor>>,
     pub(crate) accept: AcceptSettings,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) frame_timeout: Duration,
@@ -121,6 +127,9 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             router: Router::default(),
+            interceptor: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             limits: Limits {
                 max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
                 handshake_timeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
@@ -260,6 +269,9 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Services and settings for a [`Server`]; made by [`Server::builder`].
 pub struct ServerBuilder {
     router: Router,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    #[cfg(feature = "tls")]
+    tls: Option<ServerTlsConfig>,
     limits: Limits,
 }
 
@@ -287,6 +299,39 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `interceptor` on every call before anything else looks at it:
+    /// it sees the call's names, its metadata and the peer (with its
+    /// certificate chain under mutual TLS), and a [`Rejection`] answers the
+    /// call with [`RpcError::Unauthenticated`] or
+    /// [`RpcError::PermissionDenied`] without running any handler code. It
+    /// runs on the connection's reading task, so it must not block; one
+    /// interceptor per server (a later one replaces an earlier one).
+    ///
+    /// ```
+    /// use rpc_core::{CallInfo, Rejection, Server};
+    ///
+    /// let builder = Server::builder().interceptor(|call: &CallInfo<'_>| {
+    ///     match call.metadata().get("tenant") {
+    ///         Some(_) => Ok(()),
+    ///         None => Err(Rejection::unauthenticated("say which tenant you are")),
+    ///     }
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptor = Some(Arc::new(interceptor));
+        self
+    }
+
+    /// Speaks TLS with every client (feature `tls`); see
+    /// [`ServerTlsConfig`] for mutual TLS. The handshake timeout bounds the
+    /// TLS handshake and the protocol's together.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: ServerTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Largest frame payload accepted or sent, in bytes (default
     /// [`DEFAULT_MAX_FRAME_LENGTH`](crate::DEFAULT_MAX_FRAME_LENGTH), 16 MiB).
     ///
@@ -298,7 +343,8 @@ impl ServerBuilder {
     }
 
     /// Time a new connection has to complete its handshake (default
-    /// [`DEFAULT_SERVER_HANDSHAKE_TIMEOUT`], 10 s).
+    /// [`DEFAULT_SERVER_HANDSHAKE_TIMEOUT`], 10 s), the TLS handshake
+    /// included.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.limits.handshake_timeout = duration::capped(timeout);
         self
@@ -371,17 +417,26 @@ impl ServerBuilder {
     /// Binds the listener. Port 0 picks a free port; see
     /// [`Server::local_addr`].
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
+        #[cfg(feature = "tls")]
+        let tls = self
+            .tls
+            .as_ref()
+            .map(ServerTlsConfig::acceptor)
+            .transpose()?;
         let listener = TcpListener::bind(addr).await.map_err(RpcError::Io)?;
         let local_addr = listener.local_addr().map_err(RpcError::Io)?;
         let limits = self.limits;
         let (drain, drain_rx) = watch::channel(None);
         let shared = Shared {
             router: self.router,
+            interceptor: self.interceptor,
             accept: AcceptSettings {
                 max_frame_length: limits.max_frame_length,
                 handshake_timeout: limits.handshake_timeout,
                 call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
                 budget: Arc::new(ReceiveBudget::new(limits.receive_budget)),
+                #[cfg(feature = "tls")]
+                tls,
             },
             max_concurrent_calls: limits.max_concurrent_calls,
             frame_timeout: limits.frame_timeout,

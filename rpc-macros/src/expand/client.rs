@@ -51,6 +51,16 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
 
             #(#methods)*
         }
+
+        impl #root::RpcClient for #client {
+            fn from_channel(channel: #root::Channel) -> Self {
+                Self { #channel: channel }
+            }
+
+            fn channel(&self) -> &#root::Channel {
+                &self.#channel
+            }
+        }
     }
 }
 

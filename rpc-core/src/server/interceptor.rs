@@ -1,0 +1,124 @@
+//! The hook that sees each call before any handler does: authentication
+//! and authorisation live here.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::envelope::Status;
+use crate::metadata::Metadata;
+use crate::transport::PeerIdentity;
+
+/// Decides, before routing, whether a call may run; set with
+/// [`ServerBuilder::interceptor`](crate::ServerBuilder::interceptor).
+///
+/// Any `Fn(&CallInfo<'_>) -> Result<(), Rejection>` is one. It runs on the
+/// connection's reading task for every call, so it must be quick and must
+/// not block; a call it rejects is answered at once and no handler code
+/// runs for it.
+pub trait Interceptor: Send + Sync + 'static {
+    /// `Ok(())` lets the call through; a [`Rejection`] answers it.
+    fn check(&self, call: &CallInfo<'_>) -> Result<(), Rejection>;
+}
+
+impl<F> Interceptor for F
+where
+    F: Fn(&CallInfo<'_>) -> Result<(), Rejection> + Send + Sync + 'static,
+{
+    fn check(&self, call: &CallInfo<'_>) -> Result<(), Rejection> {
+        self(call)
+    }
+}
+
+/// What an [`Interceptor`] sees of a call.
+#[derive(Debug)]
+pub struct CallInfo<'a> {
+    pub(crate) service: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) metadata: Metadata<'a>,
+    pub(crate) peer: &'a Peer,
+}
+
+impl<'a> CallInfo<'a> {
+    /// The service the call names (it may not exist: routing comes after).
+    pub fn service(&self) -> &'a str {
+        self.service
+    }
+
+    /// The method the call names.
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The pairs the client set with
+    /// [`Channel::with_metadata`](crate::Channel::with_metadata).
+    pub fn metadata(&self) -> Metadata<'a> {
+        self.metadata
+    }
+
+    /// Who sent the call.
+    pub fn peer(&self) -> &'a Peer {
+        self.peer
+    }
+}
+
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    addr: SocketAddr,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    identity: PeerIdentity,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr, identity: PeerIdentity) -> Self {
+        Peer { addr, identity }
+    }
+
+    /// The client's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Under mutual TLS, the certificate chain the client presented (leaf
+    /// first), which the TLS handshake has already checked against the
+    /// server's client CA certificates; `None` without TLS or when the
+    /// client presented none.
+    #[cfg(feature = "tls")]
+    pub fn certificates(&self) -> Option<&[crate::tls::CertificateDer<'static>]> {
+        self.identity.certificates.as_deref()
+    }
+}
+
+/// An [`Interceptor`]'s refusal of a call; the client receives it as
+/// [`RpcError::Unauthenticated`](crate::RpcError::Unauthenticated) or
+/// [`RpcError::PermissionDenied`](crate::RpcError::PermissionDenied) with
+/// the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub(crate) status: Status,
+    pub(crate) message: String,
+}
+
+impl Rejection {
+    /// The call carries no valid credentials.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Rejection {
+            status: Status::UNAUTHENTICATED,
+            message: message.into(),
+        }
+    }
+
+    /// The caller is known but may not make this call.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Rejection {
+            status: Status::PERMISSION_DENIED,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -2,6 +2,7 @@
 //! one of its services, within limits that keep a stranger from exhausting
 //! it.
 
+mod bearer;
 mod connection;
 mod interceptor;
 mod router;
@@ -24,6 +25,7 @@ use crate::service::Service;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTlsConfig;
 use crate::transport::AcceptSettings;
+pub use bearer::BearerToken;
 pub use interceptor::{CallInfo, Interceptor, Peer, Rejection};
 use router::Router;
 

@@ -1,0 +1,278 @@
+//! TLS and mutual TLS over real sockets, with certificates made at test
+//! time: what is refused is refused at connect, before any call.
+
+mod pki;
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use pki::TestCa;
+use rpc_core::tls::{ClientTlsConfig, Identity, ServerTlsConfig, certificates_from_pem};
+use rpc_core::{CallInfo, Channel, Rejection, RpcError, Server};
+use rpc_tests::{ShapesClient, ShapesImpl, ShapesServer, read_until_closed, serve};
+use tokio::io::AsyncWriteExt;
+
+fn shapes() -> ShapesServer<ShapesImpl> {
+    ShapesServer::new(ShapesImpl)
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    tls: ClientTlsConfig,
+) -> Result<ShapesClient, RpcError> {
+    let channel = Channel::builder()
+        .tls(tls)
+        .handshake_timeout(Duration::from_secs(5))
+        .connect(addr)
+        .await?;
+    Ok(ShapesClient::new(channel))
+}
+
+/// The whole error chain, for assertions on why a connect failed.
+fn chain(e: &RpcError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn expect_refused(result: Result<ShapesClient, RpcError>, why: &str) {
+    match result {
+        Err(e @ RpcError::Connect { .. }) => {
+            let text = chain(&e);
+            assert!(text.contains(why), "expected `{why}` in: {text}");
+        }
+        Err(other) => panic!("expected a connect error, got {other:?}"),
+        Ok(_) => panic!("expected the connection to be refused ({why})"),
+    }
+}
+
+#[tokio::test]
+async fn calls_round_trip_over_tls_with_pem_files_read_back() {
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).pem();
+    let identity = Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let addr = serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(ServerTlsConfig::new(identity)),
+    )
+    .await;
+    let roots = certificates_from_pem(ca.pem().as_bytes()).unwrap();
+    let client = connect(
+        addr,
+        ClientTlsConfig::new("localhost").ca_certificates(roots),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client.echo_text("over tls".to_owned()).await.unwrap(),
+        "over tls"
+    );
+    // Large enough to span many TLS records.
+    let data = vec![0x5a; 3 * 1024 * 1024];
+    assert_eq!(client.echo(data.clone()).await.unwrap(), data);
+    let calls = (0..200u32).map(|i| client.echo_text(i.to_string()));
+    for (i, answer) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap(), i.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_server_certificate_for_another_name_is_refused() {
+    let ca = TestCa::new("test CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity());
+    let addr = serve(Server::builder().add_service(shapes()).tls(tls)).await;
+    let wrong_name = ClientTlsConfig::new("rpc.example.com").ca_certificates(ca.roots());
+    expect_refused(connect(addr, wrong_name).await, "not valid for name");
+    // An IP address is a name too, and this certificate does not carry it.
+    let by_ip = ClientTlsConfig::new("127.0.0.1").ca_certificates(ca.roots());
+    expect_refused(connect(addr, by_ip).await, "not valid for name");
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_an_untrusted_ca_is_refused() {
+    let ca = TestCa::new("test CA");
+    let other = TestCa::new("another CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity());
+    let addr = serve(Server::builder().add_service(shapes()).tls(tls)).await;
+    let trusts_other = ClientTlsConfig::new("localhost").ca_certificates(other.roots());
+    expect_refused(connect(addr, trusts_other).await, "UnknownIssuer");
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_a_client_with_a_certificate_and_shows_it_to_the_interceptor() {
+    let ca = TestCa::new("test CA");
+    let alice = ca.client("alice");
+    let alice_der = alice.der().clone();
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity())
+        .client_ca_certificates(ca.roots());
+    let interceptor = move |call: &CallInfo<'_>| match call.peer().certificates() {
+        Some([leaf, ..]) if *leaf == alice_der => Ok(()),
+        _ => Err(Rejection::permission_denied("not alice")),
+    };
+    let addr = serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(tls)
+            .interceptor(interceptor),
+    )
+    .await;
+    let client = connect(
+        addr,
+        ClientTlsConfig::new("localhost")
+            .ca_certificates(ca.roots())
+            .identity(alice.identity()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.echo_text("mtls".to_owned()).await.unwrap(), "mtls");
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_or_with_a_foreign_one() {
+    let ca = TestCa::new("test CA");
+    let other = TestCa::new("another CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity())
+        .client_ca_certificates(ca.roots());
+    let addr = serve(Server::builder().add_service(shapes()).tls(tls)).await;
+    let anonymous = ClientTlsConfig::new("localhost").ca_certificates(ca.roots());
+    expect_refused(connect(addr, anonymous).await, "CertificateRequired");
+    let foreign = ClientTlsConfig::new("localhost")
+        .ca_certificates(ca.roots())
+        .identity(other.client("mallory").identity());
+    expect_refused(connect(addr, foreign).await, "UnknownCA");
+    // The server goes on serving clients that do have a certificate.
+    let good = ClientTlsConfig::new("localhost")
+        .ca_certificates(ca.roots())
+        .identity(ca.client("bob").identity());
+    let client = connect(addr, good).await.unwrap();
+    assert_eq!(
+        client.echo_text("still here".to_owned()).await.unwrap(),
+        "still here"
+    );
+}
+
+#[tokio::test]
+async fn an_optional_client_certificate_leaves_the_choice_to_the_interceptor() {
+    let ca = TestCa::new("test CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity())
+        .client_ca_certificates(ca.roots())
+        .client_certificate_optional(true);
+    let interceptor = |call: &CallInfo<'_>| match call.peer().certificates() {
+        Some(_) => Ok(()),
+        None if call.method() == "ping" => Ok(()),
+        None => Err(Rejection::unauthenticated("present a client certificate")),
+    };
+    let addr = serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(tls)
+            .interceptor(interceptor),
+    )
+    .await;
+    let anonymous = connect(
+        addr,
+        ClientTlsConfig::new("localhost").ca_certificates(ca.roots()),
+    )
+    .await
+    .unwrap();
+    anonymous.ping().await.unwrap();
+    match anonymous.echo_text("x".to_owned()).await {
+        Err(RpcError::Unauthenticated { message }) => {
+            assert_eq!(message, "present a client certificate");
+        }
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_plaintext_client_is_refused_by_a_tls_server_which_keeps_serving() {
+    let ca = TestCa::new("test CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity());
+    let addr = serve(Server::builder().add_service(shapes()).tls(tls)).await;
+    let plain = Channel::builder()
+        .handshake_timeout(Duration::from_secs(5))
+        .connect(addr)
+        .await;
+    assert!(
+        plain.is_err(),
+        "a plaintext handshake must not pass for TLS"
+    );
+    let client = connect(
+        addr,
+        ClientTlsConfig::new("localhost").ca_certificates(ca.roots()),
+    )
+    .await
+    .unwrap();
+    client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_by_the_tls_handshake_timeout() {
+    let ca = TestCa::new("test CA");
+    let tls = ServerTlsConfig::new(ca.server(&["localhost"]).identity());
+    let addr = serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(tls)
+            .handshake_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let opened = std::time::Instant::now();
+    // A TLS record header that promises a ClientHello that never comes.
+    silent
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    let seen = read_until_closed(&mut silent).await;
+    assert!(
+        seen.is_empty(),
+        "nothing is sent before a ClientHello: {seen:?}"
+    );
+    // Closed by the timeout, not by anything earlier.
+    assert!(opened.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn unusable_tls_settings_are_errors_not_panics() {
+    let ca = TestCa::new("test CA");
+    match Identity::from_pem(b"not pem", b"not pem either") {
+        Err(RpcError::Tls { message }) => assert!(message.contains("PEM"), "{message}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    // A key that does not belong to the certificate.
+    let leaf = ca.server(&["localhost"]);
+    let stranger = ca.server(&["localhost"]);
+    let mismatched = Identity::new(vec![leaf.der().clone()], stranger.identity_key());
+    let bound = Server::builder()
+        .tls(ServerTlsConfig::new(mismatched))
+        .bind("127.0.0.1:0")
+        .await;
+    assert!(matches!(bound, Err(RpcError::Tls { .. })), "{bound:?}");
+    let no_roots = Channel::builder()
+        .tls(ClientTlsConfig::new("localhost"))
+        .connect("127.0.0.1:1")
+        .await;
+    match no_roots {
+        Err(RpcError::Tls { message }) => assert!(message.contains("ca_certificates"), "{message}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    let bad_name = Channel::builder()
+        .tls(ClientTlsConfig::new("not a name!").ca_certificates(ca.roots()))
+        .connect("127.0.0.1:1")
+        .await;
+    assert!(
+        matches!(bad_name, Err(RpcError::Tls { .. })),
+        "{bad_name:?}"
+    );
+}

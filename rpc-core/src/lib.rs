@@ -51,11 +51,25 @@
 //! }
 //! ```
 //!
+//! # Beyond the first call
+//!
+//! - **Deadlines and metadata per call**: [`RpcClient::with_timeout`] and
+//!   [`RpcClient::with_metadata`] on any generated client; dropping a call's
+//!   future cancels it on the server.
+//! - **Authentication**: an [`Interceptor`] on the server sees every call's
+//!   metadata and peer before any handler; [`BearerToken`] is a ready one.
+//! - **TLS and mutual TLS** (cargo feature `tls`): the [`tls`] module,
+//!   `ServerBuilder::tls` and `ChannelBuilder::tls`.
+//! - **Limits, shutdown, keepalive, reconnect**: the settings of
+//!   [`ServerBuilder`] and [`ChannelBuilder`]; docs/RELIABILITY.md in the
+//!   repository lists each default and what it protects against.
+//!
 //! The layers, each readable alone: `frame` (length prefix, handshake),
-//! `codec` (the one serde/bincode seam), `envelope` (request and response
-//! headers), `transport` (TCP after the handshake, batched writes), then
-//! [`Channel`] on the client side and [`Server`] on the other, which meet only
-//! in the [`Service`] trait that generated servers implement.
+//! `codec` (the one serde/bincode seam), `envelope` (message headers),
+//! `metadata` (call metadata), `transport` (a connection after the
+//! handshake, TCP or TLS, batched writes), then [`Channel`] on the client
+//! side and [`Server`] on the other, which meet only in the [`Service`]
+//! trait that generated servers implement.
 
 mod client;
 mod codec;
@@ -119,7 +133,8 @@ pub use service::{Reply, Request, ResponseFuture, Service};
 ///   `NotesClient::new(channel)` (a shared [`Channel`]). It has one method per
 ///   trait method, taking `&self` and the arguments by value and returning
 ///   `Result<T, RpcError>`: `client.put(k, t).await?` is an `Option<String>`.
-///   Doc comments and `#[cfg]`s carry over.
+///   Doc comments and `#[cfg]`s carry over. It implements [`RpcClient`], whose
+///   `with_timeout` and `with_metadata` give calls options.
 /// - **`NotesServer<T>`**: made by `NotesServer::new(imp)` for any
 ///   `imp: Notes + Send + Sync + 'static` (or `from_arc`); a [`Service`] to
 ///   pass to [`ServerBuilder::add_service`].

@@ -10,6 +10,7 @@ use bincode::error::{DecodeError, EncodeError};
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::depth::DepthLimited;
 use crate::error::CodecError;
 
 /// The rungs of the decode allocation limit, 16x apart.
@@ -51,7 +52,8 @@ pub(crate) enum EncodeFailure {
 }
 
 /// Decodes a whole `body` into `T`, borrowing from it where `T` allows.
-/// Trailing bytes are an error: a body is exactly one value.
+/// Trailing bytes are an error: a body is exactly one value. So is a value
+/// nested deeper than [`MAX_DEPTH`](crate::depth::MAX_DEPTH) levels.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, CodecError> {
     let len = body.len();
     let result = if len <= RUNGS[0] {
@@ -83,7 +85,7 @@ fn decode_limited<'de, T: Deserialize<'de>, const LIMIT: usize>(
 ) -> Result<(T, usize), DecodeError> {
     let config = config::standard().with_limit::<LIMIT>();
     debug_assert!(config.limit().is_some());
-    bincode::serde::borrow_decode_from_slice(body, config)
+    bincode::serde::seed_decode_from_slice(DepthLimited::<T>::new(), body, config)
 }
 
 /// A bincode writer straight into the outgoing frame buffer.
@@ -126,6 +128,51 @@ mod tests {
         round_trip(Some(vec![1u8, 2, 3]));
         round_trip(HashMap::from([(1u32, "a".to_string()), (2, "b".into())]));
         round_trip(());
+    }
+
+    /// A recursive type, as users may send: one level per node.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+        Pair { left: Box<Tree>, right: Vec<Tree> },
+    }
+
+    fn chain(levels: usize) -> Tree {
+        (0..levels).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)))
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_round_trips() {
+        // The tuple around the arguments is one level; each node one more.
+        round_trip((chain(crate::depth::MAX_DEPTH - 2),));
+        let wide = Tree::Pair {
+            left: Box::new(chain(10)),
+            right: (0..100).map(chain).collect(),
+        };
+        round_trip((wide,));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_an_error_not_a_stack_overflow() {
+        let mut buf = BytesMut::new();
+        encode(&(chain(crate::depth::MAX_DEPTH),), &mut buf, usize::MAX).unwrap();
+        let err = decode::<(Tree,)>(&buf).unwrap_err();
+        assert!(err.to_string().contains("nested more than 128"), "{err}");
+        // A hostile body: variant 1 (Node) a million times. Without the
+        // limit this overflows the stack and aborts the process.
+        let bomb = vec![1u8; 1 << 20];
+        let err = decode::<Tree>(&bomb).unwrap_err();
+        assert!(err.to_string().contains("nested more than 128"), "{err}");
+        // The same through sequences of sequences and options of options.
+        let err = decode::<nested::Nested>(&bomb).unwrap_err();
+        assert!(err.to_string().contains("nested more than 128"), "{err}");
+    }
+
+    /// A recursive type built from `Option` and `Vec` only.
+    mod nested {
+        #[derive(serde::Deserialize, Debug)]
+        pub(super) struct Nested(#[allow(dead_code)] Option<Vec<Nested>>);
     }
 
     #[test]

@@ -73,6 +73,7 @@
 
 mod client;
 mod codec;
+mod depth;
 mod duration;
 mod envelope;
 mod error;

@@ -3,7 +3,8 @@
 
 use rpc_core::Server;
 use rpc_tests::{
-    HELLO, ShapesClient, ShapesImpl, ShapesServer, raw_connect, read_until_closed, serve,
+    HELLO, ShapesClient, ShapesImpl, ShapesServer, raw_connect, read_response, read_until_closed,
+    request_frame, serve,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -130,5 +131,63 @@ async fn a_huge_length_inside_a_valid_frame_is_a_bad_request_not_an_allocation()
     assert_eq!(&reply[4..6], &[0x02, 0]);
     assert_eq!(&reply[6..14], &5u64.to_le_bytes());
     assert_eq!(reply[14], 3);
+    still_serving(addr, &bystander).await;
+}
+
+/// A recursive argument type, as applications may well have.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub enum Tree {
+    /// The end.
+    Leaf,
+    /// One more level.
+    Node(Box<Tree>),
+}
+
+/// Measures trees.
+#[rpc_core::rpc_service]
+pub trait Trees {
+    /// How deep `tree` goes.
+    async fn depth(&self, tree: Tree) -> u32;
+}
+
+struct TreesImpl;
+
+impl Trees for TreesImpl {
+    async fn depth(&self, tree: Tree) -> u32 {
+        let mut depth = 0;
+        let mut at = &tree;
+        while let Tree::Node(next) = at {
+            depth += 1;
+            at = next;
+        }
+        depth
+    }
+}
+
+#[tokio::test]
+async fn deep_nesting_is_a_bad_request_not_a_stack_overflow() {
+    let addr = serve(
+        Server::builder()
+            .add_service(TreesServer::new(TreesImpl))
+            .add_service(ShapesServer::new(ShapesImpl)),
+    )
+    .await;
+    let bystander = ShapesClient::connect(addr).await.unwrap();
+    let mut stream = raw_connect(addr).await;
+    // A million levels of `Node` in a 1 MiB body: bincode alone recurses
+    // once per level and overflows the stack, aborting the process.
+    let bomb = vec![1u8; 1 << 20];
+    stream
+        .write_all(&request_frame(9, "Trees", "depth", &bomb))
+        .await
+        .unwrap();
+    let (id, status, message) = read_response(&mut stream).await;
+    let message = String::from_utf8_lossy(&message).into_owned();
+    assert_eq!((id, status), (9, 3), "{message}");
+    assert!(message.contains("nested more than 128 levels"), "{message}");
+    // Honest trees still pass, up to the limit.
+    let trees = TreesClient::connect(addr).await.unwrap();
+    let deep = (0..100).fold(Tree::Leaf, |t, _| Tree::Node(Box::new(t)));
+    assert_eq!(trees.depth(deep).await.unwrap(), 100);
     still_serving(addr, &bystander).await;
 }

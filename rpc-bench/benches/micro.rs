@@ -1,9 +1,13 @@
 //! Micro-benchmarks of the server's per-call work, without a network: the
 //! generated dispatch, argument decoding and reply encoding, for a small
-//! call, a string and a 64 KiB byte buffer. Run with
+//! call, a string and a 64 KiB byte buffer; and how long hostile bodies
+//! take to be refused (allocation bombs), with the most heap any of them
+//! held at once. Run with
 //! `cargo bench --manifest-path rpc-bench/Cargo.toml --bench micro`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -22,6 +26,62 @@ pub trait Micro {
 }
 
 struct Imp;
+
+/// Counts live heap bytes and their high-water mark.
+struct Peak;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Peak {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Peak = Peak;
+
+/// A recursive type, the kind a nesting bomb targets.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+enum Tree {
+    Leaf,
+    Node(Box<Tree>),
+}
+
+/// Hostile bodies that must be refused quickly and without allocating
+/// what they claim.
+fn bombs() -> Vec<(&'static str, Request, fn(&Request) -> bool)> {
+    let claim = |marker: u8| {
+        let mut body = vec![marker];
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        Request::new(1, body.into(), DEFAULT_MAX_FRAME_LENGTH)
+    };
+    vec![
+        ("bomb: String claiming 2^40 bytes", claim(253), |r| {
+            r.decode::<(String,)>().is_err()
+        }),
+        ("bomb: Vec<u64> claiming 2^40 items", claim(253), |r| {
+            r.decode::<(Vec<u64>,)>().is_err()
+        }),
+        (
+            "bomb: 1 MiB of nesting",
+            Request::new(1, vec![1u8; 1 << 20].into(), DEFAULT_MAX_FRAME_LENGTH),
+            |r| r.decode::<(Tree,)>().is_err(),
+        ),
+    ]
+}
 
 impl Micro for Imp {
     async fn add(&self, a: i32, b: i32) -> i32 {
@@ -83,6 +143,15 @@ fn benches(c: &mut Criterion) {
         let value = "lxx nb".to_owned();
         b.iter(|| request.reply(black_box(&value)).as_bytes().len())
     });
+
+    for (name, request, refused) in bombs() {
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        assert!(refused(&request), "{name} must be refused");
+        let held = PEAK.load(Ordering::Relaxed) - before;
+        println!("{name}: at most {held} bytes of heap while refusing it");
+        c.bench_function(name, |b| b.iter(|| refused(black_box(&request))));
+    }
 }
 
 criterion_group!(micro, benches);

@@ -85,7 +85,7 @@ fn decode_limited<'de, T: Deserialize<'de>, const LIMIT: usize>(
 ) -> Result<(T, usize), DecodeError> {
     let config = config::standard().with_limit::<LIMIT>();
     debug_assert!(config.limit().is_some());
-    bincode::serde::seed_decode_from_slice(DepthLimited::<T>::new(), body, config)
+    bincode::serde::seed_decode_from_slice(DepthLimited::<T>::new(body.len()), body, config)
 }
 
 /// A bincode writer straight into the outgoing frame buffer.

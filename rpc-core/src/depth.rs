@@ -12,6 +12,12 @@
 //! visitor, whose access types (`SeqAccess`, `MapAccess`, `EnumAccess`,
 //! `VariantAccess`) then hand the nested deserializers out wrapped again
 //! with one level less.
+//!
+//! It also caps the length hints of sequences and maps at the body's size.
+//! serde preallocates up to 1 MiB on a hint, so a 9-byte body claiming
+//! 2^40 `u64`s made the server allocate 1 MiB before failing; every element
+//! takes at least a byte on the wire (but zero-sized ones, which need no
+//! room), so no honest hint is cut.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -23,12 +29,19 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 /// arguments' tuple included). serde_json's default is 128 too.
 pub(crate) const MAX_DEPTH: usize = 128;
 
-/// Deserializes a `T` through the depth limit.
-pub(crate) struct DepthLimited<T>(PhantomData<T>);
+/// Deserializes a `T` through the depth limit, from a body of `body_len`
+/// bytes.
+pub(crate) struct DepthLimited<T> {
+    body_len: usize,
+    value: PhantomData<T>,
+}
 
 impl<T> DepthLimited<T> {
-    pub(crate) fn new() -> Self {
-        DepthLimited(PhantomData)
+    pub(crate) fn new(body_len: usize) -> Self {
+        DepthLimited {
+            body_len,
+            value: PhantomData,
+        }
     }
 }
 
@@ -39,6 +52,7 @@ impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for DepthLimited<T> {
         T::deserialize(Limited {
             inner: deserializer,
             left: MAX_DEPTH,
+            most_items: self.body_len,
         })
     }
 }
@@ -47,13 +61,19 @@ impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for DepthLimited<T> {
 struct Limited<T> {
     inner: T,
     left: usize,
+    /// The most items any sequence or map in the body can hold.
+    most_items: usize,
 }
 
 impl<T> Limited<T> {
     /// The same limit, one level deeper, around `inner`.
     fn deeper<E: de::Error, U>(&self, inner: U) -> Result<Limited<U>, E> {
         match self.left.checked_sub(1) {
-            Some(left) => Ok(Limited { inner, left }),
+            Some(left) => Ok(Limited {
+                inner,
+                left,
+                most_items: self.most_items,
+            }),
             None => Err(E::custom(format_args!(
                 "the value is nested more than {MAX_DEPTH} levels deep"
             ))),
@@ -65,6 +85,7 @@ impl<T> Limited<T> {
         Limited {
             inner,
             left: self.left,
+            most_items: self.most_items,
         }
     }
 }
@@ -257,7 +278,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Limited<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.inner.size_hint().map(|n| n.min(self.most_items))
     }
 }
 
@@ -278,7 +299,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Limited<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.inner.size_hint().map(|n| n.min(self.most_items))
     }
 }
 
@@ -290,15 +311,14 @@ impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Limited<A> {
         self,
         seed: V,
     ) -> Result<(V::Value, Self::Variant), A::Error> {
-        let left = self.left;
+        let (left, most_items) = (self.left, self.most_items);
         let (value, variant) = self.inner.variant_seed(seed)?;
-        Ok((
-            value,
-            Limited {
-                inner: variant,
-                left,
-            },
-        ))
+        let variant = Limited {
+            inner: variant,
+            left,
+            most_items,
+        };
+        Ok((value, variant))
     }
 }
 

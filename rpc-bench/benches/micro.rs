@@ -60,9 +60,12 @@ enum Tree {
     Node(Box<Tree>),
 }
 
+/// A hostile body, named, and the decode that must refuse it.
+type Bomb = (&'static str, Request, fn(&Request) -> bool);
+
 /// Hostile bodies that must be refused quickly and without allocating
 /// what they claim.
-fn bombs() -> Vec<(&'static str, Request, fn(&Request) -> bool)> {
+fn bombs() -> Vec<Bomb> {
     let claim = |marker: u8| {
         let mut body = vec![marker];
         body.extend_from_slice(&(1u64 << 40).to_le_bytes());

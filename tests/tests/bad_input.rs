@@ -191,3 +191,92 @@ async fn deep_nesting_is_a_bad_request_not_a_stack_overflow() {
     assert_eq!(trees.depth(deep).await.unwrap(), 100);
     still_serving(addr, &bystander).await;
 }
+
+/// A request frame whose extension block holds one metadata entry with
+/// `entry` as its value (docs/PROTOCOL.md §5).
+fn request_with_metadata_entry(entry: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x01, 0x01];
+    payload.extend_from_slice(&1u64.to_le_bytes());
+    payload.push(6);
+    payload.extend_from_slice(b"Shapes");
+    payload.push(4);
+    payload.extend_from_slice(b"ping");
+    payload.extend_from_slice(&(6 + entry.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&2u16.to_le_bytes());
+    payload.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+    payload.extend_from_slice(entry);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_streams_close_only_their_connection_while_100_clients_carry_on() {
+    let (control, mut started) = rpc_tests::ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .add_service(ShapesServer::new(ShapesImpl))
+            .add_service(rpc_tests::ControlServer::from_arc(control.clone())),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(ShapesClient::connect(addr).await.unwrap());
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let mut calls = 0u32;
+                // At least 10 calls each, and on until the bad streams are done.
+                while calls < 10 || !*stopped.borrow_and_update() {
+                    let text = format!("{i}/{calls}");
+                    assert_eq!(client.echo_text(text.clone()).await.unwrap(), text);
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+
+    let malformed: Vec<Vec<u8>> = vec![
+        // A zero-length frame.
+        vec![0, 0, 0, 0],
+        // An unknown message kind.
+        vec![10, 0, 0, 0, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+        // A metadata entry whose lengths do not add up.
+        request_with_metadata_entry(&[1, 0, b'k', 9, 0, 0, 0, b'v']),
+        // A metadata entry with an empty key.
+        request_with_metadata_entry(&[0, 0, 0, 0, 0, 0]),
+    ];
+    for frame in &malformed {
+        let mut stream = raw_connect(addr).await;
+        stream.write_all(frame).await.unwrap();
+        assert!(read_until_closed(&mut stream).await.is_empty(), "{frame:?}");
+    }
+    // A truncated frame, then end of stream.
+    let mut stream = raw_connect(addr).await;
+    stream.write_all(&[100, 0, 0, 0, 0x01, 0, 1]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+    // A duplicate id among running calls.
+    let mut stream = raw_connect(addr).await;
+    stream
+        .write_all(&request_frame(3, "Control", "gated", &[3]))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(3));
+    stream
+        .write_all(&request_frame(3, "Control", "gated", &[4]))
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut stream).await.is_empty());
+
+    stop.send_replace(true);
+    for worker in workers {
+        assert!(worker.await.expect("no client saw an error") >= 10);
+    }
+}

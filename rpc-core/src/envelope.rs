@@ -164,28 +164,25 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
 
 /// Appends a whole cancel frame to `buf`.
 pub(crate) fn encode_cancel(buf: &mut BytesMut, id: u64) {
-    let start = frame::begin(buf);
-    buf.put_u8(KIND_CANCEL);
-    buf.put_u8(0);
-    buf.put_u64_le(id);
-    frame::finish(buf, start);
+    encode_header_only(buf, KIND_CANCEL, id);
 }
 
 /// Appends a whole drain frame to `buf`.
 pub(crate) fn encode_drain(buf: &mut BytesMut, first_unread: u64) {
-    let start = frame::begin(buf);
-    buf.put_u8(KIND_DRAIN);
-    buf.put_u8(0);
-    buf.put_u64_le(first_unread);
-    frame::finish(buf, start);
+    encode_header_only(buf, KIND_DRAIN, first_unread);
 }
 
 /// Appends a whole ping or pong frame to `buf`.
 pub(crate) fn encode_ping(buf: &mut BytesMut, token: u64, pong: bool) {
+    encode_header_only(buf, if pong { KIND_PONG } else { KIND_PING }, token);
+}
+
+/// A message that is its common header alone, `id` carrying its meaning.
+fn encode_header_only(buf: &mut BytesMut, kind: u8, id: u64) {
     let start = frame::begin(buf);
-    buf.put_u8(if pong { KIND_PONG } else { KIND_PING });
+    buf.put_u8(kind);
     buf.put_u8(0);
-    buf.put_u64_le(token);
+    buf.put_u64_le(id);
     frame::finish(buf, start);
 }
 

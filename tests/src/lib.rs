@@ -74,18 +74,34 @@ pub fn request_frame_with_deadline(
     deadline_micros: Option<u64>,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut payload = vec![0x01, u8::from(deadline_micros.is_some())];
+    let deadline = deadline_micros.map(u64::to_le_bytes);
+    let extensions: Vec<(u16, &[u8])> = deadline.iter().map(|d| (0x0001, &d[..])).collect();
+    request_frame_with_extensions(id, service, method, &extensions, body)
+}
+
+/// A request frame with an extension block of `(tag, value)` entries
+/// (none: no block, flags 0).
+pub fn request_frame_with_extensions(
+    id: u64,
+    service: &str,
+    method: &str,
+    extensions: &[(u16, &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut payload = vec![0x01, u8::from(!extensions.is_empty())];
     payload.extend_from_slice(&id.to_le_bytes());
     payload.push(service.len() as u8);
     payload.extend_from_slice(service.as_bytes());
     payload.push(method.len() as u8);
     payload.extend_from_slice(method.as_bytes());
-    if let Some(micros) = deadline_micros {
-        // Block length, then one entry: tag 0x0001, value length 8, value.
-        payload.extend_from_slice(&14u32.to_le_bytes());
-        payload.extend_from_slice(&1u16.to_le_bytes());
-        payload.extend_from_slice(&8u32.to_le_bytes());
-        payload.extend_from_slice(&micros.to_le_bytes());
+    if !extensions.is_empty() {
+        let block_len: usize = extensions.iter().map(|(_, value)| 6 + value.len()).sum();
+        payload.extend_from_slice(&(block_len as u32).to_le_bytes());
+        for (tag, value) in extensions {
+            payload.extend_from_slice(&tag.to_le_bytes());
+            payload.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            payload.extend_from_slice(value);
+        }
     }
     payload.extend_from_slice(body);
     let mut frame = (payload.len() as u32).to_le_bytes().to_vec();

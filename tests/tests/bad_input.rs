@@ -4,7 +4,7 @@
 use rpc_core::Server;
 use rpc_tests::{
     HELLO, ShapesClient, ShapesImpl, ShapesServer, raw_connect, read_response, read_until_closed,
-    request_frame, serve,
+    request_frame, request_frame_with_extensions, serve,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -113,16 +113,9 @@ async fn a_huge_length_inside_a_valid_frame_is_a_bad_request_not_an_allocation()
     let (addr, bystander) = server().await;
     let mut stream = raw_connect(addr).await;
     // Request id 5 for Shapes.echo_text whose String claims 2^40 bytes.
-    let mut payload = vec![0x01, 0];
-    payload.extend_from_slice(&5u64.to_le_bytes());
-    payload.push(6);
-    payload.extend_from_slice(b"Shapes");
-    payload.push(9);
-    payload.extend_from_slice(b"echo_text");
-    payload.push(253);
-    payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
-    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&payload);
+    let mut claim = vec![253];
+    claim.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let frame = request_frame(5, "Shapes", "echo_text", &claim);
     stream.write_all(&frame).await.unwrap();
     stream.shutdown().await.unwrap();
     let reply = read_until_closed(&mut stream).await;
@@ -195,19 +188,7 @@ async fn deep_nesting_is_a_bad_request_not_a_stack_overflow() {
 /// A request frame whose extension block holds one metadata entry with
 /// `entry` as its value (docs/PROTOCOL.md §5).
 fn request_with_metadata_entry(entry: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0x01, 0x01];
-    payload.extend_from_slice(&1u64.to_le_bytes());
-    payload.push(6);
-    payload.extend_from_slice(b"Shapes");
-    payload.push(4);
-    payload.extend_from_slice(b"ping");
-    payload.extend_from_slice(&(6 + entry.len() as u32).to_le_bytes());
-    payload.extend_from_slice(&2u16.to_le_bytes());
-    payload.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-    payload.extend_from_slice(entry);
-    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&payload);
-    frame
+    request_frame_with_extensions(1, "Shapes", "ping", &[(0x0002, entry)], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pki::TestCa;
 use rpc_core::tls::{ClientTlsConfig, Identity, ServerTlsConfig, certificates_from_pem};
-use rpc_core::{CallInfo, Channel, Rejection, RpcError, Server};
+use rpc_core::{CallInfo, Channel, Interceptor, Rejection, RpcError, Server};
 use rpc_tests::{ShapesClient, ShapesImpl, ShapesServer, read_until_closed, serve};
 use tokio::io::AsyncWriteExt;
 
@@ -26,6 +26,20 @@ async fn connect(
         .connect(addr)
         .await?;
     Ok(ShapesClient::new(channel))
+}
+
+/// A TLS server of `Shapes` whose calls pass `interceptor` first.
+async fn serve_with_interceptor(
+    tls: ServerTlsConfig,
+    interceptor: impl Interceptor,
+) -> std::net::SocketAddr {
+    serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(tls)
+            .interceptor(interceptor),
+    )
+    .await
 }
 
 /// The whole error chain, for assertions on why a connect failed.
@@ -119,13 +133,7 @@ async fn mutual_tls_admits_a_client_with_a_certificate_and_shows_it_to_the_inter
         Some([leaf, ..]) if *leaf == alice_der => Ok(()),
         _ => Err(Rejection::permission_denied("not alice")),
     };
-    let addr = serve(
-        Server::builder()
-            .add_service(shapes())
-            .tls(tls)
-            .interceptor(interceptor),
-    )
-    .await;
+    let addr = serve_with_interceptor(tls, interceptor).await;
     let client = connect(
         addr,
         ClientTlsConfig::new("localhost")
@@ -172,13 +180,7 @@ async fn an_optional_client_certificate_leaves_the_choice_to_the_interceptor() {
         None if call.method() == "ping" => Ok(()),
         None => Err(Rejection::unauthenticated("present a client certificate")),
     };
-    let addr = serve(
-        Server::builder()
-            .add_service(shapes())
-            .tls(tls)
-            .interceptor(interceptor),
-    )
-    .await;
+    let addr = serve_with_interceptor(tls, interceptor).await;
     let anonymous = connect(
         addr,
         ClientTlsConfig::new("localhost").ca_certificates(ca.roots()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::CallOptions;
 use super::dispatch::{self, Answer, Closed, Keepalive, Outgoing, Response};
@@ -28,8 +28,6 @@ pub(crate) struct Connection {
     /// them; calls beyond wait here rather than be refused.
     permits: Option<Arc<CallLimit>>,
     max_frame_length: usize,
-    /// Poked by a call whose caller gave up, so that a cancel goes out.
-    gave_up: Arc<Notify>,
 }
 
 impl Connection {
@@ -54,7 +52,6 @@ impl Connection {
             closed: handles.closed,
             permits,
             max_frame_length,
-            gave_up: handles.gave_up,
         }
     }
 
@@ -93,7 +90,7 @@ impl Connection {
                 }
             })?;
         drop(args);
-        let mut abandon = CancelOnDrop(Some(&self.gave_up));
+        let mut abandon = CancelOnDrop(Some(&self.outgoing));
         let answer = match options.timeout {
             None => receiver.await,
             // On time-out the reader still takes the server's (late) answer,
@@ -139,7 +136,7 @@ impl Connection {
         )?;
         let (reply, receiver) = oneshot::channel();
         self.outgoing
-            .send(Outgoing { frame, reply })
+            .send(Outgoing::Call { frame, reply })
             .map_err(|_| self.not_processed())?;
         Ok(receiver)
     }
@@ -159,14 +156,15 @@ impl Connection {
     }
 }
 
-/// Pokes the connection's reader if the call's future is dropped before
-/// its answer, so that the reader sends a cancel.
-struct CancelOnDrop<'a>(Option<&'a Notify>);
+/// Tells the connection if the call's future is dropped before its
+/// answer, so that a cancel goes out. The notice queues behind the request
+/// itself, which is what lets the writer order it after the registration.
+struct CancelOnDrop<'a>(Option<&'a mpsc::UnboundedSender<Outgoing>>);
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(gave_up) = self.0 {
-            gave_up.notify_one();
+        if let Some(outgoing) = self.0 {
+            let _ = outgoing.send(Outgoing::GaveUp);
         }
     }
 }

@@ -10,9 +10,12 @@
 //! registration is queued before its request is written, a reply whose id
 //! is not yet in the map is found by draining the registrations.
 //!
-//! A caller that gives up (drops its future) only pokes the reader; the
-//! reader finds the calls whose callers are gone and sends a cancel for
-//! each. Searching costs nothing per call, and give-ups are rare.
+//! A caller that gives up (drops its future) queues a notice behind its
+//! request. The writer, having registered the request by then, pokes the
+//! reader, which finds the calls whose callers are gone and sends a cancel
+//! for each. Going through the writer's queue makes sure the reader finds
+//! the call's registration when it looks; searching costs nothing per call,
+//! and give-ups are rare.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,10 +37,15 @@ const MAX_BATCH: usize = 256;
 /// Why calls fail after the server announced its shutdown.
 const SHUTTING_DOWN: &str = "the server is shutting down";
 
-/// A request on its way to the writer, which gives it its id.
-pub(crate) struct Outgoing {
-    pub(crate) frame: BytesMut,
-    pub(crate) reply: oneshot::Sender<Answer>,
+/// What callers queue for the writer.
+pub(crate) enum Outgoing {
+    /// A request on its way out; the writer gives it its id.
+    Call {
+        frame: BytesMut,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// A caller gave up on a call it queued earlier.
+    GaveUp,
 }
 
 /// How a call ends, as far as the connection can tell.
@@ -93,8 +101,6 @@ pub(crate) struct Keepalive {
 pub(crate) struct Handles {
     pub(crate) outgoing: mpsc::UnboundedSender<Outgoing>,
     pub(crate) closed: Arc<Closed>,
-    /// Poked by a caller that gave up on its call.
-    pub(crate) gave_up: Arc<Notify>,
 }
 
 /// Starts the connection's tasks; the queue closes when they end.
@@ -125,6 +131,7 @@ pub(crate) fn spawn(
             outgoing: outgoing_rx,
             control: control_rx,
             registrations: registrations_tx,
+            gave_up: gave_up.clone(),
         },
         permits.clone(),
         reader_done,
@@ -138,13 +145,12 @@ pub(crate) fn spawn(
         permits,
         control: control_tx,
         keepalive,
-        gave_up: gave_up.clone(),
+        gave_up,
     };
     tokio::spawn(reader.run(frames_in, writer_done, reader_alive, closed.clone()));
     Handles {
         outgoing: outgoing_tx,
         closed,
-        gave_up,
     }
 }
 
@@ -154,6 +160,8 @@ struct Queues {
     /// Frames that are not calls: pings, pongs, cancels.
     control: mpsc::UnboundedReceiver<BytesMut>,
     registrations: mpsc::UnboundedSender<Registration>,
+    /// Wakes the reader to cancel the calls whose callers gave up.
+    gave_up: Arc<Notify>,
 }
 
 async fn write_loop(
@@ -172,6 +180,7 @@ async fn write_loop(
         mut outgoing,
         mut control,
         registrations,
+        gave_up,
     } = queues;
     loop {
         let taken = tokio::select! {
@@ -196,25 +205,39 @@ async fn write_loop(
         }
         if closed.is_closed() {
             // Draining: the server would not read these.
-            for request in batch.drain(..) {
-                let _ = request.reply.send(Answer::NotProcessed);
+            for item in batch.drain(..) {
+                if let Outgoing::Call { reply, .. } = item {
+                    let _ = reply.send(Answer::NotProcessed);
+                }
             }
             continue;
         }
-        for mut request in batch.drain(..) {
-            if request.reply.is_closed() {
+        let mut someone_gave_up = false;
+        for item in batch.drain(..) {
+            let (mut frame, reply) = match item {
+                Outgoing::Call { frame, reply } => (frame, reply),
+                Outgoing::GaveUp => {
+                    someone_gave_up = true;
+                    continue;
+                }
+            };
+            if reply.is_closed() {
                 // Its caller gave up before it was sent: send nothing.
                 if let Some(permits) = &permits {
                     permits.release();
                 }
                 continue;
             }
-            envelope::set_request_id(&mut request.frame, next_id);
-            if registrations.send((next_id, request.reply)).is_err() {
+            envelope::set_request_id(&mut frame, next_id);
+            if registrations.send((next_id, reply)).is_err() {
                 return;
             }
             next_id += 1;
-            frames.push(request.frame);
+            frames.push(frame);
+        }
+        if someone_gave_up {
+            // After the registrations above: the reader will find them.
+            gave_up.notify_one();
         }
         tokio::select! {
             biased;

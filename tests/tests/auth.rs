@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use pki::TestCa;
 use rpc_core::tls::{ClientTlsConfig, ServerTlsConfig};
-use rpc_core::{BearerToken, CallInfo, Channel, Rejection, RpcClient, RpcError, Server};
+use rpc_core::{
+    BearerToken, CallInfo, Channel, Interceptor, Rejection, RpcClient, RpcError, Server,
+};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, ShapesClient, ShapesImpl, ShapesServer, serve,
 };
@@ -24,6 +26,17 @@ async fn guarded(token: &str) -> (std::net::SocketAddr, Arc<ControlImpl>) {
     )
     .await;
     (addr, control)
+}
+
+/// A client of a `Shapes` server whose calls pass `interceptor` first.
+async fn shapes_behind(interceptor: impl Interceptor) -> ShapesClient {
+    let addr = serve(
+        Server::builder()
+            .add_service(ShapesServer::new(ShapesImpl))
+            .interceptor(interceptor),
+    )
+    .await;
+    ShapesClient::connect(addr).await.unwrap()
 }
 
 fn expect_unauthenticated<T: std::fmt::Debug>(result: Result<T, RpcError>, message: &str) {
@@ -100,13 +113,7 @@ async fn an_interceptor_sees_names_and_every_pair_and_can_deny_permission() {
             _ => Err(Rejection::unauthenticated("say who you are")),
         }
     };
-    let addr = serve(
-        Server::builder()
-            .add_service(ShapesServer::new(ShapesImpl))
-            .interceptor(interceptor),
-    )
-    .await;
-    let client = ShapesClient::connect(addr).await.unwrap();
+    let client = shapes_behind(interceptor).await;
     client.ping().await.unwrap();
     let traced = client.with_metadata("trace", [0u8, 1]);
     let admin = traced.with_metadata("role", "admin");
@@ -131,13 +138,7 @@ async fn a_panicking_interceptor_fails_the_call_not_the_server() {
         }
         Ok(())
     };
-    let addr = serve(
-        Server::builder()
-            .add_service(ShapesServer::new(ShapesImpl))
-            .interceptor(interceptor),
-    )
-    .await;
-    let client = ShapesClient::connect(addr).await.unwrap();
+    let client = shapes_behind(interceptor).await;
     let failed = client.echo_text("x".to_owned()).await;
     assert!(
         matches!(failed, Err(RpcError::HandlerPanicked { .. })),

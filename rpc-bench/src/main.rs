@@ -2,7 +2,7 @@
 //! framing in one process and prints a table and a JSON line.
 //!
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
-//! [--pin split|same|none] [--only raw,toolkit,tarpc,tonic]`
+//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,tarpc,tonic]`
 
 mod alloc;
 mod fd_limit;
@@ -36,7 +36,7 @@ fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         quick: false,
         pin: Pin::Split,
-        only: ["raw", "toolkit", "tarpc", "tonic"]
+        only: ["raw", "toolkit", "toolkit-tls", "tarpc", "tonic"]
             .map(String::from)
             .to_vec(),
     };
@@ -60,7 +60,7 @@ fn parse_args() -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,tarpc,tonic]"
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,tarpc,tonic]"
                 ));
             }
         }
@@ -121,6 +121,7 @@ fn main() {
         let figures = match name.as_str() {
             "raw" => measure::<imp::raw::Raw>(&options),
             "toolkit" => measure::<imp::toolkit::Toolkit>(&options),
+            "toolkit-tls" => measure::<imp::toolkit::ToolkitTls>(&options),
             "tarpc" => measure::<imp::tarpc::Tarpc>(&options),
             "tonic" => measure::<imp::tonic::Tonic>(&options),
             other => {

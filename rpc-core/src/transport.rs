@@ -132,7 +132,11 @@ async fn client_stream(
 ) -> Result<(ReadHalf, WriteHalf), HelloError> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &settings.tls {
-        let stream = tls.connect(stream).await.map_err(HelloError::Io)?;
+        // Boxed: the handshake's state is large, and unboxed it would
+        // enlarge every connection's future, plaintext ones included.
+        let stream = Box::pin(tls.connect(stream))
+            .await
+            .map_err(HelloError::Io)?;
         let (read, write) = tokio::io::split(stream);
         return Ok((Box::new(read), Box::new(write)));
     }
@@ -211,7 +215,9 @@ async fn server_stream(
 ) -> Result<(ReadHalf, WriteHalf, PeerIdentity), HelloError> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &settings.tls {
-        let stream = tls.accept(stream).await.map_err(HelloError::Io)?;
+        // Boxed: the handshake's state is large, and unboxed it would
+        // enlarge every connection's task, plaintext ones included.
+        let stream = Box::pin(tls.accept(stream)).await.map_err(HelloError::Io)?;
         let identity = PeerIdentity {
             certificates: tls::peer_certificates(&stream),
         };

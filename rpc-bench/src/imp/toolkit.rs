@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rpc_core::tls::{CertificateDer, ClientTlsConfig, Identity, PrivateKeyDer, ServerTlsConfig};
-use rpc_core::{Channel, Server, rpc_service};
+use rpc_core::{Channel, Server, ServerBuilder, rpc_service};
 
 /// The benchmark service.
 #[rpc_service]
@@ -35,6 +35,18 @@ impl Bench for Imp {
     async fn send_obj(&self, _data: String) {}
 }
 
+/// Serves the benchmark service with `builder`'s settings on 127.0.0.1.
+async fn start(builder: ServerBuilder) -> SocketAddr {
+    let server = builder
+        .add_service(BenchServer::new(Imp))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    addr
+}
+
 /// The toolkit.
 pub struct Toolkit;
 
@@ -43,14 +55,7 @@ impl super::Implementation for Toolkit {
     type Client = BenchClient;
 
     async fn serve() -> SocketAddr {
-        let server = Server::builder()
-            .add_service(BenchServer::new(Imp))
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = server.local_addr();
-        tokio::spawn(server.serve());
-        addr
+        start(Server::builder()).await
     }
 
     async fn connect(addr: SocketAddr) -> BenchClient {
@@ -103,15 +108,7 @@ impl super::Implementation for ToolkitTls {
     type Client = BenchClient;
 
     async fn serve() -> SocketAddr {
-        let server = Server::builder()
-            .add_service(BenchServer::new(Imp))
-            .tls(ServerTlsConfig::new(pki().1.clone()))
-            .bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = server.local_addr();
-        tokio::spawn(server.serve());
-        addr
+        start(Server::builder().tls(ServerTlsConfig::new(pki().1.clone()))).await
     }
 
     async fn connect(addr: SocketAddr) -> BenchClient {

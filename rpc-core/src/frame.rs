@@ -1,17 +1,17 @@
 //! Length-prefixed framing and the connection handshake.
 //!
 //! A frame is a 4-byte little-endian payload length followed by the payload.
-//! Reading goes through tokio-util's `LengthDelimitedCodec`, which rejects an
-//! over-size length before allocating for it. Writing patches the prefix in
-//! place so a message is serialized straight into its frame.
+//! Reading is a tokio-util `Decoder` that rejects an over-size length before
+//! allocating for it. Writing patches the prefix in place so a message is
+//! serialized straight into its frame.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::Decoder;
 
 /// Default largest frame payload, in bytes, that either side sends or accepts.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
@@ -45,13 +45,12 @@ pub(crate) enum Incoming {
 ///
 /// tokio-util's `LengthDelimitedCodec` reserves a frame's whole claimed
 /// length as soon as it reads the prefix, so a thousand peers each claiming
-/// 16 MiB and sending one byte would pin 16 GiB. This decoder checks the
-/// prefix itself and hands the bytes to the codec only once the whole frame
-/// has arrived; until then the read buffer grows with the bytes actually
-/// received, and those bytes are charged to an optional shared budget.
+/// 16 MiB and sending one byte would pin 16 GiB. This decoder reserves
+/// nothing: it splits a frame off only once the whole frame has arrived, so
+/// the read buffer grows with the bytes actually received, and those bytes
+/// are charged to an optional shared budget meanwhile.
 #[derive(Debug)]
 pub(crate) struct FrameDecoder {
-    codec: LengthDelimitedCodec,
     max_frame_length: usize,
     /// Whether `Started` was reported for the frame now being received.
     started: bool,
@@ -62,13 +61,7 @@ pub(crate) struct FrameDecoder {
 
 impl FrameDecoder {
     pub(crate) fn new(max_frame_length: usize, budget: Option<Arc<ReceiveBudget>>) -> Self {
-        let codec = LengthDelimitedCodec::builder()
-            .length_field_type::<u32>()
-            .little_endian()
-            .max_frame_length(max_frame_length)
-            .new_codec();
         FrameDecoder {
-            codec,
             max_frame_length,
             started: false,
             budget,
@@ -77,11 +70,16 @@ impl FrameDecoder {
     }
 
     /// Charges the partial frame's `held` bytes, or fails if the budget
-    /// cannot take them.
+    /// cannot take them. Touches the budget, which every connection shares,
+    /// only when the amount changes: a frame that arrives whole costs it
+    /// nothing.
     fn charge(&mut self, held: usize) -> io::Result<()> {
         let Some(budget) = &self.budget else {
             return Ok(());
         };
+        if held == self.charged {
+            return Ok(());
+        }
         if held > self.charged {
             budget.take(held - self.charged)?;
         } else {
@@ -109,22 +107,22 @@ impl Decoder for FrameDecoder {
                         ),
                     ));
                 }
-                src.len() - PREFIX_LEN >= len
+                (src.len() - PREFIX_LEN >= len).then_some(len)
             }
-            None => false,
+            None => None,
         };
-        if !complete {
+        let Some(len) = complete else {
             self.charge(src.len())?;
             if src.is_empty() || self.started {
                 return Ok(None);
             }
             self.started = true;
             return Ok(Some(Incoming::Started));
-        }
+        };
         self.charge(0)?;
         self.started = false;
-        // The whole frame is buffered, so the codec reserves nothing.
-        Ok(self.codec.decode(src)?.map(Incoming::Frame))
+        src.advance(PREFIX_LEN);
+        Ok(Some(Incoming::Frame(src.split_to(len))))
     }
 }
 

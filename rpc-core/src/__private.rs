@@ -75,8 +75,9 @@ impl<'de> serde::de::Visitor<'de> for ByteBufVisitor {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
-        // Capped: the length hint comes from the peer.
-        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64 * 1024));
+        // The hint comes from the peer, but the codec caps every hint at
+        // the body's size (see depth.rs).
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(b) = seq.next_element()? {
             bytes.push(b);
         }

@@ -247,10 +247,7 @@ async fn an_unpolled_call_sends_nothing() {
         let mut hello = [0u8; 8];
         socket.read_exact(&mut hello).await.unwrap();
         socket.write_all(&rpc_tests::HELLO).await.unwrap();
-        let len = socket.read_u32_le().await.unwrap();
-        let mut payload = vec![0u8; len as usize];
-        socket.read_exact(&mut payload).await.unwrap();
-        payload
+        rpc_tests::read_frame(&mut socket).await
     });
     let client = ControlClient::connect(addr).await.unwrap();
     drop(client.gated(1));

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rpc_core::{Channel, RpcError, Server};
 use rpc_tests::{
-    ControlClient, ControlImpl, ControlServer, HELLO, raw_connect, read_until_closed, serve,
+    ControlClient, ControlImpl, ControlServer, HELLO, raw_connect, read_frame, read_until_closed,
+    serve,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,9 +58,7 @@ async fn pings_are_answered_with_their_token() {
     let mut stream = raw_connect(addr).await;
     for token in [7u64, 8, 9, 10] {
         stream.write_all(&ping(token)).await.unwrap();
-        let len = stream.read_u32_le().await.unwrap();
-        let mut pong = vec![0u8; len as usize];
-        stream.read_exact(&mut pong).await.unwrap();
+        let pong = read_frame(&mut stream).await;
         assert_eq!(pong[..2], [0x06, 0]);
         assert_eq!(pong[2..10], token.to_le_bytes());
     }

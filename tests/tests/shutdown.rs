@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rpc_core::{Channel, RpcError, Server, ServerBuilder};
 use rpc_tests::{
-    ControlClient, ControlImpl, ControlServer, raw_connect, read_until_closed, request_frame,
+    ControlClient, ControlImpl, ControlServer, raw_connect, read_frame, read_until_closed,
+    request_frame,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -86,9 +87,7 @@ async fn the_drain_message_says_which_requests_were_read() {
     started.recv().await.unwrap();
     stop.send(()).unwrap();
     // kind 0x07, no flags, first unread id 2.
-    let len = stream.read_u32_le().await.unwrap();
-    let mut drain = vec![0u8; len as usize];
-    stream.read_exact(&mut drain).await.unwrap();
+    let drain = read_frame(&mut stream).await;
     assert_eq!(drain[..2], [0x07, 0]);
     assert_eq!(drain[2..10], 2u64.to_le_bytes());
     // Sent after the drain: never read, never answered.

@@ -1,13 +1,11 @@
 //! Micro-benchmarks of the server's per-call work, without a network: the
 //! generated dispatch, argument decoding and reply encoding, for a small
 //! call, a string and a 64 KiB byte buffer; and how long hostile bodies
-//! take to be refused (allocation bombs), with the most heap any of them
-//! held at once. Run with
+//! take to be refused (allocation bombs), with the heap each allocates
+//! while refused. Run with
 //! `cargo bench --manifest-path rpc-bench/Cargo.toml --bench micro`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -27,30 +25,12 @@ pub trait Micro {
 
 struct Imp;
 
-/// Counts live heap bytes and their high-water mark.
-struct Peak;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Peak {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "../src/alloc.rs"]
+#[allow(dead_code)] // The report's counters are not all needed here.
+mod alloc;
 
 #[global_allocator]
-static ALLOCATOR: Peak = Peak;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// A recursive type, the kind a nesting bomb targets.
 #[derive(serde::Deserialize)]
@@ -147,12 +127,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| request.reply(black_box(&value)).as_bytes().len())
     });
 
+    // This thread's allocations count as the server's.
+    alloc::set_side(alloc::Side::Server);
     for (name, request, refused) in bombs() {
-        let before = LIVE.load(Ordering::Relaxed);
-        PEAK.store(before, Ordering::Relaxed);
+        let before = alloc::allocated_bytes(alloc::Side::Server);
         assert!(refused(&request), "{name} must be refused");
-        let held = PEAK.load(Ordering::Relaxed) - before;
-        println!("{name}: at most {held} bytes of heap while refusing it");
+        let bytes = alloc::allocated_bytes(alloc::Side::Server) - before;
+        println!("{name}: {bytes} bytes allocated in all while refusing it");
         c.bench_function(name, |b| b.iter(|| refused(black_box(&request))));
     }
 }

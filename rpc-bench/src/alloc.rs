@@ -1,6 +1,7 @@
-//! A global allocator that counts allocations and live bytes per side
-//! (server threads, client threads), so that allocations per call and
-//! memory per idle connection can be reported for each implementation.
+//! A global allocator that counts allocations, bytes allocated and live
+//! bytes per side (server threads, client threads), so that allocations per
+//! call and memory per idle connection can be reported for each
+//! implementation. The micro-benchmarks use it too.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -24,23 +25,28 @@ thread_local! {
 #[repr(align(128))]
 struct Counters {
     allocs: AtomicU64,
+    /// Bytes ever allocated, never decreased.
+    bytes: AtomicU64,
     live: AtomicI64,
 }
 
-static COUNTERS: [Counters; 3] = [
-    Counters {
-        allocs: AtomicU64::new(0),
-        live: AtomicI64::new(0),
-    },
-    Counters {
-        allocs: AtomicU64::new(0),
-        live: AtomicI64::new(0),
-    },
-    Counters {
-        allocs: AtomicU64::new(0),
-        live: AtomicI64::new(0),
-    },
-];
+impl Counters {
+    const fn new() -> Self {
+        Counters {
+            allocs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            live: AtomicI64::new(0),
+        }
+    }
+
+    fn allocated(&self, size: usize) {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        self.live.fetch_add(size as i64, Ordering::Relaxed);
+    }
+}
+
+static COUNTERS: [Counters; 3] = [Counters::new(), Counters::new(), Counters::new()];
 
 /// Marks the calling thread as working for `side`.
 pub fn set_side(side: Side) {
@@ -50,6 +56,12 @@ pub fn set_side(side: Side) {
 /// Allocations made so far by threads of `side`.
 pub fn allocations(side: Side) -> u64 {
     COUNTERS[side as usize].allocs.load(Ordering::Relaxed)
+}
+
+/// Bytes allocated so far by threads of `side`, whether freed or not.
+#[allow(dead_code)] // Only the micro-benchmarks ask.
+pub fn allocated_bytes(side: Side) -> u64 {
+    COUNTERS[side as usize].bytes.load(Ordering::Relaxed)
 }
 
 /// Bytes allocated minus bytes freed by threads of `side`.
@@ -69,20 +81,12 @@ fn side() -> usize {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let s = side();
-        COUNTERS[s].allocs.fetch_add(1, Ordering::Relaxed);
-        COUNTERS[s]
-            .live
-            .fetch_add(layout.size() as i64, Ordering::Relaxed);
+        COUNTERS[side()].allocated(layout.size());
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let s = side();
-        COUNTERS[s].allocs.fetch_add(1, Ordering::Relaxed);
-        COUNTERS[s]
-            .live
-            .fetch_add(layout.size() as i64, Ordering::Relaxed);
+        COUNTERS[side()].allocated(layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
 
@@ -94,11 +98,11 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let s = side();
-        COUNTERS[s].allocs.fetch_add(1, Ordering::Relaxed);
-        COUNTERS[s]
+        let counters = &COUNTERS[side()];
+        counters.allocated(new_size);
+        counters
             .live
-            .fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            .fetch_sub(layout.size() as i64, Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

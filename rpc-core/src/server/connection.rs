@@ -7,12 +7,11 @@
 //! so it never holds up the calls read after it.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::interceptor::{CallInfo, Peer};
+use super::running::Running;
 use crate::envelope::{self, Message, Status};
 use crate::frame::Incoming;
 use crate::metadata::Metadata;
@@ -66,8 +66,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 struct Calls<'a> {
     shared: &'a Shared,
     replies: mpsc::UnboundedSender<BytesMut>,
-    /// Calls running on tasks of their own; they count until they end.
-    running: Arc<AtomicUsize>,
+    /// Calls running on tasks of their own, until they end: they count
+    /// against the limit, a cancel message stops one, and a request reusing
+    /// the id of one is a protocol violation. Calls answered where they
+    /// were read never enter it.
+    running: Arc<Running>,
     /// One more than the highest request id read: what a drain announces.
     first_unread: AtomicU64,
     /// When the last ping came, and how many in a row came too soon.
@@ -75,11 +78,6 @@ struct Calls<'a> {
     /// Cancelled when the connection ends: calls still running then are
     /// dropped, so a client cannot leave work behind by disconnecting.
     gone: CancellationToken,
-    /// Calls running on tasks of their own, by request id: a cancel
-    /// message stops one, and a request reusing an id among them is a
-    /// protocol violation. Calls answered where they were read never
-    /// enter it.
-    in_flight: Arc<Mutex<HashMap<u64, CancellationToken>>>,
     /// Who is at the other end, for the interceptor.
     peer: Peer,
 }
@@ -102,11 +100,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     let calls = Calls {
         shared,
         replies,
-        running: Arc::new(AtomicUsize::new(0)),
+        running: Arc::default(),
         first_unread: AtomicU64::new(0),
         pings: std::sync::Mutex::new((None, 0)),
         gone: CancellationToken::new(),
-        in_flight: Arc::default(),
         peer: Peer::new(peer, accepted.identity),
     };
     // However `run` ends (returning, or dropped at the grace deadline).
@@ -301,7 +298,7 @@ impl Calls<'_> {
             ));
         };
         let limit = self.shared.max_concurrent_calls;
-        if self.running.load(Ordering::Relaxed) >= limit {
+        if self.running.count() >= limit {
             return Err(Reply::error(
                 id,
                 Status::RESOURCE_EXHAUSTED,
@@ -327,16 +324,10 @@ impl Calls<'_> {
         deadline: Option<Instant>,
     ) -> Result<(), String> {
         let cancelled = self.gone.child_token();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if in_flight.contains_key(&id) {
-                return Err(format!("request id {id} is already in flight"));
-            }
-            in_flight.insert(id, cancelled.clone());
-        }
+        let Some(running) = self.running.start(id, cancelled.clone()) else {
+            return Err(format!("request id {id} is already in flight"));
+        };
         let replies = self.replies.clone();
-        let running = RunningCall::start(&self.running);
-        let in_flight = self.in_flight.clone();
         let gone = self.gone.clone();
         tokio::spawn(async move {
             let reply = tokio::select! {
@@ -358,10 +349,6 @@ impl Calls<'_> {
             };
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
-            in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
             drop(running);
             if let Some(reply) = reply {
                 let _ = replies.send(reply.into_frame());
@@ -374,10 +361,8 @@ impl Calls<'_> {
     /// it with CANCELLED. A cancel for any other id is late (the answer is
     /// on its way) or wrong, and harmless either way.
     fn cancel(&self, id: u64) {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        match in_flight.get(&id) {
-            Some(call) => call.cancel(),
-            None => tracing::trace!(request_id = id, "cancel for a call not running; ignored"),
+        if !self.running.cancel(id) {
+            tracing::trace!(request_id = id, "cancel for a call not running; ignored");
         }
     }
 }
@@ -405,22 +390,6 @@ impl Calls<'_> {
         envelope::encode_ping(&mut pong, token, true);
         let _ = self.replies.send(pong);
         Ok(())
-    }
-}
-
-/// Counts one call as running until dropped, however its task ends.
-struct RunningCall(Arc<AtomicUsize>);
-
-impl RunningCall {
-    fn start(running: &Arc<AtomicUsize>) -> Self {
-        running.fetch_add(1, Ordering::Relaxed);
-        RunningCall(running.clone())
-    }
-}
-
-impl Drop for RunningCall {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

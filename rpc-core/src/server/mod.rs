@@ -6,6 +6,7 @@ mod bearer;
 mod connection;
 mod interceptor;
 mod router;
+mod running;
 
 use std::io;
 use std::net::SocketAddr;

@@ -81,6 +81,7 @@ mod frame;
 mod metadata;
 mod server;
 mod service;
+mod stall;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
@@ -103,12 +104,13 @@ pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
 pub use metadata::Metadata;
 pub use server::{
-    BearerToken, CallInfo, DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET,
-    DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server,
-    ServerBuilder,
+    BearerToken, CallInfo, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_REPLY_BYTES,
+    DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
+pub use transport::DEFAULT_WRITE_TIMEOUT;
 
 /// Turns a trait into an RPC service: a typed client, a server, and the
 /// trait itself with `Send` futures.

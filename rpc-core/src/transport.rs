@@ -19,6 +19,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
 use crate::frame::{self, FrameDecoder, HelloError, ReceiveBudget};
+use crate::stall::StallTimeout;
 #[cfg(feature = "tls")]
 use crate::tls;
 
@@ -31,6 +32,16 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 /// that arrive (and the codec reserves a large frame's length itself), so a
 /// small start only keeps idle connections cheap.
 const INITIAL_READ_BUFFER: usize = 1024;
+
+/// Default time a write may wait for the peer to take bytes before the
+/// connection is given up.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle time before the kernel starts probing a connection (TCP keepalive),
+/// and the time between probes: a peer that vanished without a FIN or RST
+/// (a powered-off host, a dropped NAT entry) is found within minutes.
+const TCP_KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The receiving half of a connection's byte stream.
 type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
@@ -55,6 +66,7 @@ pub(crate) struct ConnectSettings {
     pub(crate) max_frame_length: usize,
     /// Bounds the TLS handshake and the protocol's together.
     pub(crate) handshake_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tls::Connector>,
 }
@@ -68,7 +80,10 @@ pub(crate) async fn connect(
     let mut last = None;
     for candidate in addrs {
         match TcpStream::connect(candidate).await {
-            Ok(stream) => return client_handshake(stream, settings).await,
+            Ok(stream) => {
+                keep_alive(&stream);
+                return client_handshake(stream, settings).await;
+            }
             Err(e) => last = Some((candidate, e)),
         }
     }
@@ -106,7 +121,13 @@ async fn client_handshake(
     };
     match tokio::time::timeout(handshake_timeout, exchange).await {
         Ok(Ok((read, write, call_limit))) => {
-            let (reader, writer) = framed(read, write, settings.max_frame_length, None);
+            let (reader, writer) = framed(
+                read,
+                write,
+                settings.max_frame_length,
+                settings.write_timeout,
+                None,
+            );
             Ok(Connected {
                 reader,
                 writer,
@@ -153,6 +174,7 @@ pub(crate) struct AcceptSettings {
     pub(crate) handshake_timeout: Duration,
     /// Advertised in the handshake; 0: no limit.
     pub(crate) call_limit: u16,
+    pub(crate) write_timeout: Duration,
     pub(crate) budget: Arc<ReceiveBudget>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tls::Acceptor>,
@@ -180,6 +202,7 @@ pub(crate) async fn accept(
     settings: &AcceptSettings,
 ) -> Result<Accepted, String> {
     let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
         let (mut read, mut write, identity) = server_stream(stream, settings).await?;
@@ -195,6 +218,7 @@ pub(crate) async fn accept(
                 read,
                 write,
                 settings.max_frame_length,
+                settings.write_timeout,
                 Some(settings.budget.clone()),
             );
             Ok(Accepted {
@@ -230,16 +254,29 @@ async fn server_stream(
     Ok((Box::new(read), Box::new(write), PeerIdentity::default()))
 }
 
+/// Turns on TCP keepalive, so that a peer that vanished is noticed even on
+/// a connection that is otherwise silent. Best effort: a socket that
+/// refuses is served without it.
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_TIME)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("could not turn on TCP keepalive: {e}");
+    }
+}
+
 fn framed(
     read: ReadHalf,
     write: WriteHalf,
     max_frame_length: usize,
+    write_timeout: Duration,
     budget: Option<Arc<ReceiveBudget>>,
 ) -> (FrameReader, FrameWriter) {
     let decoder = FrameDecoder::new(max_frame_length, budget);
     let reader = FramedRead::with_capacity(read, decoder, INITIAL_READ_BUFFER);
     let writer = FrameWriter {
-        io: write,
+        io: Box::new(StallTimeout::new(write, write_timeout)),
         out: BytesMut::new(),
     };
     (reader, writer)

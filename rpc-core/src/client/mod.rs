@@ -339,6 +339,7 @@ impl ChannelBuilder {
         let connect = ConnectSettings {
             max_frame_length: self.max_frame_length,
             handshake_timeout: self.handshake_timeout,
+            write_timeout: crate::transport::DEFAULT_WRITE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: self
                 .tls

@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::backlog::Backlog;
 use super::interceptor::{CallInfo, Peer};
+use super::rate::Rate;
 use super::running::Running;
 use crate::envelope::{self, Message, Status};
 use crate::frame::Incoming;
@@ -33,9 +35,21 @@ use crate::transport::{self, FrameWriter};
 /// Most replies taken off the queue for one write.
 const MAX_BATCH: usize = 256;
 
-/// Pings closer together than the server's minimum interval that a client
-/// may send in a row before it is disconnected for flooding.
-const PING_STRIKES: u32 = 3;
+/// Pings a client may send at once; after that, one per minimum ping
+/// interval, or it is disconnected for flooding.
+const PING_BURST: u32 = 3;
+
+/// Frames that make the server work but carry no call (pings, pongs,
+/// cancels of calls not running) a client may send at once, and how often
+/// one more is allowed after that. A client that sends more is
+/// disconnected: 14-byte frames at line rate would otherwise take a core.
+const CONTROL_BURST: u32 = 1000;
+const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long a connection closed for idleness or by a drain goes on reading
+/// (and dropping) what its client sends, so that closing does not reset
+/// the connection under replies the client has yet to read.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Calls with arguments up to this size are polled once where they are
 /// read; larger ones go straight to a task of their own, so that copying
@@ -58,7 +72,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     };
     match ended {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(reason) => tracing::info!(%peer, "closing connection: {reason}"),
+        Err(reason) => shared.log_closed(&peer, &reason),
     }
 }
 
@@ -66,6 +80,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 struct Calls<'a> {
     shared: &'a Shared,
     replies: mpsc::UnboundedSender<BytesMut>,
+    /// Bytes held for this connection's calls; the queue above is bounded
+    /// by the reader pausing while this is full.
+    backlog: Arc<Backlog>,
     /// Calls running on tasks of their own, until they end: they count
     /// against the limit, a cancel message stops one, and a request reusing
     /// the id of one is a protocol violation. Calls answered where they
@@ -73,8 +90,10 @@ struct Calls<'a> {
     running: Arc<Running>,
     /// One more than the highest request id read: what a drain announces.
     first_unread: AtomicU64,
-    /// When the last ping came, and how many in a row came too soon.
-    pings: std::sync::Mutex<(Option<Instant>, u32)>,
+    /// How often the client may ping.
+    pings: std::sync::Mutex<Rate>,
+    /// How often the client may send frames that carry no call.
+    control: std::sync::Mutex<Rate>,
     /// Cancelled when the connection ends: calls still running then are
     /// dropped, so a client cannot leave work behind by disconnecting.
     gone: CancellationToken,
@@ -88,6 +107,8 @@ enum Ended {
     ByClient,
     /// The server is shutting down.
     Draining,
+    /// No call was open and nothing arrived for the idle timeout.
+    Idle,
 }
 
 async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), String> {
@@ -96,13 +117,16 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     let writer = accepted.writer;
     let (replies, replies_rx) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
-    let writing = tokio::spawn(write_loop(writer, replies_rx, stopped));
+    let backlog = Arc::new(Backlog::new(shared.max_queued_reply_bytes));
+    let mut writing = tokio::spawn(write_loop(writer, replies_rx, stopped, backlog.clone()));
     let calls = Calls {
         shared,
         replies,
+        backlog,
         running: Arc::default(),
         first_unread: AtomicU64::new(0),
-        pings: std::sync::Mutex::new((None, 0)),
+        pings: std::sync::Mutex::new(Rate::new(shared.min_ping_interval, PING_BURST)),
+        control: std::sync::Mutex::new(Rate::new(CONTROL_EVERY, CONTROL_BURST)),
         gone: CancellationToken::new(),
         peer: Peer::new(peer, accepted.identity),
     };
@@ -113,13 +137,34 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     // per frame, where polling this one again is an atomic load.
     let draining = drain_started(&mut drain);
     tokio::pin!(draining);
+    // Checked once per idle timeout rather than reset per frame, which
+    // would cost a timer update on every frame of a busy connection.
+    let idle_check = tokio::time::sleep(shared.idle_timeout);
+    tokio::pin!(idle_check);
+    let mut frames_seen: u64 = 0;
+    let mut frames_at_check: u64 = 0;
 
     // Set while a frame has begun to arrive but not finished.
     let mut frame_deadline: Option<Instant> = None;
     let ended = loop {
+        if calls.backlog.held() >= shared.max_queued_reply_bytes {
+            // The client is not reading its replies as fast as it sends
+            // calls: stop reading until the writer catches up.
+            tokio::select! {
+                biased;
+                _ = &mut draining => break Ok(Ended::Draining),
+                written = &mut writing => break Err(writer_ended(written)),
+                () = calls.backlog.below_limit() => {}
+            }
+            // The pause was the server's doing, not the client's.
+            if frame_deadline.is_some() {
+                frame_deadline = Some(Instant::now() + shared.frame_timeout);
+            }
+        }
         let next = tokio::select! {
             biased;
             _ = &mut draining => break Ok(Ended::Draining),
+            written = &mut writing => break Err(writer_ended(written)),
             next = reader.next() => next,
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                 if frame_deadline.is_some() =>
@@ -129,7 +174,19 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
                     shared.frame_timeout
                 ));
             }
+            () = &mut idle_check => {
+                let quiet = frames_seen == frames_at_check
+                    && calls.running.count() == 0
+                    && calls.backlog.held() == 0;
+                if quiet {
+                    break Ok(Ended::Idle);
+                }
+                frames_at_check = frames_seen;
+                idle_check.as_mut().reset(Instant::now() + shared.idle_timeout);
+                continue;
+            }
         };
+        frames_seen += 1;
         match next {
             None => break Ok(Ended::ByClient),
             Some(Err(e)) => break Err(format!("bad frame: {e}")),
@@ -156,15 +213,19 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         // Say which requests were read, let those still running answer,
         // then read and drop whatever the client sent meanwhile until it
         // closes, so that closing does not reset the connection under
-        // replies it has yet to read. `serve` bounds all this by the grace
-        // period.
-        Ok(Ended::Draining) => {
+        // replies it has yet to read. `serve` bounds a drain by the grace
+        // period; an idle connection has nothing running.
+        Ok(ended @ (Ended::Draining | Ended::Idle)) => {
             let mut notice = BytesMut::new();
             envelope::encode_drain(&mut notice, calls.first_unread.load(Ordering::Relaxed));
             let _ = calls.replies.send(notice);
             drop(calls);
             let _ = writing.await;
-            while let Some(Ok(_)) = reader.next().await {}
+            let linger = async { while let Some(Ok(_)) = reader.next().await {} };
+            let _ = tokio::time::timeout(LINGER, linger).await;
+            if matches!(ended, Ended::Idle) {
+                tracing::debug!(%peer, "closed an idle connection");
+            }
             Ok(())
         }
         // A broken stream cannot be trusted further: close at once.
@@ -172,6 +233,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             drop(stop);
             Err(reason)
         }
+    }
+}
+
+/// Why the writer stopped while the reader still ran.
+fn writer_ended(written: Result<Result<(), String>, tokio::task::JoinError>) -> String {
+    match written {
+        Ok(Err(reason)) => reason,
+        Ok(Ok(())) => "the writer stopped".to_owned(),
+        Err(e) => format!("the writer failed: {e}"),
     }
 }
 
@@ -191,8 +261,7 @@ async fn drain_started(drain: &mut watch::Receiver<Option<Instant>>) -> Instant 
 
 impl Calls<'_> {
     fn reply(&self, reply: Reply) {
-        // Fails only if the connection already closed; nobody to tell.
-        let _ = self.replies.send(reply.into_frame());
+        send(&self.replies, &self.backlog, reply.into_frame());
     }
 
     /// Starts the call a frame carries, or says why the connection must
@@ -207,19 +276,23 @@ impl Calls<'_> {
                 metadata,
                 body,
             }) => (id, service, method, deadline, metadata, body),
-            Ok(Message::Cancel { id }) => {
-                self.cancel(id);
-                return Ok(());
-            }
+            Ok(Message::Cancel { id }) => return self.cancel(id),
             Ok(Message::Ping { token }) => return self.pong(token),
-            Ok(Message::Pong { .. }) => return Ok(()),
+            Ok(Message::Pong { .. }) => return self.control_frame("pongs"),
             Ok(Message::Response { .. } | Message::Drain { .. }) => {
                 return Err("the client sent a message only servers send".to_owned());
             }
             Err(e) => return Err(format!("protocol violation: {e}")),
         };
-        self.first_unread
-            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+        if id == u64::MAX {
+            // A drain announces one more than the highest id read, which
+            // this id would overflow.
+            return Err("request id 2^64-1 is reserved".to_owned());
+        }
+        if self.running.contains(id) {
+            return Err(format!("request id {id} is already in flight"));
+        }
+        self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
         let target = match self.admit(id, service, method, deadline, metadata) {
             Ok(target) => target,
             Err(refusal) => {
@@ -229,7 +302,8 @@ impl Calls<'_> {
         };
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
-        let inline = body.len() <= INLINE_BODY_LIMIT;
+        let body_len = body.len();
+        let inline = body_len <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         // Generated `call`s only build a future, but a hand-written one could panic.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
@@ -256,7 +330,7 @@ impl Calls<'_> {
         match polled {
             Ok(Poll::Ready(reply)) => self.reply(reply),
             Err(panic) => self.reply(panicked(id, panic)),
-            Ok(Poll::Pending) => self.spawn(id, future, deadline)?,
+            Ok(Poll::Pending) => self.spawn(id, future, deadline, body_len)?,
         }
         Ok(())
     }
@@ -322,11 +396,15 @@ impl Calls<'_> {
         id: u64,
         future: ResponseFuture,
         deadline: Option<Instant>,
+        body_len: usize,
     ) -> Result<(), String> {
         let cancelled = self.gone.child_token();
         let Some(running) = self.running.start(id, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
         };
+        // The call's arguments stay in memory until it ends.
+        self.backlog.add(body_len);
+        let backlog = self.backlog.clone();
         let replies = self.replies.clone();
         let gone = self.gone.clone();
         tokio::spawn(async move {
@@ -350,8 +428,9 @@ impl Calls<'_> {
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
             drop(running);
+            backlog.sub(body_len);
             if let Some(reply) = reply {
-                let _ = replies.send(reply.into_frame());
+                send(&replies, &backlog, reply.into_frame());
             }
         });
         Ok(())
@@ -359,10 +438,26 @@ impl Calls<'_> {
 
     /// Stops the call with `id` if it is still running; its task answers
     /// it with CANCELLED. A cancel for any other id is late (the answer is
-    /// on its way) or wrong, and harmless either way.
-    fn cancel(&self, id: u64) {
-        if !self.running.cancel(id) {
-            tracing::trace!(request_id = id, "cancel for a call not running; ignored");
+    /// on its way) or wrong, and harmless either way, within the rate of
+    /// frames that carry no call.
+    fn cancel(&self, id: u64) -> Result<(), String> {
+        if self.running.cancel(id) {
+            return Ok(());
+        }
+        tracing::trace!(request_id = id, "cancel for a call not running; ignored");
+        self.control_frame("cancels of calls not running")
+    }
+
+    /// Counts a frame that costs work but carries no call.
+    fn control_frame(&self, what: &str) -> Result<(), String> {
+        let allowed = lock(&self.control).allow();
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "the client sent more than {CONTROL_BURST} pings, pongs and {what} at once, \
+                 or more than one per {CONTROL_EVERY:?} after that"
+            ))
         }
     }
 }
@@ -371,26 +466,32 @@ impl Calls<'_> {
     /// Answers a ping, unless the client pings too often.
     fn pong(&self, token: u64) -> Result<(), String> {
         let min = self.shared.min_ping_interval;
-        let now = Instant::now();
-        {
-            let mut pings = self.pings.lock().unwrap_or_else(|e| e.into_inner());
-            let (last, strikes) = &mut *pings;
-            *strikes = match last {
-                Some(last) if now.duration_since(*last) < min => *strikes + 1,
-                _ => 0,
-            };
-            *last = Some(now);
-            if *strikes >= PING_STRIKES {
-                return Err(format!(
-                    "the client pinged more often than every {min:?}, {PING_STRIKES} times in a row"
-                ));
-            }
+        if !lock(&self.pings).allow() {
+            return Err(format!(
+                "the client pinged more than {PING_BURST} times at once, or more often \
+                 than every {min:?} after that"
+            ));
         }
         let mut pong = BytesMut::new();
         envelope::encode_ping(&mut pong, token, true);
-        let _ = self.replies.send(pong);
+        send(&self.replies, &self.backlog, pong);
         Ok(())
     }
+}
+
+/// Queues a frame for the writer, counting it against the backlog until
+/// it is written.
+fn send(replies: &mpsc::UnboundedSender<BytesMut>, backlog: &Backlog, frame: BytesMut) {
+    backlog.add(frame.len());
+    // Fails only if the connection already closed; nobody to tell.
+    if let Err(unsent) = replies.send(frame) {
+        backlog.sub(unsent.0.len());
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these, but a poisoned value is still sound.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Polls `future` once, catching a panic.
@@ -416,27 +517,29 @@ async fn write_loop(
     mut writer: FrameWriter,
     mut replies: mpsc::UnboundedReceiver<BytesMut>,
     mut stopped: oneshot::Receiver<()>,
-) {
+    backlog: Arc<Backlog>,
+) -> Result<(), String> {
     // Empty until used: an idle connection should cost next to nothing.
     let mut frames = Vec::new();
     loop {
         let taken = tokio::select! {
             biased;
-            _ = &mut stopped => return,
+            _ = &mut stopped => return Ok(()),
             taken = replies.recv_many(&mut frames, MAX_BATCH) => taken,
         };
         transport::gather_ready(&mut replies, &mut frames, MAX_BATCH).await;
         if taken == 0 {
             writer.shutdown().await;
-            return;
+            return Ok(());
         }
+        let bytes: usize = frames.iter().map(BytesMut::len).sum();
         tokio::select! {
             biased;
-            _ = &mut stopped => return,
+            _ = &mut stopped => return Ok(()),
             written = writer.write_batch(&mut frames) => if let Err(e) = written {
-                tracing::debug!("writing replies failed: {e}");
-                return;
+                return Err(format!("writing replies failed: {e}"));
             },
         }
+        backlog.sub(bytes);
     }
 }

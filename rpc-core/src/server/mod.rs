@@ -2,9 +2,11 @@
 //! one of its services, within limits that keep a stranger from exhausting
 //! it.
 
+mod backlog;
 mod bearer;
 mod connection;
 mod interceptor;
+mod rate;
 mod router;
 mod running;
 
@@ -25,9 +27,10 @@ use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
 use crate::service::Service;
 #[cfg(feature = "tls")]
 use crate::tls::ServerTlsConfig;
-use crate::transport::AcceptSettings;
+use crate::transport::{AcceptSettings, DEFAULT_WRITE_TIMEOUT};
 pub use bearer::BearerToken;
 pub use interceptor::{CallInfo, Interceptor, Peer, Rejection};
+use rate::Rate;
 use router::Router;
 
 /// Default time a new connection has to send its handshake.
@@ -45,6 +48,21 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bytes all connections together may hold in frames they have
 /// begun but not finished receiving.
 pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default bytes one connection may hold for its calls (arguments of calls
+/// running, replies not yet written) before it stops reading requests.
+pub const DEFAULT_MAX_QUEUED_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default time a connection with no call open may stay silent before the
+/// server closes it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Connection-level log lines (a connection refused or closed for cause)
+/// written per second at most, beyond a burst; the rest are counted and the
+/// count is reported with the next line written, so that a host churning
+/// connections cannot fill the disk.
+const LOG_LINES_PER_SECOND: u32 = 10;
+const LOG_BURST: u32 = 50;
 
 /// Default shortest time a client must leave between keepalive pings.
 pub const DEFAULT_MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -99,6 +117,54 @@ pub(crate) struct Shared {
     /// `Some(grace deadline)` once the server is shutting down.
     pub(crate) drain: watch::Receiver<Option<Instant>>,
     pub(crate) min_ping_interval: Duration,
+    pub(crate) max_queued_reply_bytes: usize,
+    pub(crate) idle_timeout: Duration,
+    log: ConnectionLog,
+}
+
+/// Rate-limited log lines about single connections.
+struct ConnectionLog {
+    rate: std::sync::Mutex<Rate>,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionLog {
+    fn new() -> Self {
+        ConnectionLog {
+            rate: std::sync::Mutex::new(Rate::new(
+                Duration::from_secs(1) / LOG_LINES_PER_SECOND,
+                LOG_BURST,
+            )),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be written now, and how many were held back
+    /// since the last one.
+    fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let allowed = self.rate.lock().unwrap_or_else(|e| e.into_inner()).allow();
+        if allowed {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Shared {
+    /// Logs at INFO why a connection was refused or closed, within the rate.
+    pub(crate) fn log_closed(&self, peer: &dyn std::fmt::Display, reason: &str) {
+        match self.log.allow() {
+            Some(0) => tracing::info!(%peer, "closing connection: {reason}"),
+            Some(held) => tracing::info!(
+                %peer,
+                "closing connection: {reason} ({held} similar lines held back)"
+            ),
+            None => tracing::debug!(%peer, "closing connection: {reason}"),
+        }
+    }
 }
 
 /// The settings a builder collects.
@@ -112,6 +178,9 @@ struct Limits {
     receive_budget: usize,
     shutdown_grace: Duration,
     min_ping_interval: Duration,
+    max_queued_reply_bytes: usize,
+    write_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -142,6 +211,9 @@ impl Server {
                 receive_budget: DEFAULT_RECEIVE_BUDGET,
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
+                max_queued_reply_bytes: DEFAULT_MAX_QUEUED_REPLY_BYTES,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
             },
         }
     }
@@ -216,10 +288,9 @@ impl Server {
                             drop(permit);
                         });
                     }
-                    Err(_) => tracing::warn!(
-                        %peer,
-                        "refusing connection: {} connections already open",
-                        self.max_connections
+                    Err(_) => self.shared.log_closed(
+                        &peer,
+                        &format!("{} connections already open", self.max_connections),
                     ),
                 },
                 Err(e) if is_connection_error(&e) => {
@@ -417,6 +488,40 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes one connection may hold for its calls before the server stops
+    /// reading its requests (default [`DEFAULT_MAX_QUEUED_REPLY_BYTES`],
+    /// 4 MiB): the replies waiting to be written and the arguments of the
+    /// calls still running. A client that sends calls but does not read
+    /// the replies is then held back by TCP flow control instead of growing
+    /// the server's memory; it resumes as soon as it reads. At least one
+    /// frame is always let through, so a single reply larger than the limit
+    /// still goes out.
+    pub fn max_queued_reply_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_queued_reply_bytes = bytes.max(1);
+        self
+    }
+
+    /// Time a write may wait for the client to take bytes (default
+    /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT), 30 s). A
+    /// client that stops reading for longer is disconnected and its
+    /// running calls are dropped. The timer runs only while a write waits,
+    /// so a large reply sent to a slow but steady reader never trips it.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.write_timeout = duration::capped(timeout);
+        self
+    }
+
+    /// Time a connection with no call open may stay silent (default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 2 min). Such a connection is closed with a
+    /// drain notice, so a call its client sends at that moment fails with
+    /// [`RpcError::NotProcessed`] and is safe to send again; the close
+    /// comes between one and two timeouts after the last frame. Anything
+    /// the client sends (a keepalive ping included) counts as activity.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.idle_timeout = duration::capped(timeout).max(Duration::from_millis(1));
+        self
+    }
+
     /// Binds the listener. Port 0 picks a free port; see
     /// [`Server::local_addr`].
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
@@ -437,6 +542,7 @@ impl ServerBuilder {
                 max_frame_length: limits.max_frame_length,
                 handshake_timeout: limits.handshake_timeout,
                 call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
+                write_timeout: limits.write_timeout,
                 budget: Arc::new(ReceiveBudget::new(limits.receive_budget)),
                 #[cfg(feature = "tls")]
                 tls,
@@ -445,6 +551,9 @@ impl ServerBuilder {
             frame_timeout: limits.frame_timeout,
             drain: drain_rx,
             min_ping_interval: limits.min_ping_interval,
+            max_queued_reply_bytes: limits.max_queued_reply_bytes,
+            idle_timeout: limits.idle_timeout,
+            log: ConnectionLog::new(),
         };
         Ok(Server {
             listener,

@@ -38,6 +38,11 @@ impl Running {
         })
     }
 
+    /// Whether a call with this id is running.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.count() > 0 && self.lock().contains_key(&id)
+    }
+
     /// Stops the call `id`; `false` if no such call is running.
     pub(crate) fn cancel(&self, id: u64) -> bool {
         match self.lock().get(&id) {
@@ -81,6 +86,7 @@ mod tests {
         let stop = CancellationToken::new();
         let second = running.start(2, stop.clone()).unwrap();
         assert_eq!(running.count(), 2);
+        assert!(running.contains(1) && !running.contains(3));
         assert!(running.cancel(2));
         assert!(stop.is_cancelled());
         assert!(!running.cancel(3));

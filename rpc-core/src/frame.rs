@@ -83,6 +83,7 @@ impl FrameDecoder {
         let Some(budget) = &self.budget else {
             return Ok(());
         };
+        let held = held.saturating_sub(budget.allowance);
         if held == self.charged {
             return Ok(());
         }
@@ -150,13 +151,22 @@ impl Drop for FrameDecoder {
 #[derive(Debug)]
 pub(crate) struct ReceiveBudget {
     limit: usize,
+    /// Bytes of a partial frame each connection holds without charge, so
+    /// that connections holding the budget cannot starve small frames that
+    /// happen to arrive in two reads.
+    allowance: usize,
     used: AtomicUsize,
 }
 
 impl ReceiveBudget {
     pub(crate) fn new(limit: usize) -> Self {
+        Self::with_allowance(limit, 0)
+    }
+
+    pub(crate) fn with_allowance(limit: usize, allowance: usize) -> Self {
         ReceiveBudget {
             limit,
+            allowance,
             used: AtomicUsize::new(0),
         }
     }
@@ -348,6 +358,23 @@ mod tests {
         assert!(decoder.decode(&mut src).is_err());
         drop(decoder);
         assert_eq!(budget.used(), 0, "a closed connection gives its bytes back");
+    }
+
+    #[test]
+    fn partial_frames_within_the_allowance_are_free() {
+        let budget = Arc::new(ReceiveBudget::with_allowance(0, 100));
+        let mut decoder = FrameDecoder::new(1000, Some(budget.clone()));
+        let mut src = BytesMut::from(&framed(&[1; 500])[..100]);
+        assert!(matches!(
+            decoder.decode(&mut src),
+            Ok(Some(Incoming::Started))
+        ));
+        assert_eq!(budget.used(), 0);
+        src.extend_from_slice(&[1]);
+        assert!(
+            decoder.decode(&mut src).is_err(),
+            "one byte over, nothing left"
+        );
     }
 
     #[test]

@@ -209,3 +209,36 @@ async fn the_last_id_is_reserved() {
         .unwrap();
     assert!(read_until_closed(&mut stream).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_spent_receive_budget_does_not_fail_small_calls_split_across_reads() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .receive_budget(64 * 1024)
+            .add_service(ControlServer::from_arc(control)),
+    )
+    .await;
+    // The attack from issue 8, scaled down: a partial frame holding all
+    // of the budget (renewed forever in the real attack; here it just
+    // stays).
+    let mut hog = raw_connect(addr).await;
+    let mut partial = (1u32 << 20).to_le_bytes().to_vec();
+    partial.resize(64 * 1024 - 8, 0);
+    hog.write_all(&partial).await.unwrap();
+    let mut honest = raw_connect(addr).await;
+    // Before: the hog's bytes reached the server and every honest frame
+    // that arrived in two reads failed its connection. The pauses give the
+    // server time to read each half on its own.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 0..10u8 {
+        let frame = request_frame(u64::from(n), "Control", "bytes", &[0xFB, 0, 8]);
+        let (first, second) = frame.split_at(frame.len() / 2);
+        honest.write_all(first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        honest.write_all(second).await.unwrap();
+        let reply = read_frame(&mut honest).await;
+        assert_eq!(reply[10], 0, "call {n} answered");
+    }
+    drop(hog);
+}

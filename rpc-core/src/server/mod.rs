@@ -71,6 +71,12 @@ pub const DEFAULT_MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
 /// calls they had read.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Bytes of a partial frame each connection holds outside the receive
+/// budget: a few calls that arrive in two reads never depend on the budget,
+/// so connections that keep it spent cannot make small calls fail. 1,024
+/// connections hold 16 MiB this way at most.
+const FREE_PARTIAL_FRAME: usize = 16 * 1024;
+
 /// Time, after the grace deadline, for connections to notice it and close.
 const CLOSE_MARGIN: Duration = Duration::from_millis(50);
 
@@ -459,7 +465,9 @@ impl ServerBuilder {
     /// Bytes that all connections together may hold in frames they have
     /// begun but not finished receiving (default [`DEFAULT_RECEIVE_BUDGET`],
     /// 64 MiB). A connection whose partial frame would exceed what is left
-    /// is closed. Receive buffers grow with the bytes that arrive, never
+    /// is closed. The first 16 KiB of each connection's partial frame are
+    /// not charged, so connections that keep the budget spent cannot make
+    /// other clients' small calls fail. Receive buffers grow with the bytes that arrive, never
     /// with the length a frame claims, so this bounds the memory that slow
     /// or lying senders can pin, however many connect.
     ///
@@ -543,7 +551,10 @@ impl ServerBuilder {
                 handshake_timeout: limits.handshake_timeout,
                 call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
                 write_timeout: limits.write_timeout,
-                budget: Arc::new(ReceiveBudget::new(limits.receive_budget)),
+                budget: Arc::new(ReceiveBudget::with_allowance(
+                    limits.receive_budget,
+                    FREE_PARTIAL_FRAME,
+                )),
                 #[cfg(feature = "tls")]
                 tls,
             },

@@ -150,6 +150,22 @@ pub enum RpcError {
         timeout: std::time::Duration,
     },
 
+    /// The server stopped the call because it was told the caller gave up
+    /// (status 10, CANCELLED). An rpc-core caller never sees this for its
+    /// own call, since it gives up by dropping the call's future; a client
+    /// of another make may.
+    #[error("the call was cancelled: {message}")]
+    Cancelled {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// A call with a deadline was made outside a tokio runtime (under
+    /// `futures::executor::block_on`, say), where no timer can run. Make
+    /// calls from within a tokio runtime, or enter one first.
+    #[error("a call with a deadline needs a tokio runtime to time it; none is running here")]
+    NoRuntime,
+
     /// The server failed to answer for a reason of its own, such as a reply
     /// that could not be encoded or exceeded the server's frame limit.
     #[error("internal server error: {message}")]
@@ -157,6 +173,24 @@ pub enum RpcError {
         /// The server's explanation.
         message: String,
     },
+}
+
+impl RpcError {
+    /// Whether the call definitely did not run, so that sending it again
+    /// (on this channel or elsewhere) cannot run it twice: it was refused
+    /// before it was sent or read ([`RpcError::NotProcessed`]), or no
+    /// connection could be made ([`RpcError::Connect`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RpcError::NotProcessed { .. } | RpcError::Connect { .. }
+        )
+    }
+
+    /// Whether the call ran out of time, whichever side noticed first.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RpcError::DeadlineExceeded { .. })
+    }
 }
 
 /// Why the codec could not encode or decode a value.

@@ -159,6 +159,7 @@ pub(crate) struct ReceiveBudget {
 }
 
 impl ReceiveBudget {
+    #[cfg(test)]
     pub(crate) fn new(limit: usize) -> Self {
         Self::with_allowance(limit, 0)
     }

@@ -79,7 +79,17 @@ pub(crate) async fn connect(
 ) -> Result<Connected, RpcError> {
     let mut last = None;
     for candidate in addrs {
-        match TcpStream::connect(candidate).await {
+        // A host that drops SYNs would otherwise hold the caller for the
+        // kernel's retry time (minutes); the handshake timeout bounds it.
+        let connecting =
+            tokio::time::timeout(settings.handshake_timeout, TcpStream::connect(candidate));
+        let connected = connecting.await.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TCP connection within {:?}", settings.handshake_timeout),
+            ))
+        });
+        match connected {
             Ok(stream) => {
                 keep_alive(&stream);
                 return client_handshake(stream, settings).await;

@@ -79,3 +79,32 @@ async fn deadlines_from_the_wire_are_checked_and_capped() {
     let (id, status, body) = read_response(&mut stream).await;
     assert_eq!((id, status, body), (2, 0, vec![2]));
 }
+
+#[tokio::test]
+async fn a_deadline_covers_the_wait_for_a_full_call_limit() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .max_concurrent_calls(1)
+            .add_service(ControlServer::from_arc(control.clone())),
+    )
+    .await;
+    let client = ControlClient::new(Channel::connect(addr).await.unwrap());
+    let holder = tokio::spawn({
+        let client = client.clone();
+        async move { client.gated(1).await }
+    });
+    assert_eq!(started.recv().await, Some(1));
+    // Before: the timer started only once the call was sent, so this
+    // waited behind `gated` for as long as it ran (here: until the safety
+    // net).
+    let timed = rpc_core::RpcClient::with_timeout(&client, Duration::from_millis(50));
+    let result = tokio::time::timeout(Duration::from_secs(5), timed.fast(2))
+        .await
+        .expect("the deadline should end the wait for a permit");
+    assert!(matches!(result, Err(ref e) if e.is_timeout()), "{result:?}");
+    control.open();
+    assert_eq!(holder.await.unwrap().unwrap(), 1);
+    // The permit of the timed-out call was never taken: calls go on.
+    assert_eq!(client.fast(3).await.unwrap(), 3);
+}

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::CallOptions;
 use super::dispatch::{self, Answer, Closed, Keepalive, Outgoing, Response};
@@ -65,7 +66,8 @@ impl Connection {
         self.closed.reason()
     }
 
-    /// Sends one call and waits for its answer. Dropping the future before
+    /// Sends one call and waits for its answer, by `deadline` if the call
+    /// has one (the wait for a permit included). Dropping the future before
     /// the answer sends the server a cancel for the call.
     pub(crate) async fn call<A, R>(
         &self,
@@ -73,6 +75,7 @@ impl Connection {
         method: &str,
         args: A,
         options: &CallOptions,
+        deadline: Option<Instant>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -80,10 +83,20 @@ impl Connection {
     {
         if let Some(permits) = &self.permits {
             // Given back by the reader when the reply arrives.
-            permits.acquire().await.map_err(|_| self.not_processed())?;
+            let acquired = match (deadline, options.timeout) {
+                (Some(deadline), Some(timeout)) => {
+                    tokio::time::timeout_at(deadline, permits.acquire())
+                        .await
+                        .map_err(|_| RpcError::DeadlineExceeded { timeout })?
+                }
+                _ => permits.acquire().await,
+            };
+            acquired.map_err(|_| self.not_processed())?;
         }
+        // The server is given what is left of the call's time.
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
         let receiver = self
-            .send(service, method, &args, options)
+            .send(service, method, &args, left, options)
             .inspect_err(|_| {
                 if let Some(permits) = &self.permits {
                     permits.release();
@@ -91,18 +104,20 @@ impl Connection {
             })?;
         drop(args);
         let mut abandon = CancelOnDrop(Some(&self.outgoing));
-        let answer = match options.timeout {
-            None => receiver.await,
+        let answer = match (deadline, options.timeout) {
+            (Some(deadline), Some(timeout)) => {
+                match tokio::time::timeout_at(deadline, receiver).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        // The server stops the call at the same deadline itself.
+                        abandon.0 = None;
+                        return Err(RpcError::DeadlineExceeded { timeout });
+                    }
+                }
+            }
             // On time-out the reader still takes the server's (late) answer,
             // and only then gives the call's permit back.
-            Some(timeout) => match tokio::time::timeout(timeout, receiver).await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    // The server stops the call at the same deadline itself.
-                    abandon.0 = None;
-                    return Err(RpcError::DeadlineExceeded { timeout });
-                }
-            },
+            _ => receiver.await,
         };
         abandon.0 = None;
         match answer {
@@ -119,6 +134,7 @@ impl Connection {
         service: &str,
         method: &str,
         args: &(impl Serialize + ?Sized),
+        left: Option<Duration>,
         options: &CallOptions,
     ) -> Result<oneshot::Receiver<Answer>, RpcError> {
         if self.closed.is_closed() {
@@ -129,7 +145,7 @@ impl Connection {
             &mut frame,
             service,
             method,
-            options.timeout,
+            left,
             options.metadata(),
             args,
             self.max_frame_length,
@@ -200,6 +216,7 @@ fn response_into_result<R: DeserializeOwned>(
         },
         Status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
         Status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
+        Status::CANCELLED => RpcError::Cancelled { message: message() },
         Status(other) => RpcError::Internal {
             message: format!("unknown status {other}: {}", message()),
         },

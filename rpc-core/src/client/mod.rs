@@ -200,11 +200,29 @@ impl Channel {
         A: Serialize,
         R: DeserializeOwned,
     {
+        // The deadline runs from here: the wait for a reconnect and for a
+        // permit count against it, not only the wait for the reply.
+        let deadline = match self.options.timeout {
+            None => None,
+            Some(_) if tokio::runtime::Handle::try_current().is_err() => {
+                return Err(RpcError::NoRuntime);
+            }
+            Some(timeout) => Some(Instant::now() + timeout),
+        };
         let mut connection = self.inner.current.load_full();
         if connection.is_closed() && self.inner.settings.reconnect {
-            connection = self.reconnect(connection).await?;
+            connection = match (deadline, self.options.timeout) {
+                (Some(deadline), Some(timeout)) => {
+                    tokio::time::timeout_at(deadline, self.reconnect(connection))
+                        .await
+                        .map_err(|_| RpcError::DeadlineExceeded { timeout })??
+                }
+                _ => self.reconnect(connection).await?,
+            };
         }
-        connection.call(service, method, args, &self.options).await
+        connection
+            .call(service, method, args, &self.options, deadline)
+            .await
     }
 
     /// Replaces the dead connection `dead`, unless another caller already
@@ -271,9 +289,9 @@ impl ChannelBuilder {
         self
     }
 
-    /// Time allowed for the server's handshake once TCP is connected
-    /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s), the TLS handshake
-    /// included.
+    /// Time allowed for the TCP connection to each address, and then for
+    /// the server's handshake (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s
+    /// each), the TLS handshake included.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = duration::capped(timeout);
         self

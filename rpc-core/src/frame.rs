@@ -16,12 +16,6 @@ use tokio_util::codec::Decoder;
 /// Default largest frame payload, in bytes, that either side sends or accepts.
 pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
 
-/// A read buffer that held a frame at least this large is replaced by a
-/// fresh one once the frame is split off: the frame's allocation would
-/// otherwise stay with the buffer, and an idle connection would keep the
-/// memory of the largest call it ever sent.
-const SHRINK_AFTER: usize = 64 * 1024;
-
 /// Bytes of the length prefix in front of every frame.
 pub(crate) const PREFIX_LEN: usize = 4;
 
@@ -129,12 +123,7 @@ impl Decoder for FrameDecoder {
         self.charge(0)?;
         self.started = false;
         src.advance(PREFIX_LEN);
-        let frame = src.split_to(len);
-        if len >= SHRINK_AFTER {
-            // What follows the frame is at most one read's worth.
-            *src = BytesMut::from(&src[..]);
-        }
-        Ok(Some(Incoming::Frame(frame)))
+        Ok(Some(Incoming::Frame(src.split_to(len))))
     }
 }
 
@@ -303,20 +292,6 @@ mod tests {
         buf.put_slice(payload);
         finish(&mut buf, start);
         buf
-    }
-
-    #[test]
-    fn the_buffer_lets_go_of_a_large_frame() {
-        let mut decoder = FrameDecoder::new(1 << 20, None);
-        let mut src = framed(&vec![7u8; 512 * 1024]);
-        src.extend_from_slice(&framed(b"next")[..6]);
-        let Ok(Some(Incoming::Frame(frame))) = decoder.decode(&mut src) else {
-            panic!("a frame");
-        };
-        assert_eq!(frame.len(), 512 * 1024);
-        // Before: the buffer kept the frame's allocation behind the split.
-        assert!(src.capacity() < 1024, "capacity {}", src.capacity());
-        assert_eq!(&src[..], &framed(b"next")[..6]);
     }
 
     #[tokio::test]

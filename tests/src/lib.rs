@@ -260,6 +260,10 @@ pub trait Control {
     async fn panic_later(&self, message: String) -> u32;
     /// Returns `len` bytes.
     async fn bytes(&self, len: usize) -> Vec<u8>;
+    /// Reports that it started, then blocks its thread (no `.await`) until
+    /// the test calls [`ControlImpl::unblock`]: a handler doing
+    /// synchronous work.
+    async fn block(&self, n: u32) -> u32;
 }
 
 /// The implementation of [`Control`], shared with the test through an `Arc`.
@@ -269,6 +273,8 @@ pub struct ControlImpl {
     abandoned: mpsc::UnboundedSender<u32>,
     /// How many calls of `gated` have finished.
     pub finished: AtomicUsize,
+    blocked: std::sync::Mutex<bool>,
+    unblocked: std::sync::Condvar,
 }
 
 impl ControlImpl {
@@ -292,8 +298,16 @@ impl ControlImpl {
             started,
             abandoned,
             finished: AtomicUsize::new(0),
+            blocked: std::sync::Mutex::new(true),
+            unblocked: std::sync::Condvar::new(),
         };
         (Arc::new(service), started_rx, abandoned_rx)
+    }
+
+    /// Lets every blocked and future `block` call finish.
+    pub fn unblock(&self) {
+        *self.blocked.lock().unwrap() = false;
+        self.unblocked.notify_all();
     }
 
     /// Lets every waiting and future `gated` call finish.
@@ -328,6 +342,15 @@ impl Control for ControlImpl {
 
     async fn bytes(&self, len: usize) -> Vec<u8> {
         vec![7; len]
+    }
+
+    async fn block(&self, n: u32) -> u32 {
+        let _ = self.started.send(n);
+        let mut blocked = self.blocked.lock().unwrap();
+        while *blocked {
+            blocked = self.unblocked.wait(blocked).unwrap();
+        }
+        n
     }
 }
 

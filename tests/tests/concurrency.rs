@@ -77,3 +77,29 @@ async fn replies_arrive_out_of_order() {
         assert_eq!(call.await.unwrap().unwrap(), n as u32);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+#[ignore = "issue 8, item 3, open: a handler's first poll still runs on the reading task \
+            (spawning every call fixes it but cost W2 0.87 -> 0.63 and W3 0.91 -> 0.50 of raw)"]
+async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    let client = ControlClient::new(rpc_core::Channel::connect(addr).await.unwrap());
+    let blocking = tokio::spawn({
+        let client = client.clone();
+        async move { client.block(1).await }
+    });
+    assert_eq!(started.recv().await, Some(1));
+    // `block` holds its thread until released. Before, its first poll ran
+    // on the connection's reading task, so nothing more was read from the
+    // connection until it returned: this call waited for ever.
+    let quick = tokio::time::timeout(std::time::Duration::from_secs(10), client.fast(2)).await;
+    control.unblock();
+    assert_eq!(
+        quick
+            .expect("a quick call beside a blocked handler")
+            .unwrap(),
+        2
+    );
+    assert_eq!(blocking.await.unwrap().unwrap(), 1);
+}

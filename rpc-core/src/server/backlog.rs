@@ -1,6 +1,5 @@
-//! The bytes one connection holds for its calls: arguments of calls still
-//! running and replies not yet written. Above the limit the connection
-//! stops reading requests, so a client that sends but never reads is held
+//! The bytes of replies one connection has queued but not yet written.
+//! Above the limit the connection stops reading requests, so a client that sends but never reads is held
 //! back by TCP instead of growing the server's memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -46,6 +46,14 @@ const PING_BURST: u32 = 3;
 const CONTROL_BURST: u32 = 1000;
 const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// A read buffer that held a frame at least this large is replaced once
+/// the connection has received no such frame for [`BUFFER_KEPT`]. While
+/// large frames keep coming the buffer is reused in place, which is what
+/// makes bulk calls fast; an idle connection must not keep the memory of
+/// the largest call it ever sent.
+const LARGE_FRAME: usize = 64 * 1024;
+const BUFFER_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a connection closed for idleness or by a drain goes on reading
 /// (and dropping) what its client sends, so that closing does not reset
 /// the connection under replies the client has yet to read.
@@ -80,8 +88,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
 struct Calls<'a> {
     shared: &'a Shared,
     replies: mpsc::UnboundedSender<BytesMut>,
-    /// Bytes held for this connection's calls; the queue above is bounded
-    /// by the reader pausing while this is full.
+    /// Bytes of replies queued and not yet written; the queue above is
+    /// bounded by the reader pausing while this is full.
     backlog: Arc<Backlog>,
     /// Calls running on tasks of their own, until they end: they count
     /// against the limit, a cancel message stops one, and a request reusing
@@ -146,6 +154,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
 
     // Set while a frame has begun to arrive but not finished.
     let mut frame_deadline: Option<Instant> = None;
+    // Set after a large frame: when to let go of the buffer it grew.
+    let mut release_buffer: Option<Instant> = None;
     let ended = loop {
         if calls.backlog.held() >= shared.max_queued_reply_bytes {
             // The client is not reading its replies as fast as it sends
@@ -174,6 +184,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
                     shared.frame_timeout
                 ));
             }
+            _ = tokio::time::sleep_until(release_buffer.unwrap_or_else(Instant::now)),
+                if release_buffer.is_some() =>
+            {
+                release_buffer = None;
+                let buffer = reader.read_buffer_mut();
+                // What is left is at most a frame being received.
+                *buffer = BytesMut::from(&buffer[..]);
+                continue;
+            }
             () = &mut idle_check => {
                 let quiet = frames_seen == frames_at_check
                     && calls.running.count() == 0
@@ -195,6 +214,9 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             }
             Some(Ok(Incoming::Frame(payload))) => {
                 frame_deadline = None;
+                if payload.len() >= LARGE_FRAME {
+                    release_buffer = Some(Instant::now() + BUFFER_KEPT);
+                }
                 if let Err(reason) = calls.dispatch(payload.freeze()).await {
                     break Err(reason);
                 }
@@ -330,7 +352,7 @@ impl Calls<'_> {
         match polled {
             Ok(Poll::Ready(reply)) => self.reply(reply),
             Err(panic) => self.reply(panicked(id, panic)),
-            Ok(Poll::Pending) => self.spawn(id, future, deadline, body_len)?,
+            Ok(Poll::Pending) => self.spawn(id, future, deadline)?,
         }
         Ok(())
     }
@@ -396,14 +418,11 @@ impl Calls<'_> {
         id: u64,
         future: ResponseFuture,
         deadline: Option<Instant>,
-        body_len: usize,
     ) -> Result<(), String> {
         let cancelled = self.gone.child_token();
         let Some(running) = self.running.start(id, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
         };
-        // The call's arguments stay in memory until it ends.
-        self.backlog.add(body_len);
         let backlog = self.backlog.clone();
         let replies = self.replies.clone();
         let gone = self.gone.clone();
@@ -428,7 +447,6 @@ impl Calls<'_> {
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
             drop(running);
-            backlog.sub(body_len);
             if let Some(reply) = reply {
                 send(&replies, &backlog, reply.into_frame());
             }

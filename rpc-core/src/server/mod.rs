@@ -49,8 +49,8 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// begun but not finished receiving.
 pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
 
-/// Default bytes one connection may hold for its calls (arguments of calls
-/// running, replies not yet written) before it stops reading requests.
+/// Default bytes of replies one connection may have waiting to be written
+/// before the server stops reading its requests.
 pub const DEFAULT_MAX_QUEUED_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Default time a connection with no call open may stay silent before the
@@ -496,14 +496,16 @@ impl ServerBuilder {
         self
     }
 
-    /// Bytes one connection may hold for its calls before the server stops
-    /// reading its requests (default [`DEFAULT_MAX_QUEUED_REPLY_BYTES`],
-    /// 4 MiB): the replies waiting to be written and the arguments of the
-    /// calls still running. A client that sends calls but does not read
+    /// Bytes of replies one connection may have waiting to be written
+    /// before the server stops reading its requests (default
+    /// [`DEFAULT_MAX_QUEUED_REPLY_BYTES`], 4 MiB). A client that sends calls but does not read
     /// the replies is then held back by TCP flow control instead of growing
     /// the server's memory; it resumes as soon as it reads. At least one
     /// frame is always let through, so a single reply larger than the limit
-    /// still goes out.
+    /// still goes out. Calls already running when the limit is reached
+    /// still answer (at most
+    /// [`max_concurrent_calls`](ServerBuilder::max_concurrent_calls) of
+    /// them), so a connection's replies can pass the limit by their size.
     pub fn max_queued_reply_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_queued_reply_bytes = bytes.max(1);
         self

@@ -61,6 +61,23 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
+/// Waits until `condition` holds, checking after each yield; fails the
+/// test with `what` if it does not within 10 s (a safety net, not a
+/// synchronisation: the condition is the event waited for).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let waiting = async {
+        while !condition() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .is_err()
+    {
+        panic!("waited 10 s for {what}");
+    }
+}
+
 /// A request frame, prefix included, as docs/PROTOCOL.md describes it.
 pub fn request_frame(id: u64, service: &str, method: &str, body: &[u8]) -> Vec<u8> {
     request_frame_with_deadline(id, service, method, None, body)

@@ -102,3 +102,29 @@ async fn a_client_with_keepalive_works_normally() {
     }
     assert!(!channel.is_closed());
 }
+
+#[tokio::test]
+async fn keepalive_pings_really_go_out() {
+    // The other keepalive tests would pass if the client never pinged. A
+    // client pinging every 50 ms or so (interval 1 ms, then the pong is
+    // awaited for up to 50 ms) outruns a server that allows a burst of
+    // three and then one a second, and the server closes it.
+    let addr = serve(Server::builder().min_ping_interval(Duration::from_secs(1))).await;
+    let channel = Channel::builder()
+        .keepalive(Duration::from_millis(1), Duration::from_millis(50))
+        .reconnect(false)
+        .connect(addr)
+        .await
+        .unwrap();
+    rpc_tests::eventually("the server to close a pinging client", || {
+        channel.is_closed()
+    })
+    .await;
+    let client = ControlClient::new(channel);
+    match client.fast(1).await {
+        Err(RpcError::NotProcessed { reason }) => {
+            assert!(reason.contains("server closed"), "{reason}")
+        }
+        other => panic!("expected NotProcessed, got {other:?}"),
+    }
+}

@@ -13,8 +13,22 @@ async fn client() -> ShapesClient {
 #[tokio::test]
 async fn unit_and_zero_arguments() {
     let client = client().await;
-    let unit: () = client.ping().await.unwrap();
-    assert_eq!(unit, ());
+    client
+        .ping()
+        .await
+        .expect("a call of no arguments returning ()");
+}
+
+#[tokio::test]
+async fn unit_is_an_empty_body_on_the_wire() {
+    let addr = serve(Server::builder().add_service(ShapesServer::new(ShapesImpl))).await;
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    // No arguments: the empty tuple encodes to nothing.
+    let request = rpc_tests::request_frame(3, "Shapes", "ping", &[]);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &request)
+        .await
+        .unwrap();
+    assert_eq!(rpc_tests::read_response(&mut stream).await, (3, 0, vec![]));
 }
 
 #[tokio::test]

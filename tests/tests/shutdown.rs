@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rpc_core::{Channel, RpcError, Server, ServerBuilder};
 use rpc_tests::{
-    ControlClient, ControlImpl, ControlServer, raw_connect, read_frame, read_until_closed,
-    request_frame,
+    ControlClient, ControlImpl, ControlServer, eventually, raw_connect, read_frame,
+    read_until_closed, request_frame,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -55,13 +55,18 @@ async fn calls_in_flight_finish_across_a_shutdown_and_new_connections_are_refuse
     stop.send(()).unwrap();
     // The listener is closed once the drain has begun; wait for that rather
     // than guess how long it takes.
-    loop {
-        match Channel::connect(addr).await {
-            Err(RpcError::Connect { .. }) => break,
-            Ok(_) => tokio::task::yield_now().await,
-            Err(other) => panic!("unexpected {other:?}"),
+    let refused = async {
+        loop {
+            match Channel::connect(addr).await {
+                Err(RpcError::Connect { .. }) => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("the listener closes once the drain begins");
     control.open();
     for call in calls {
         call.await
@@ -124,9 +129,10 @@ async fn after_the_drain_new_calls_are_not_processed_or_reconnect() {
     started.recv().await.unwrap();
     stop.send(()).unwrap();
     // Wait for the drain notice to arrive, rather than guess how long it takes.
-    while !fixed.is_closed() || !reconnecting.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    eventually("both channels to see the drain", || {
+        fixed.is_closed() && reconnecting.is_closed()
+    })
+    .await;
     match client.fast(2).await {
         Err(RpcError::NotProcessed { reason }) => {
             assert!(reason.contains("shutting down"), "{reason}")

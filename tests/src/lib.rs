@@ -127,7 +127,7 @@ pub fn request_frame_with_extensions(
 }
 
 /// Reads one frame and returns its payload, prefix stripped.
-pub async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+pub async fn read_frame(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     let len = stream.read_u32_le().await.expect("frame length") as usize;
     let mut payload = vec![0u8; len];
     stream
@@ -138,7 +138,7 @@ pub async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 /// Reads one response frame: its request id, status and body.
-pub async fn read_response(stream: &mut TcpStream) -> (u64, u8, Vec<u8>) {
+pub async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u64, u8, Vec<u8>) {
     let payload = read_frame(stream).await;
     assert_eq!(payload[0], 0x02, "a response");
     let id = u64::from_le_bytes(payload[2..10].try_into().expect("8 bytes"));

@@ -131,7 +131,7 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
     // Once the client reads, everything arrives: nothing was dropped.
     let mut ids = Vec::new();
     for _ in 0..CALLS {
-        let (id, status, body) = read_response_from(&mut read).await;
+        let (id, status, body) = read_response(&mut read).await;
         assert_eq!((status, body.len()), (0, MIB + 5));
         ids.push(id);
     }
@@ -170,13 +170,4 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
         "an idle connection kept {} KiB after one large call",
         kept / 1024
     );
-}
-
-async fn read_response_from(read: &mut tokio::net::tcp::OwnedReadHalf) -> (u64, u8, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let len = read.read_u32_le().await.unwrap() as usize;
-    let mut payload = vec![0u8; len];
-    read.read_exact(&mut payload).await.unwrap();
-    let id = u64::from_le_bytes(payload[2..10].try_into().unwrap());
-    (id, payload[10], payload[11..].to_vec())
 }

@@ -43,8 +43,10 @@ const PING_BURST: u32 = 3;
 /// cancels of calls not running) a client may send at once, and how often
 /// one more is allowed after that. A client that sends more is
 /// disconnected: 14-byte frames at line rate would otherwise take a core.
-const CONTROL_BURST: u32 = 1000;
-const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Generous, because late cancels are normal: a client that gives up many
+/// calls just as they are answered sends one for each.
+const CONTROL_BURST: u32 = 10_000;
+const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// A read buffer that held a frame at least this large is replaced once
 /// the connection has received no such frame for [`BUFFER_KEPT`]. While

@@ -475,8 +475,8 @@ impl Calls<'_> {
             Ok(())
         } else {
             Err(format!(
-                "the client sent more than {CONTROL_BURST} pings, pongs and {what} at once, \
-                 or more than one per {CONTROL_EVERY:?} after that"
+                "the client sent too many {what} (frames that carry no call): more than \
+                 {CONTROL_BURST} at once, or more than one per {CONTROL_EVERY:?} after that"
             ))
         }
     }

@@ -167,11 +167,17 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
                 _ = &mut draining => break Ok(Ended::Draining),
                 written = &mut writing => break Err(writer_ended(written)),
                 () = calls.backlog.below_limit() => {}
+                _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
+                    if frame_deadline.is_some() =>
+                {
+                    break Err(frame_late(shared.frame_timeout));
+                }
             }
-            // The pause was the server's doing, not the client's.
-            if frame_deadline.is_some() {
-                frame_deadline = Some(Instant::now() + shared.frame_timeout);
-            }
+            // A partial frame's deadline keeps running through the pause:
+            // the pause lasts only while the client does not read, and
+            // renewing the deadline here would let a client hold a partial
+            // frame (and the receive budget) for ever by reading a little
+            // now and then.
         }
         let next = tokio::select! {
             biased;
@@ -181,10 +187,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                 if frame_deadline.is_some() =>
             {
-                break Err(format!(
-                    "a frame was not finished within {:?}",
-                    shared.frame_timeout
-                ));
+                break Err(frame_late(shared.frame_timeout));
             }
             _ = tokio::time::sleep_until(release_buffer.unwrap_or_else(Instant::now)),
                 if release_buffer.is_some() =>
@@ -258,6 +261,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             Err(reason)
         }
     }
+}
+
+fn frame_late(timeout: std::time::Duration) -> String {
+    format!("a frame was not finished within {timeout:?}")
 }
 
 /// Why the writer stopped while the reader still ran.

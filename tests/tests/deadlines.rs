@@ -108,3 +108,52 @@ async fn a_deadline_covers_the_wait_for_a_full_call_limit() {
     // The permit of the timed-out call was never taken: calls go on.
     assert_eq!(client.fast(3).await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn a_deadline_that_cuts_a_reconnect_still_backs_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    // Answers the first connection's handshake, then drops it; later
+    // connections are accepted and never answered (a server gone slow).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (first_done, first_dropped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let mut hello = [0u8; 8];
+            first.read_exact(&mut hello).await.unwrap();
+            first.write_all(&rpc_tests::HELLO).await.unwrap();
+            let _ = first_dropped.await;
+            drop(first);
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        }
+    });
+    let channel = Channel::connect(addr).await.unwrap();
+    first_done.send(()).unwrap();
+    rpc_tests::eventually("the channel to see its connection drop", || {
+        channel.is_closed()
+    })
+    .await;
+    let client = ControlClient::new(channel.with_timeout(Duration::from_millis(50)));
+    for n in 0..5 {
+        assert!(client.fast(n).await.is_err());
+    }
+    // Before: each call's deadline dropped its reconnect attempt before the
+    // backoff heard of it, so each call dialled again (6 connections).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let dialled = accepted.load(Ordering::SeqCst);
+    assert!(
+        dialled <= 2,
+        "{dialled} connections for 5 calls within the backoff"
+    );
+}

@@ -228,7 +228,7 @@ impl Channel {
     /// Replaces the dead connection `dead`, unless another caller already
     /// has or the backoff says to wait.
     async fn reconnect(&self, dead: Arc<Connection>) -> Result<Arc<Connection>, RpcError> {
-        let mut backoff = self.inner.backoff.lock().await;
+        let backoff = self.inner.backoff.lock().await;
         let current = self.inner.current.load_full();
         if !Arc::ptr_eq(&current, &dead) && !current.is_closed() {
             return Ok(current);
@@ -243,7 +243,13 @@ impl Channel {
             });
         }
         let settings = &self.inner.settings;
-        match transport::connect(&self.inner.addrs[..], &self.inner.connect).await {
+        // A caller's deadline may drop this future mid-attempt; that counts
+        // as a failed attempt, or every short-deadline call would start a
+        // fresh connect and a slow server would be hammered.
+        let mut attempt = Attempt(Some(backoff));
+        let connecting = transport::connect(&self.inner.addrs[..], &self.inner.connect).await;
+        let mut backoff = attempt.0.take().expect("taken once");
+        match connecting {
             Ok(connected) => {
                 backoff.succeeded();
                 let fresh = Arc::new(Connection::start(
@@ -260,6 +266,19 @@ impl Channel {
                 tracing::debug!("reconnecting failed: {e}; next attempt in {delay:.1?}");
                 Err(e)
             }
+        }
+    }
+}
+
+/// A reconnect attempt in progress, holding the backoff's lock; dropped
+/// unfinished, it records a failure.
+struct Attempt<'a>(Option<tokio::sync::MutexGuard<'a, Backoff>>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(backoff) = &mut self.0 {
+            let reason = "a reconnect attempt outlasted its caller's deadline".to_owned();
+            backoff.failed(Instant::now(), reason);
         }
     }
 }

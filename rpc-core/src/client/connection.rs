@@ -8,9 +8,9 @@ use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 use super::CallOptions;
+use super::deadline::Deadline;
 use super::dispatch::{self, Answer, Closed, Keepalive, Outgoing, Response};
 use super::limit::CallLimit;
 use crate::codec;
@@ -75,7 +75,7 @@ impl Connection {
         method: &str,
         args: A,
         options: &CallOptions,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -83,18 +83,12 @@ impl Connection {
     {
         if let Some(permits) = &self.permits {
             // Given back by the reader when the reply arrives.
-            let acquired = match (deadline, options.timeout) {
-                (Some(deadline), Some(timeout)) => {
-                    tokio::time::timeout_at(deadline, permits.acquire())
-                        .await
-                        .map_err(|_| RpcError::DeadlineExceeded { timeout })?
-                }
-                _ => permits.acquire().await,
-            };
-            acquired.map_err(|_| self.not_processed())?;
+            Deadline::within(deadline, permits.acquire())
+                .await?
+                .map_err(|_| self.not_processed())?;
         }
         // The server is given what is left of the call's time.
-        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let left = deadline.as_ref().map(Deadline::left);
         let receiver = self
             .send(service, method, &args, left, options)
             .inspect_err(|_| {
@@ -104,22 +98,13 @@ impl Connection {
             })?;
         drop(args);
         let mut abandon = CancelOnDrop(Some(&self.outgoing));
-        let answer = match (deadline, options.timeout) {
-            (Some(deadline), Some(timeout)) => {
-                match tokio::time::timeout_at(deadline, receiver).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        // The server stops the call at the same deadline itself.
-                        abandon.0 = None;
-                        return Err(RpcError::DeadlineExceeded { timeout });
-                    }
-                }
-            }
-            // On time-out the reader still takes the server's (late) answer,
-            // and only then gives the call's permit back.
-            _ => receiver.await,
-        };
+        // On time-out the reader still takes the server's (late) answer,
+        // and only then gives the call's permit back.
+        let answer = Deadline::within(deadline, receiver).await;
+        // Answered, or timed out: the server stops the call at the same
+        // deadline itself, so no cancel either way.
         abandon.0 = None;
+        let answer = answer?;
         match answer {
             Ok(Answer::Response(response)) => {
                 response_into_result(response, service, method, options.timeout)

@@ -4,6 +4,7 @@
 
 mod backoff;
 mod connection;
+mod deadline;
 mod dispatch;
 mod limit;
 mod typed;
@@ -29,6 +30,7 @@ use crate::transport::{self, ConnectSettings};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
 use connection::Connection;
+use deadline::Deadline;
 use dispatch::Keepalive;
 pub use typed::RpcClient;
 
@@ -202,23 +204,10 @@ impl Channel {
     {
         // The deadline runs from here: the wait for a reconnect and for a
         // permit count against it, not only the wait for the reply.
-        let deadline = match self.options.timeout {
-            None => None,
-            Some(_) if tokio::runtime::Handle::try_current().is_err() => {
-                return Err(RpcError::NoRuntime);
-            }
-            Some(timeout) => Some(Instant::now() + timeout),
-        };
+        let deadline = Deadline::start(self.options.timeout)?;
         let mut connection = self.inner.current.load_full();
         if connection.is_closed() && self.inner.settings.reconnect {
-            connection = match (deadline, self.options.timeout) {
-                (Some(deadline), Some(timeout)) => {
-                    tokio::time::timeout_at(deadline, self.reconnect(connection))
-                        .await
-                        .map_err(|_| RpcError::DeadlineExceeded { timeout })??
-                }
-                _ => self.reconnect(connection).await?,
-            };
+            connection = Deadline::within(deadline, self.reconnect(connection)).await??;
         }
         connection
             .call(service, method, args, &self.options, deadline)

@@ -337,8 +337,7 @@ impl Calls<'_> {
         };
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
-        let body_len = body.len();
-        let inline = body_len <= INLINE_BODY_LIMIT;
+        let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         // Generated `call`s only build a future, but a hand-written one could panic.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));

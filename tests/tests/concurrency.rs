@@ -79,8 +79,6 @@ async fn replies_arrive_out_of_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
-#[ignore = "issue 8, item 3, open: a handler's first poll still runs on the reading task \
-            (spawning every call fixes it but cost W2 0.87 -> 0.63 and W3 0.91 -> 0.50 of raw)"]
 async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
     let (control, mut started) = ControlImpl::new();
     let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;

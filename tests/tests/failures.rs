@@ -293,3 +293,43 @@ async fn a_shapes_client_survives_many_calls_after_errors() {
         assert_eq!((n, s), (i, i.to_string()));
     }
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_gets_every_reply() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    for id in 0..3u64 {
+        // bincode's varint: a small u32 is one byte.
+        let frame = rpc_tests::request_frame(id, "Control", "gated", &[id as u8]);
+        stream.write_all(&frame).await.unwrap();
+    }
+    for _ in 0..3 {
+        started.recv().await.unwrap();
+    }
+    // Finished sending, still reading: like `nc -N` or a script.
+    stream.shutdown().await.unwrap();
+    // The server's first probe says it has read the end of the stream;
+    // only then may the calls finish, or this would pass on a server that
+    // drops them at end-of-stream.
+    assert_eq!(rpc_tests::read_frame(&mut stream).await[0], 0x05, "a ping");
+    control.open();
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        let payload = rpc_tests::read_frame(&mut stream).await;
+        match payload[0] {
+            0x05 => continue, // the server's probe that someone still reads
+            0x02 => {
+                let id = u64::from_le_bytes(payload[2..10].try_into().unwrap());
+                assert_eq!(payload[10], 0, "call {id} answered OK");
+                answered.push(id);
+            }
+            kind => panic!("unexpected frame kind {kind:#x}"),
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, [0, 1, 2]);
+    // Then the server closes.
+    let rest = rpc_tests::read_until_closed(&mut stream).await;
+    assert!(rest.len() % 14 == 0, "nothing but pings after the replies");
+}

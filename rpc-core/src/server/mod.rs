@@ -9,6 +9,7 @@ mod interceptor;
 mod rate;
 mod router;
 mod running;
+mod watchdog;
 
 use std::io;
 use std::net::SocketAddr;
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_queued_reply_bytes: usize,
     pub(crate) idle_timeout: Duration,
+    /// Rescues connections whose reader is stuck in a handler.
+    pub(crate) watchdog: Arc<watchdog::Watchdog>,
     log: ConnectionLog,
 }
 
@@ -566,6 +569,7 @@ impl ServerBuilder {
             min_ping_interval: limits.min_ping_interval,
             max_queued_reply_bytes: limits.max_queued_reply_bytes,
             idle_timeout: limits.idle_timeout,
+            watchdog: Arc::default(),
             log: ConnectionLog::new(),
         };
         Ok(Server {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One connection's running calls.
@@ -15,6 +16,8 @@ pub(crate) struct Running {
     count: AtomicUsize,
     /// What stops each call.
     by_id: Mutex<HashMap<u64, CancellationToken>>,
+    /// Woken whenever the last running call ends.
+    none_left: Notify,
 }
 
 impl Running {
@@ -36,6 +39,19 @@ impl Running {
             running: self.clone(),
             id,
         })
+    }
+
+    /// Completes once no call is running.
+    pub(crate) async fn all_ended(&self) {
+        loop {
+            let ended = self.none_left.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// Whether a call with this id is running.
@@ -70,7 +86,9 @@ pub(crate) struct RunningCall {
 impl Drop for RunningCall {
     fn drop(&mut self) {
         self.running.lock().remove(&self.id);
-        self.running.count.fetch_sub(1, Ordering::Relaxed);
+        if self.running.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.running.none_left.notify_waiters();
+        }
     }
 }
 

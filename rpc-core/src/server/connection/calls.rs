@@ -1,0 +1,336 @@
+//! What a connection does with each frame it reads: start a call (checked,
+//! routed, limited), cancel one, answer a ping.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::writer::Outbox;
+use crate::envelope::{self, Message, Status};
+use crate::metadata::Metadata;
+use crate::server::Shared;
+use crate::server::interceptor::{CallInfo, Peer};
+use crate::server::rate::Rate;
+use crate::server::running::Running;
+use crate::service::{Reply, Request, ResponseFuture, Service};
+
+/// Pings a client may send at once; after that, one per minimum ping
+/// interval, or it is disconnected for flooding.
+const PING_BURST: u32 = 3;
+
+/// Frames that make the server work but carry no call (pings, pongs,
+/// cancels of calls not running) a client may send at once, and how often
+/// one more is allowed after that. A client that sends more is
+/// disconnected: 14-byte frames at line rate would otherwise take a core.
+/// Generous, because late cancels are normal: a client that gives up many
+/// calls just as they are answered sends one for each.
+const CONTROL_BURST: u32 = 10_000;
+const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Calls with arguments up to this size are polled once where they are
+/// read; larger ones go straight to a task of their own, so that copying
+/// their payload does not stall reading.
+const INLINE_BODY_LIMIT: usize = 8 * 1024;
+
+/// The state of one connection that its calls share.
+pub(super) struct Calls {
+    pub(super) shared: Arc<Shared>,
+    pub(super) outbox: Outbox,
+    /// Calls running on tasks of their own, until they end: they count
+    /// against the limit, a cancel message stops one, and a request reusing
+    /// the id of one is a protocol violation. Calls answered where they
+    /// were read never enter it.
+    pub(super) running: Arc<Running>,
+    /// One more than the highest request id read: what a drain announces.
+    first_unread: AtomicU64,
+    /// How often the client may ping.
+    pings: std::sync::Mutex<Rate>,
+    /// How often the client may send frames that carry no call.
+    control: std::sync::Mutex<Rate>,
+    /// Cancelled when the connection ends: calls still running then are
+    /// dropped, so a client cannot leave work behind by disconnecting.
+    pub(super) gone: CancellationToken,
+    /// Who is at the other end, for the interceptor.
+    peer: Peer,
+}
+
+/// A call that has started and has yet to be polled.
+pub(super) struct Started {
+    id: u64,
+    future: ResponseFuture,
+    /// When the server stops it, if the client gave it a deadline.
+    deadline: Option<Instant>,
+    /// Whether it may be polled where it was read.
+    pub(super) inline: bool,
+}
+
+impl Calls {
+    pub(super) fn new(shared: Arc<Shared>, outbox: Outbox, peer: Peer) -> Self {
+        Calls {
+            pings: std::sync::Mutex::new(Rate::new(shared.min_ping_interval, PING_BURST)),
+            control: std::sync::Mutex::new(Rate::new(CONTROL_EVERY, CONTROL_BURST)),
+            shared,
+            outbox,
+            running: Arc::default(),
+            first_unread: AtomicU64::new(0),
+            gone: CancellationToken::new(),
+            peer,
+        }
+    }
+
+    /// One more than the highest request id read.
+    pub(super) fn first_unread(&self) -> u64 {
+        self.first_unread.load(Ordering::Relaxed)
+    }
+
+    fn reply(&self, reply: Reply) {
+        self.outbox.send(reply.into_frame());
+    }
+
+    /// Handles the message a frame carries: a call that is started comes
+    /// back to be polled; anything else is done here. An error says why the
+    /// connection must close. Never waits.
+    pub(super) fn handle(&self, payload: Bytes) -> Result<Option<Started>, String> {
+        let (id, service, method, deadline, metadata, body) = match envelope::decode(&payload) {
+            Ok(Message::Request {
+                id,
+                service,
+                method,
+                deadline,
+                metadata,
+                body,
+            }) => (id, service, method, deadline, metadata, body),
+            Ok(Message::Cancel { id }) => return self.cancel(id).map(|()| None),
+            Ok(Message::Ping { token }) => return self.pong(token).map(|()| None),
+            Ok(Message::Pong { .. }) => return self.control_frame("pongs").map(|()| None),
+            Ok(Message::Response { .. } | Message::Drain { .. }) => {
+                return Err("the client sent a message only servers send".to_owned());
+            }
+            Err(e) => return Err(format!("protocol violation: {e}")),
+        };
+        if id == u64::MAX {
+            // A drain announces one more than the highest id read, which
+            // this id would overflow.
+            return Err("request id 2^64-1 is reserved".to_owned());
+        }
+        if self.running.contains(id) {
+            return Err(format!("request id {id} is already in flight"));
+        }
+        self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
+        let target = match self.admit(id, service, method, deadline, metadata) {
+            Ok(target) => target,
+            Err(refusal) => {
+                self.reply(refusal);
+                return Ok(None);
+            }
+        };
+        // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
+        let deadline = deadline.map(|left| Instant::now() + left);
+        let inline = body.len() <= INLINE_BODY_LIMIT;
+        let request = Request::new(id, body, self.shared.accept.max_frame_length);
+        // Generated `call`s only build a future, but a hand-written one could panic.
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
+        match started {
+            Ok(Some(future)) => Ok(Some(Started {
+                id,
+                future,
+                deadline,
+                inline,
+            })),
+            Ok(None) => {
+                self.reply(Reply::error(
+                    id,
+                    Status::UNKNOWN_METHOD,
+                    &format!("service `{service}` has no method `{method}`"),
+                ));
+                Ok(None)
+            }
+            Err(panic) => {
+                self.reply(panicked(id, panic));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Polls a started call once; if it is not done, moves it to a task.
+    pub(super) fn poll_here(&self, mut call: Started) -> Result<(), String> {
+        match poll_once(&mut call.future) {
+            Ok(Poll::Ready(reply)) => {
+                self.reply(reply);
+                Ok(())
+            }
+            Err(panic) => {
+                self.reply(panicked(call.id, panic));
+                Ok(())
+            }
+            Ok(Poll::Pending) => self.spawn(call),
+        }
+    }
+
+    /// The service to run a call, or the answer to a call that must not
+    /// start: rejected by the interceptor (checked first, so that strangers
+    /// learn nothing of the services), addressed to no service, over the
+    /// connection's limit, or out of time.
+    fn admit(
+        &self,
+        id: u64,
+        service: &str,
+        method: &str,
+        deadline: Option<std::time::Duration>,
+        metadata: Metadata<'_>,
+    ) -> Result<&Arc<dyn Service>, Reply> {
+        if let Some(interceptor) = &self.shared.interceptor {
+            let call = CallInfo {
+                service,
+                method,
+                metadata,
+                peer: &self.peer,
+            };
+            let checked = std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.check(&call)));
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(rejection)) => {
+                    tracing::debug!(request_id = id, service, method, peer = %self.peer.addr(), "call rejected: {rejection}");
+                    return Err(Reply::error(id, rejection.status, &rejection.message));
+                }
+                Err(panic) => return Err(panicked(id, panic)),
+            }
+        }
+        let Some(target) = self.shared.router.get(service) else {
+            return Err(Reply::error(
+                id,
+                Status::UNKNOWN_SERVICE,
+                &format!("the server has no service `{service}`"),
+            ));
+        };
+        let limit = self.shared.max_concurrent_calls;
+        if self.running.count() >= limit {
+            return Err(Reply::error(
+                id,
+                Status::RESOURCE_EXHAUSTED,
+                &format!("{limit} calls are already running on this connection"),
+            ));
+        }
+        if deadline.is_some_and(|left| left.is_zero()) {
+            return Err(Reply::error(
+                id,
+                Status::DEADLINE_EXCEEDED,
+                "the call's deadline had passed when it arrived",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Moves a call to a task of its own, which answers it unless the
+    /// connection ends first.
+    pub(super) fn spawn(&self, call: Started) -> Result<(), String> {
+        let Started {
+            id,
+            future,
+            deadline,
+            ..
+        } = call;
+        let cancelled = self.gone.child_token();
+        let Some(running) = self.running.start(id, cancelled.clone()) else {
+            return Err(format!("request id {id} is already in flight"));
+        };
+        let outbox = self.outbox.clone();
+        let gone = self.gone.clone();
+        tokio::spawn(async move {
+            let reply = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => {
+                    (!gone.is_cancelled()).then(|| {
+                        Reply::error(id, Status::CANCELLED, "the client cancelled the call")
+                    })
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() =>
+                {
+                    Some(Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline"))
+                }
+                ended = AssertUnwindSafe(future).catch_unwind() => Some(match ended {
+                    Ok(reply) => reply,
+                    Err(panic) => panicked(id, panic),
+                }),
+            };
+            // The handler's future is dropped by now: the call no longer
+            // runs, and its id may be used again.
+            drop(running);
+            if let Some(reply) = reply {
+                outbox.send(reply.into_frame());
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the call with `id` if it is still running; its task answers
+    /// it with CANCELLED. A cancel for any other id is late (the answer is
+    /// on its way) or wrong, and harmless either way, within the rate of
+    /// frames that carry no call.
+    fn cancel(&self, id: u64) -> Result<(), String> {
+        if self.running.cancel(id) {
+            return Ok(());
+        }
+        tracing::trace!(request_id = id, "cancel for a call not running; ignored");
+        self.control_frame("cancels of calls not running")
+    }
+
+    /// Counts a frame that costs work but carries no call.
+    fn control_frame(&self, what: &str) -> Result<(), String> {
+        let allowed = lock(&self.control).allow();
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "the client sent too many {what} (frames that carry no call): more than \
+                 {CONTROL_BURST} at once, or more than one per {CONTROL_EVERY:?} after that"
+            ))
+        }
+    }
+
+    /// Answers a ping, unless the client pings too often.
+    fn pong(&self, token: u64) -> Result<(), String> {
+        let min = self.shared.min_ping_interval;
+        if !lock(&self.pings).allow() {
+            return Err(format!(
+                "the client pinged more than {PING_BURST} times at once, or more often \
+                 than every {min:?} after that"
+            ));
+        }
+        let mut pong = BytesMut::new();
+        envelope::encode_ping(&mut pong, token, true);
+        self.outbox.send(pong);
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these, but a poisoned value is still sound.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls `future` once with a waker that wakes nobody, catching a panic: a
+/// call still pending moves to a task, whose first poll registers the real
+/// waker.
+fn poll_once(future: &mut ResponseFuture) -> Result<Poll<Reply>, Box<dyn Any + Send>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
+}
+
+fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+    tracing::warn!(request_id = id, "handler panicked: {message}");
+    Reply::error(id, Status::HANDLER_PANICKED, &message)
+}

@@ -1,0 +1,296 @@
+//! The reading half of a connection: frames in, each handed to the calls.
+//!
+//! The connection's own task reads, and polls each small call once where
+//! it read it (see [`Calls::poll_here`]). While it is inside a call's
+//! first poll it lets go of the read state; if that poll takes too long
+//! (the server's watchdog notices), a stand-in task takes the state and
+//! reads on, spawning every call it reads, until the stuck poll returns and
+//! the connection's task takes the state back. One loop serves both roles.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::Ended;
+use super::calls::Calls;
+use crate::frame::Incoming;
+use crate::server::watchdog::{Stamp, Watched};
+use crate::transport::FrameReader;
+
+/// A read buffer that held a frame at least this large is replaced once
+/// the connection has received no such frame for [`BUFFER_KEPT`]. While
+/// large frames keep coming the buffer is reused in place, which is what
+/// makes bulk calls fast; an idle connection must not keep the memory of
+/// the largest call it ever sent.
+const LARGE_FRAME: usize = 64 * 1024;
+const BUFFER_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What reading needs to carry from one frame to the next, whichever task
+/// reads.
+pub(super) struct ReadState {
+    pub(super) frames: FrameReader,
+    /// Set while a frame has begun to arrive but not finished.
+    frame_deadline: Option<Instant>,
+    /// Set after a large frame: when to let go of the buffer it grew.
+    release_buffer: Option<Instant>,
+    /// Frames read so far; the idle check compares counts.
+    frames_seen: u64,
+}
+
+/// One connection as its reading tasks share it.
+pub(super) struct Connection {
+    pub(super) calls: Calls,
+    /// `None` once reading is over and the connection's task has taken it
+    /// to linger.
+    pub(super) read: tokio::sync::Mutex<Option<ReadState>>,
+    stamp: Stamp,
+    /// Tells a stand-in that the connection's task is back from its poll.
+    back: Notify,
+    /// How a stand-in's reading ended, for the connection's task to act on.
+    outcome: Mutex<Option<Result<Ended, String>>>,
+}
+
+/// Which task reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// The connection's own task: polls small calls in place, watches idleness.
+    Own,
+    /// A stand-in while the own task is stuck: spawns every call.
+    StandIn,
+}
+
+/// How a read loop stopped.
+pub(super) enum Stop {
+    /// The connection ends, for this reason.
+    Ended(Result<Ended, String>),
+    /// A stand-in gives reading back (with the outcome recorded, if the
+    /// connection ended while it read).
+    Back,
+}
+
+impl Connection {
+    pub(super) fn new(calls: Calls, frames: FrameReader) -> Self {
+        Connection {
+            calls,
+            read: tokio::sync::Mutex::new(Some(ReadState {
+                frames,
+                frame_deadline: None,
+                release_buffer: None,
+                frames_seen: 0,
+            })),
+            stamp: Stamp::default(),
+            back: Notify::new(),
+            outcome: Mutex::new(None),
+        }
+    }
+
+    fn take_outcome(&self) -> Option<Result<Ended, String>> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Whether the connection has nothing to do: no frame since `seen`, no
+    /// call running or being polled, nothing queued.
+    fn quiet(&self, frames_seen: u64, seen: u64) -> bool {
+        frames_seen == seen
+            && self.calls.running.count() == 0
+            && !self.stamp.polling()
+            && self.calls.outbox.backlog().held() == 0
+    }
+
+    /// Starts the call `payload` carries and, in the own task, polls it
+    /// here; inside user code the watchdog watches.
+    fn handle(&self, payload: bytes::Bytes, role: Role) -> Result<(), String> {
+        let watchdog = &self.calls.shared.watchdog;
+        if role == Role::StandIn {
+            return match self.calls.handle(payload)? {
+                Some(call) => self.calls.spawn(call),
+                None => Ok(()),
+            };
+        }
+        // The interceptor is user code too.
+        watchdog.enter(&self.stamp);
+        let handled = match self.calls.handle(payload) {
+            Ok(Some(call)) if call.inline => self.calls.poll_here(call),
+            Ok(Some(call)) => self.calls.spawn(call),
+            Ok(None) => Ok(()),
+            Err(reason) => Err(reason),
+        };
+        watchdog.leave(&self.stamp);
+        if self.stamp.rescued() {
+            self.back.notify_one();
+        }
+        handled
+    }
+}
+
+impl Watched for Connection {
+    fn stamp(&self) -> &Stamp {
+        &self.stamp
+    }
+
+    fn rescue(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let writer_gone = async {
+                self.calls.outbox.closed().await;
+                "the writer stopped".to_owned()
+            };
+            tokio::pin!(writer_gone);
+            read_loop(&self, Role::StandIn, writer_gone).await;
+            self.stamp.rescue_over();
+        });
+    }
+}
+
+/// Reads frames and hands each to the calls until the connection ends or,
+/// for a stand-in, until the own task is back.
+pub(super) async fn read_loop(
+    connection: &Connection,
+    role: Role,
+    mut writer_gone: Pin<&mut impl Future<Output = String>>,
+) -> Stop {
+    let shared = &*connection.calls.shared;
+    let backlog = connection.calls.outbox.backlog();
+    let mut drain = shared.drain.clone();
+    // Made once: a fresh `wait_for` per frame would take the watch's lock
+    // per frame, where polling this one again is an atomic load.
+    let draining = drain_started(&mut drain);
+    tokio::pin!(draining);
+    // Checked once per idle timeout rather than reset per frame, which
+    // would cost a timer update on every frame of a busy connection.
+    let idle_check = tokio::time::sleep(shared.idle_timeout);
+    tokio::pin!(idle_check);
+    let mut frames_at_check: u64 = 0;
+    let mut state = connection.read.lock().await;
+    let ended = loop {
+        if role == Role::StandIn && !connection.stamp.polling() {
+            return Stop::Back;
+        }
+        let Some(ReadState {
+            frames,
+            frame_deadline,
+            release_buffer,
+            frames_seen,
+        }) = &mut *state
+        else {
+            // A stand-in that comes after reading ended.
+            return Stop::Back;
+        };
+        if backlog.held() >= shared.max_queued_reply_bytes {
+            // The client is not reading its replies as fast as it sends
+            // calls: stop reading until the writer catches up.
+            tokio::select! {
+                biased;
+                _ = &mut draining => break Ok(Ended::Draining),
+                reason = &mut writer_gone => break Err(reason),
+                () = connection.back.notified(), if role == Role::StandIn => continue,
+                () = backlog.below_limit() => {}
+                _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
+                    if frame_deadline.is_some() =>
+                {
+                    break Err(frame_late(shared.frame_timeout));
+                }
+            }
+            // A partial frame's deadline keeps running through the pause:
+            // the pause lasts only while the client does not read, and
+            // renewing the deadline here would let a client hold a partial
+            // frame (and the receive budget) for ever by reading a little
+            // now and then.
+        }
+        let next = tokio::select! {
+            biased;
+            _ = &mut draining => break Ok(Ended::Draining),
+            reason = &mut writer_gone => break Err(reason),
+            () = connection.back.notified(), if role == Role::StandIn => continue,
+            next = frames.next() => next,
+            _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
+                if frame_deadline.is_some() =>
+            {
+                break Err(frame_late(shared.frame_timeout));
+            }
+            _ = tokio::time::sleep_until(release_buffer.unwrap_or_else(Instant::now)),
+                if release_buffer.is_some() =>
+            {
+                *release_buffer = None;
+                let buffer = frames.read_buffer_mut();
+                // What is left is at most a frame being received.
+                *buffer = BytesMut::from(&buffer[..]);
+                continue;
+            }
+            () = &mut idle_check, if role == Role::Own => {
+                if connection.quiet(*frames_seen, frames_at_check) {
+                    break Ok(Ended::Idle);
+                }
+                frames_at_check = *frames_seen;
+                idle_check.as_mut().reset(Instant::now() + shared.idle_timeout);
+                continue;
+            }
+        };
+        *frames_seen += 1;
+        match next {
+            None => break Ok(Ended::ByClient),
+            Some(Err(e)) => break Err(format!("bad frame: {e}")),
+            Some(Ok(Incoming::Started)) => {
+                *frame_deadline = Some(Instant::now() + shared.frame_timeout);
+            }
+            Some(Ok(Incoming::Frame(payload))) => {
+                *frame_deadline = None;
+                if payload.len() >= LARGE_FRAME {
+                    *release_buffer = Some(Instant::now() + BUFFER_KEPT);
+                }
+                if role == Role::StandIn {
+                    if let Err(reason) = connection.handle(payload.freeze(), role) {
+                        break Err(reason);
+                    }
+                    continue;
+                }
+                // Let go of the read state while user code runs, so that a
+                // stand-in can read if it gets stuck.
+                drop(state);
+                let handled = connection.handle(payload.freeze(), role);
+                state = connection.read.lock().await;
+                if let Some(outcome) = connection.take_outcome() {
+                    break outcome;
+                }
+                if let Err(reason) = handled {
+                    break Err(reason);
+                }
+            }
+        }
+    };
+    match role {
+        Role::Own => Stop::Ended(ended),
+        Role::StandIn => {
+            // Recorded before the read state is let go, so that the own
+            // task finds it as soon as it can read again.
+            *connection.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
+            drop(state);
+            Stop::Back
+        }
+    }
+}
+
+fn frame_late(timeout: std::time::Duration) -> String {
+    format!("a frame was not finished within {timeout:?}")
+}
+
+/// Completes when the server starts draining, with its grace deadline.
+/// Never completes if the server is dropped without a shutdown: its
+/// connections then go on being served.
+pub(super) async fn drain_started(drain: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    let deadline = match drain.wait_for(Option::is_some).await {
+        Ok(deadline) => *deadline,
+        Err(_) => None,
+    };
+    match deadline {
+        Some(deadline) => deadline,
+        None => std::future::pending().await,
+    }
+}

@@ -157,3 +157,48 @@ async fn a_deadline_that_cuts_a_reconnect_still_backs_off() {
         "{dialled} connections for 5 calls within the backoff"
     );
 }
+
+#[tokio::test]
+async fn a_timed_out_call_is_cancelled_and_its_permit_comes_back_from_a_silent_server() {
+    use tokio::io::AsyncReadExt;
+    // A server that allows one call in flight, reads everything, and never
+    // answers anything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 8];
+        stream.read_exact(&mut hello).await.unwrap();
+        stream.write_all(b"RKIT\x01\x00\x01\x00").await.unwrap();
+        loop {
+            let payload = rpc_tests::read_frame(&mut stream).await;
+            let id = u64::from_le_bytes(payload[2..10].try_into().unwrap());
+            let _ = seen.send((payload[0], id));
+        }
+    });
+    let mut next_frame = async move || {
+        tokio::time::timeout(Duration::from_secs(10), frames.recv())
+            .await
+            .ok()
+            .flatten()
+    };
+    let client = ControlClient::new(Channel::connect(addr).await.unwrap());
+    let timed = rpc_core::RpcClient::with_timeout(&client, Duration::from_millis(50));
+    assert!(timed.fast(1).await.unwrap_err().is_timeout());
+    assert_eq!(next_frame().await, Some((0x01, 0)), "the request");
+    // Before: no cancel went out for a call whose deadline passed.
+    assert_eq!(next_frame().await, Some((0x03, 0)), "its cancel");
+    // The server has not answered the cancel, so it may still count the
+    // call: the permit is kept a while...
+    assert!(timed.fast(2).await.unwrap_err().is_timeout());
+    // ...but not for ever. Before: it came back only with an answer, so
+    // this waited as long as the silent server lived.
+    let third = tokio::spawn(async move { client.fast(3).await });
+    assert_eq!(
+        next_frame().await,
+        Some((0x01, 1)),
+        "the third call goes out, with the next id, once the permit is back"
+    );
+    third.abort();
+}

@@ -3,8 +3,10 @@
 //!
 //! tokio's `Semaphore` takes a lock on every release; this limiter costs one
 //! atomic operation to take a permit and two to give one back, and touches
-//! `Notify` only when a caller actually has to wait.
+//! `Notify` only when a caller actually has to wait. A permit is a guard
+//! that gives itself back when dropped, whatever path the call takes.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 use tokio::sync::Notify;
@@ -35,13 +37,13 @@ impl CallLimit {
 
     /// Takes a permit, waiting for one if none is left. Dropping the future
     /// while it waits takes nothing.
-    pub(crate) async fn acquire(&self) -> Result<(), LimitClosed> {
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Permit, LimitClosed> {
         loop {
             if self.closed.load(SeqCst) {
                 return Err(LimitClosed);
             }
-            if self.try_take() {
-                return Ok(());
+            if let Some(permit) = self.try_acquire() {
+                return Ok(permit);
             }
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -52,11 +54,16 @@ impl CallLimit {
             if self.closed.load(SeqCst) {
                 return Err(LimitClosed);
             }
-            if self.try_take() {
-                return Ok(());
+            if let Some(permit) = self.try_acquire() {
+                return Ok(permit);
             }
             notified.await;
         }
+    }
+
+    /// Takes a permit if one is left.
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        self.try_take().then(|| Permit(self.clone()))
     }
 
     fn try_take(&self) -> bool {
@@ -73,8 +80,7 @@ impl CallLimit {
         false
     }
 
-    /// Gives a permit back.
-    pub(crate) fn release(&self) {
+    fn release(&self) {
         self.available.fetch_add(1, SeqCst);
         if self.waiting.load(SeqCst) > 0 {
             self.notify.notify_one();
@@ -85,6 +91,16 @@ impl CallLimit {
     pub(crate) fn close(&self) {
         self.closed.store(true, SeqCst);
         self.notify.notify_waiters();
+    }
+}
+
+/// One call's place under the limit, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit(Arc<CallLimit>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -107,20 +123,19 @@ impl Drop for Waiting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn permits_are_taken_waited_for_and_given_back() {
         let limit = Arc::new(CallLimit::new(2));
-        limit.acquire().await.unwrap();
-        limit.acquire().await.unwrap();
+        let first = limit.acquire().await.unwrap();
+        let _second = limit.acquire().await.unwrap();
         let waiter = tokio::spawn({
             let limit = limit.clone();
             async move { limit.acquire().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        limit.release();
+        drop(first);
         waiter.await.unwrap().unwrap();
     }
 
@@ -145,11 +160,11 @@ mod tests {
             .map(|_| {
                 let (limit, inside) = (limit.clone(), inside.clone());
                 tokio::spawn(async move {
-                    limit.acquire().await.unwrap();
+                    let permit = limit.acquire().await.unwrap();
                     assert!(inside.fetch_add(1, SeqCst) < 3);
                     tokio::task::yield_now().await;
                     inside.fetch_sub(1, SeqCst);
-                    limit.release();
+                    drop(permit);
                 })
             })
             .collect();

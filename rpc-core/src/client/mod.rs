@@ -5,8 +5,8 @@
 mod backoff;
 mod connection;
 mod deadline;
-mod dispatch;
 mod limit;
+mod pending;
 mod typed;
 
 use std::fmt;
@@ -29,9 +29,8 @@ use crate::tls::ClientTlsConfig;
 use crate::transport::{self, ConnectSettings};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
-use connection::Connection;
+use connection::{Connection, Keepalive};
 use deadline::Deadline;
-use dispatch::Keepalive;
 pub use typed::RpcClient;
 
 /// Default time allowed for the server's handshake after the TCP connect.

@@ -1,0 +1,272 @@
+//! One established connection of a [`Channel`](super::Channel): its two
+//! tasks, and the call that runs over it.
+//!
+//! Callers share one lock, briefly: [`Pending::start`] gives a call its id,
+//! enters it, and queues its request in one step, so ids rise in wire
+//! order and a reply always finds its call. The writer takes everything
+//! queued and writes it in as few system calls as it can; the reader routes
+//! each reply to its caller. A caller that gives up (drops its future, or
+//! runs out of time) queues a cancel behind its own request.
+
+mod reader;
+mod writer;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::CallOptions;
+use super::deadline::Deadline;
+use super::limit::CallLimit;
+use super::pending::{Answer, Pending, Response};
+use crate::codec;
+use crate::envelope::{self, Status};
+use crate::error::RpcError;
+use crate::transport::Connected;
+
+/// Room for a request header, so that small calls fit their first buffer.
+const REQUEST_CAPACITY: usize = 128;
+
+/// How often to probe a quiet connection, and how long to wait for any
+/// sign of life after a probe.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keepalive {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// Why the connection ended or stopped taking calls; the first reason
+/// recorded wins.
+#[derive(Debug, Default)]
+pub(crate) struct Closed(OnceLock<String>);
+
+impl Closed {
+    fn set(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        self.0
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the connection is closed".to_owned())
+    }
+
+    /// Whether the connection takes no more calls.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// A connection and the tasks that run it.
+pub(crate) struct Connection {
+    /// Requests and cancels, in the order they go out.
+    outgoing: mpsc::UnboundedSender<BytesMut>,
+    pending: Arc<Pending>,
+    closed: Arc<Closed>,
+    /// One permit per call the server will take in flight, when it limits
+    /// them; calls beyond wait here rather than be refused.
+    permits: Option<Arc<CallLimit>>,
+    /// Pokes the reader to time the expiry of a call given up.
+    gave_up: Arc<Notify>,
+    max_frame_length: usize,
+}
+
+impl Connection {
+    /// Starts the tasks of a connection that has done its handshake.
+    pub(crate) fn start(
+        connected: Connected,
+        max_frame_length: usize,
+        keepalive: Option<Keepalive>,
+    ) -> Self {
+        let permits = match connected.call_limit {
+            0 => None,
+            limit => Some(Arc::new(CallLimit::new(limit.into()))),
+        };
+        let (outgoing, calls) = mpsc::unbounded_channel();
+        // Pings and pongs from the reader; kept off the callers' queue so
+        // that the writer can tell when every caller is gone.
+        let (control, control_rx) = mpsc::unbounded_channel();
+        // Each task holds the sender of a oneshot the other waits on, so that
+        // either one ending (and dropping it) ends the other.
+        let (writer_alive, writer_done) = oneshot::channel::<()>();
+        let (reader_alive, reader_done) = oneshot::channel::<()>();
+        let closed = Arc::new(Closed::default());
+        let pending = Arc::new(Pending::default());
+        let gave_up = Arc::new(Notify::new());
+        tokio::spawn(writer::write_loop(
+            connected.writer,
+            calls,
+            control_rx,
+            reader_done,
+            writer_alive,
+            closed.clone(),
+        ));
+        let reader = reader::Reader {
+            pending: pending.clone(),
+            permits: permits.clone(),
+            control,
+            keepalive,
+            gave_up: gave_up.clone(),
+        };
+        tokio::spawn(reader.run(connected.reader, writer_done, reader_alive, closed.clone()));
+        Connection {
+            outgoing,
+            pending,
+            closed,
+            permits,
+            gave_up,
+            max_frame_length,
+        }
+    }
+
+    /// Whether the connection takes no more calls.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_closed() || self.outgoing.is_closed()
+    }
+
+    /// Why it takes no more calls.
+    pub(crate) fn close_reason(&self) -> String {
+        self.closed.reason()
+    }
+
+    /// Sends one call and waits for its answer, by `deadline` if the call
+    /// has one (the wait for a permit included). Giving up before the
+    /// answer (the future dropped, or the deadline) sends the server a
+    /// cancel for the call.
+    pub(crate) async fn call<A, R>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        options: &CallOptions,
+        deadline: Option<Deadline>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        if self.closed.is_closed() {
+            return Err(self.not_processed());
+        }
+        let permit = match &self.permits {
+            Some(permits) => Some(
+                Deadline::within(deadline, permits.acquire())
+                    .await?
+                    .map_err(|_| self.not_processed())?,
+            ),
+            None => None,
+        };
+        // The server is given what is left of the call's time.
+        let left = deadline.as_ref().map(Deadline::left);
+        let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
+        envelope::encode_request(
+            &mut frame,
+            service,
+            method,
+            left,
+            options.metadata(),
+            &args,
+            self.max_frame_length,
+        )?;
+        drop(args);
+        let (id, answer) = self
+            .pending
+            .start(frame, permit, |frame| {
+                self.outgoing.send(frame).map_err(|unsent| unsent.0)
+            })
+            .map_err(|_| self.not_processed())?;
+        let mut give_up = GiveUp {
+            connection: self,
+            id: Some(id),
+        };
+        let answer = Deadline::within(deadline, answer).await?;
+        give_up.id = None;
+        match answer {
+            Ok(Answer::Response(response)) => {
+                response_into_result(response, service, method, options.timeout)
+            }
+            Ok(Answer::NotProcessed) => Err(self.not_processed()),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// The error of a call that was never sent or never read.
+    pub(crate) fn not_processed(&self) -> RpcError {
+        RpcError::NotProcessed {
+            reason: self.closed.reason(),
+        }
+    }
+
+    /// The error of a call whose connection ended before its reply.
+    fn closed_error(&self) -> RpcError {
+        RpcError::ConnectionClosed {
+            reason: self.closed.reason(),
+        }
+    }
+}
+
+/// Armed while a call waits for its answer; dropped armed (the caller's
+/// future dropped, or its deadline passed) it tells the server with a
+/// cancel, queued behind the request itself. The call keeps its permit
+/// until the server answers the cancel, or for a while at most.
+struct GiveUp<'a> {
+    connection: &'a Connection,
+    id: Option<u64>,
+}
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else {
+            return;
+        };
+        if self.connection.pending.abandon(id).is_some() {
+            let mut cancel = BytesMut::new();
+            envelope::encode_cancel(&mut cancel, id);
+            let _ = self.connection.outgoing.send(cancel);
+            self.connection.gave_up.notify_one();
+        }
+    }
+}
+
+fn response_into_result<R: DeserializeOwned>(
+    response: Response,
+    service: &str,
+    method: &str,
+    deadline: Option<Duration>,
+) -> Result<R, RpcError> {
+    let Response { status, body } = response;
+    let message = || String::from_utf8_lossy(&body).into_owned();
+    Err(match status {
+        Status::OK => {
+            return codec::decode(&body).map_err(|source| RpcError::Decode {
+                what: format!("the reply of {service}.{method}"),
+                source,
+            });
+        }
+        Status::UNKNOWN_SERVICE => RpcError::UnknownService {
+            service: service.to_owned(),
+        },
+        Status::UNKNOWN_METHOD => RpcError::UnknownMethod {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        },
+        Status::BAD_REQUEST => RpcError::BadRequest { message: message() },
+        Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
+        Status::INTERNAL => RpcError::Internal { message: message() },
+        Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
+        Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded {
+            timeout: deadline.unwrap_or_default(),
+        },
+        Status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
+        Status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
+        Status::CANCELLED => RpcError::Cancelled { message: message() },
+        Status(other) => RpcError::Internal {
+            message: format!("unknown status {other}: {}", message()),
+        },
+    })
+}

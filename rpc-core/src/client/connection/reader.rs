@@ -1,0 +1,154 @@
+//! The reading half of a client connection: answers routed to their calls,
+//! the server's drain and pings, the keepalive, and the expiry of calls
+//! whose callers gave up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Closed, Keepalive};
+use crate::client::limit::CallLimit;
+use crate::client::pending::{Answer, Pending, Response};
+use crate::envelope::{self, Message};
+use crate::frame::Incoming;
+use crate::transport::FrameReader;
+
+/// Why calls fail after the server announced its shutdown.
+const SHUTTING_DOWN: &str = "the server is shutting down";
+
+/// What the reader works with.
+pub(super) struct Reader {
+    pub(super) pending: Arc<Pending>,
+    pub(super) permits: Option<Arc<CallLimit>>,
+    /// Frames for the writer that are not calls: pings and pongs.
+    pub(super) control: mpsc::UnboundedSender<BytesMut>,
+    pub(super) keepalive: Option<Keepalive>,
+    /// Poked when a caller gives up, so that its call's expiry is timed.
+    pub(super) gave_up: Arc<Notify>,
+}
+
+/// Where the keepalive stands.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// Watching for silence; `seen` frames had arrived when the timer was set.
+    Watching { seen: u64 },
+    /// A ping is out; `seen` frames had arrived when it was sent.
+    Waiting { seen: u64 },
+}
+
+impl Reader {
+    pub(super) async fn run(
+        self,
+        mut frames: FrameReader,
+        mut writer_done: oneshot::Receiver<()>,
+        _alive: oneshot::Sender<()>,
+        closed: Arc<Closed>,
+    ) {
+        // Counts frames received; the keepalive compares counts rather
+        // than resetting a timer on every frame.
+        let mut seen: u64 = 0;
+        let mut probe = Probe::Watching { seen };
+        let period = self.keepalive.map_or(Duration::MAX, |k| k.interval);
+        let timer = tokio::time::sleep(period);
+        tokio::pin!(timer);
+        // When the next call given up stops holding its permit.
+        let mut expiry: Option<Instant> = None;
+        let expiry_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(expiry_timer);
+        // Made once and remade only when it fires: registering with the
+        // Notify takes its lock, and this loop runs once per frame.
+        let gave_up = self.gave_up.clone();
+        let mut poked = Box::pin(gave_up.notified());
+        let reason = loop {
+            let frame = tokio::select! {
+                biased;
+                frame = frames.next() => frame,
+                // The writer records its own reason before it ends.
+                _ = &mut writer_done => break None,
+                () = &mut poked => {
+                    poked.set(gave_up.notified());
+                    expiry = self.pending.expire(Instant::now());
+                    if let Some(at) = expiry {
+                        expiry_timer.as_mut().reset(at);
+                    }
+                    continue;
+                }
+                () = &mut expiry_timer, if expiry.is_some() => {
+                    expiry = self.pending.expire(Instant::now());
+                    if let Some(at) = expiry {
+                        expiry_timer.as_mut().reset(at);
+                    }
+                    continue;
+                }
+                () = &mut timer, if self.keepalive.is_some() => {
+                    let Some(keepalive) = self.keepalive else { continue };
+                    let now = Instant::now();
+                    probe = match probe {
+                        Probe::Watching { seen: then } | Probe::Waiting { seen: then } if then != seen => {
+                            timer.as_mut().reset(now + keepalive.interval);
+                            Probe::Watching { seen }
+                        }
+                        Probe::Watching { .. } => {
+                            let mut ping = BytesMut::new();
+                            envelope::encode_ping(&mut ping, seen, false);
+                            let _ = self.control.send(ping);
+                            timer.as_mut().reset(now + keepalive.timeout);
+                            Probe::Waiting { seen }
+                        }
+                        Probe::Waiting { .. } => break Some(format!(
+                            "the server did not answer a keepalive ping within {:?}",
+                            keepalive.timeout
+                        )),
+                    };
+                    continue;
+                }
+            };
+            seen += 1;
+            let payload = match frame {
+                None => break Some("the server closed the connection".to_owned()),
+                Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
+                Some(Ok(Incoming::Frame(payload))) => payload.freeze(),
+                Some(Ok(Incoming::Started)) => continue,
+            };
+            match envelope::decode(&payload) {
+                Ok(Message::Response { id, status, body }) => {
+                    let answer = Answer::Response(Response { status, body });
+                    if !self.pending.finish(id, answer) {
+                        // Late for a call given up long ago, or a server bug.
+                        tracing::debug!(id, "reply for a request id not in flight; ignored");
+                    }
+                }
+                Ok(Message::Drain { first_unread }) => {
+                    tracing::debug!(first_unread, "{SHUTTING_DOWN}");
+                    closed.set(SHUTTING_DOWN);
+                    self.pending.drain(first_unread);
+                }
+                Ok(Message::Ping { token }) => {
+                    let mut pong = BytesMut::new();
+                    envelope::encode_ping(&mut pong, token, true);
+                    let _ = self.control.send(pong);
+                }
+                Ok(Message::Pong { token }) => tracing::trace!(token, "keepalive answered"),
+                Ok(Message::Request { .. } | Message::Cancel { .. }) => {
+                    break Some(
+                        "protocol violation: the server sent a client's message".to_owned(),
+                    );
+                }
+                Err(e) => break Some(format!("protocol violation: {e}")),
+            }
+        };
+        if let Some(reason) = reason {
+            tracing::debug!("connection closed: {reason}");
+            closed.set(reason);
+        }
+        // After the reason is set: the callers woken here read it.
+        self.pending.close();
+        if let Some(permits) = &self.permits {
+            permits.close();
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The calls of one connection that await their answers, by id.
+//!
+//! A call gets its id here, when it starts, and is entered under the same
+//! lock that queues its request for the writer: ids therefore rise in the
+//! order requests go on the wire, which is what makes a drain's
+//! "first unread id" exact (docs/PROTOCOL.md, "Drain"), and a reply always
+//! finds its call. Each entry holds the call's permit, so that however an
+//! entry leaves (answered, drained, expired, the connection closed) the
+//! permit goes back with it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::limit::Permit;
+use crate::envelope::{self, Status};
+
+/// How long a call whose caller gave up keeps its permit while the server
+/// has not answered the cancel. The server counts the call until it
+/// answers, so giving the permit back at once would let the next call be
+/// refused; never giving it back would let a server that ignores cancels
+/// use up every permit.
+pub(crate) const ABANDONED_KEPT: Duration = Duration::from_secs(2);
+
+/// How a call ends, as far as the connection can tell.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The server answered.
+    Response(Response),
+    /// The server will not run the call (it is draining).
+    NotProcessed,
+}
+
+/// A server's answer to one call.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: Status,
+    pub(crate) body: Bytes,
+}
+
+/// A call not yet answered.
+struct Entry {
+    /// `None` once the caller has given up.
+    caller: Option<oneshot::Sender<Answer>>,
+    _permit: Option<Permit>,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    by_id: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    /// Calls given up, by when they stop holding their permit.
+    abandoned: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Set once the connection takes no more calls.
+    refusing: bool,
+}
+
+/// The calls in flight on one connection.
+#[derive(Default)]
+pub(crate) struct Pending {
+    state: Mutex<State>,
+}
+
+/// The connection takes no more calls.
+#[derive(Debug)]
+pub(crate) struct Refused;
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned map is still sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the request in `frame` the next id, enters the call, and hands
+    /// the frame to `send`, all under one lock, so that ids go out in
+    /// order. `send` fails if the writer has gone.
+    pub(crate) fn start(
+        &self,
+        mut frame: BytesMut,
+        permit: Option<Permit>,
+        send: impl FnOnce(BytesMut) -> Result<(), BytesMut>,
+    ) -> Result<(u64, oneshot::Receiver<Answer>), Refused> {
+        let mut state = self.lock();
+        if state.refusing {
+            return Err(Refused);
+        }
+        let id = state.next_id;
+        envelope::set_request_id(&mut frame, id);
+        send(frame).map_err(|_| Refused)?;
+        state.next_id += 1;
+        let (caller, answer) = oneshot::channel();
+        let entry = Entry {
+            caller: Some(caller),
+            _permit: permit,
+        };
+        state.by_id.insert(id, entry);
+        Ok((id, answer))
+    }
+
+    /// Hands `answer` to the call `id`; `false` if no call has that id
+    /// (it expired, or the server is wrong).
+    pub(crate) fn finish(&self, id: u64, answer: Answer) -> bool {
+        let entry = self.lock().by_id.remove(&id);
+        let Some(entry) = entry else {
+            return false;
+        };
+        // Outside the lock: waking the caller may run it on this thread.
+        if let Some(caller) = entry.caller {
+            let _ = caller.send(answer);
+        }
+        true
+    }
+
+    /// The caller of `id` no longer waits. The call keeps its permit until
+    /// the server answers or [`ABANDONED_KEPT`] passes; returns when that
+    /// is, if the call was still unanswered.
+    pub(crate) fn abandon(&self, id: u64) -> Option<Instant> {
+        let mut state = self.lock();
+        let entry = state.by_id.get_mut(&id)?;
+        entry.caller = None;
+        let until = Instant::now() + ABANDONED_KEPT;
+        state.abandoned.push(Reverse((until, id)));
+        Some(until)
+    }
+
+    /// Lets go of the calls given up whose time to keep their permit has
+    /// come; returns when the next one's does.
+    pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.lock();
+        while let Some(&Reverse((until, id))) = state.abandoned.peek() {
+            if until > now {
+                return Some(until);
+            }
+            state.abandoned.pop();
+            // Ids are never reused: an entry still there is this call,
+            // still unanswered.
+            if state
+                .by_id
+                .get(&id)
+                .is_some_and(|entry| entry.caller.is_none())
+            {
+                state.by_id.remove(&id);
+            }
+        }
+        None
+    }
+
+    /// The server read no request from `first_unread` on: those calls fail
+    /// as not processed, and no call starts from now on.
+    pub(crate) fn drain(&self, first_unread: u64) {
+        let unread: Vec<Entry> = {
+            let mut state = self.lock();
+            state.refusing = true;
+            let ids: Vec<u64> = state
+                .by_id
+                .keys()
+                .copied()
+                .filter(|&id| id >= first_unread)
+                .collect();
+            ids.iter().filter_map(|id| state.by_id.remove(id)).collect()
+        };
+        for entry in unread {
+            if let Some(caller) = entry.caller {
+                let _ = caller.send(Answer::NotProcessed);
+            }
+        }
+    }
+
+    /// The connection has ended: every call still waiting wakes (and finds
+    /// the connection's reason), every permit goes back.
+    pub(crate) fn close(&self) {
+        let entries = {
+            let mut state = self.lock();
+            state.refusing = true;
+            state.abandoned.clear();
+            std::mem::take(&mut state.by_id)
+        };
+        drop(entries);
+    }
+
+    /// Calls entered and not yet let go.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+}
+
+/// Hashes sequential request ids by Fibonacci multiplication: cheap, and it
+/// spreads both the low bits (bucket) and the high bits (hashbrown's tag).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::limit::CallLimit;
+    use std::sync::Arc;
+
+    fn request() -> BytesMut {
+        let mut frame = BytesMut::new();
+        envelope::encode_request(&mut frame, "S", "m", None, &[], &(), 1 << 20).unwrap();
+        frame
+    }
+
+    fn ok() -> Answer {
+        Answer::Response(Response {
+            status: Status::OK,
+            body: Bytes::new(),
+        })
+    }
+
+    /// The id a queued frame carries (prefix, kind, flags, then the id).
+    fn id_of(frame: &[u8]) -> u64 {
+        u64::from_le_bytes(frame[6..14].try_into().unwrap())
+    }
+
+    #[test]
+    fn ids_rise_in_the_order_frames_are_queued() {
+        let pending = Pending::default();
+        let mut queued = Vec::new();
+        for expected in 0..3 {
+            let (id, _answer) = pending
+                .start(request(), None, |frame| {
+                    queued.push(frame);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(id, expected);
+        }
+        let ids: Vec<u64> = queued.iter().map(|frame| id_of(frame)).collect();
+        assert_eq!(ids, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_call_the_writer_cannot_take_is_refused_and_uses_no_id() {
+        let pending = Pending::default();
+        assert!(pending.start(request(), None, Err).is_err());
+        let (id, _answer) = pending.start(request(), None, |_| Ok(())).unwrap();
+        assert_eq!(id, 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_reaches_its_caller_and_frees_its_permit() {
+        let limit = Arc::new(CallLimit::new(1));
+        let pending = Pending::default();
+        let permit = limit.acquire().await.unwrap();
+        let (id, answer) = pending.start(request(), Some(permit), |_| Ok(())).unwrap();
+        assert!(
+            limit.try_acquire().is_none(),
+            "the call holds the only permit"
+        );
+        assert!(pending.finish(id, ok()));
+        assert!(matches!(answer.await, Ok(Answer::Response(_))));
+        assert!(limit.try_acquire().is_some());
+        assert!(!pending.finish(id, ok()), "answered once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_keeps_its_permit_until_answered_or_expired() {
+        let limit = Arc::new(CallLimit::new(2));
+        let pending = Pending::default();
+        let (first, _) = pending
+            .start(request(), limit.try_acquire(), |_| Ok(()))
+            .unwrap();
+        let (second, _) = pending
+            .start(request(), limit.try_acquire(), |_| Ok(()))
+            .unwrap();
+        let until = pending.abandon(first).unwrap();
+        pending.abandon(second).unwrap();
+        assert!(limit.try_acquire().is_none());
+        // The server answers the first; the second never.
+        assert!(pending.finish(first, ok()));
+        let permit = limit.try_acquire().expect("the answered call's permit");
+        drop(permit);
+        assert_eq!(pending.expire(Instant::now()), Some(until));
+        tokio::time::advance(ABANDONED_KEPT).await;
+        assert_eq!(pending.expire(Instant::now()), None);
+        assert_eq!(pending.len(), 0);
+        assert!(limit.try_acquire().is_some() && limit.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_drain_fails_unread_calls_and_refuses_new_ones() {
+        let pending = Pending::default();
+        let answers: Vec<_> = (0..4)
+            .map(|_| pending.start(request(), None, |_| Ok(())).unwrap().1)
+            .collect();
+        pending.drain(2);
+        assert!(pending.start(request(), None, |_| Ok(())).is_err());
+        let mut answers = answers.into_iter();
+        let (read0, read1) = (answers.next().unwrap(), answers.next().unwrap());
+        for unread in answers {
+            assert!(matches!(unread.await, Ok(Answer::NotProcessed)));
+        }
+        assert!(pending.finish(0, ok()) && pending.finish(1, ok()));
+        assert!(matches!(read0.await, Ok(Answer::Response(_))));
+        assert!(matches!(read1.await, Ok(Answer::Response(_))));
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_every_caller_and_frees_every_permit() {
+        let limit = Arc::new(CallLimit::new(2));
+        let pending = Pending::default();
+        let (_, answer) = pending
+            .start(request(), limit.try_acquire(), |_| Ok(()))
+            .unwrap();
+        let (given_up, _) = pending
+            .start(request(), limit.try_acquire(), |_| Ok(()))
+            .unwrap();
+        pending.abandon(given_up);
+        pending.close();
+        assert!(answer.await.is_err(), "woken without an answer");
+        assert!(limit.try_acquire().is_some() && limit.try_acquire().is_some());
+        assert!(pending.start(request(), None, |_| Ok(())).is_err());
+    }
+}

@@ -66,8 +66,9 @@
 //!
 //! The layers, each readable alone: `frame` (length prefix, handshake),
 //! `codec` (the one serde/bincode seam), `envelope` (message headers),
-//! `metadata` (call metadata), `transport` (a connection after the
-//! handshake, TCP or TLS, batched writes), then [`Channel`] on the client
+//! `metadata` (call metadata), [`transport`] (connections over TCP, Unix
+//! sockets, memory or any stream, TLS, the handshake, batched writes), then
+//! [`Channel`] on the client
 //! side and [`Server`] on the other, which meet only in the [`Service`]
 //! trait that generated servers implement.
 
@@ -84,7 +85,7 @@ mod service;
 mod stall;
 #[cfg(feature = "tls")]
 pub mod tls;
-mod transport;
+pub mod transport;
 
 #[cfg(test)]
 mod properties;
@@ -110,7 +111,7 @@ pub use server::{
     DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
-pub use transport::DEFAULT_WRITE_TIMEOUT;
+pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 
 /// Turns a trait into an RPC service: a typed client, a server, and the
 /// trait itself with `Send` futures.

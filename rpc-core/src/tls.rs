@@ -37,10 +37,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use crate::error::RpcError;
+use crate::transport::BoxedStream;
 
 /// A certificate chain (leaf first) and its private key: what a server
 /// shows its clients, or a client its server under mutual TLS.
@@ -269,8 +269,8 @@ pub(crate) struct Acceptor(TlsAcceptor);
 impl Acceptor {
     pub(crate) async fn accept(
         &self,
-        stream: TcpStream,
-    ) -> io::Result<server::TlsStream<TcpStream>> {
+        stream: BoxedStream,
+    ) -> io::Result<server::TlsStream<BoxedStream>> {
         self.0.accept(stream).await
     }
 }
@@ -285,15 +285,15 @@ pub(crate) struct Connector {
 impl Connector {
     pub(crate) async fn connect(
         &self,
-        stream: TcpStream,
-    ) -> io::Result<client::TlsStream<TcpStream>> {
+        stream: BoxedStream,
+    ) -> io::Result<client::TlsStream<BoxedStream>> {
         self.connector.connect(self.name.clone(), stream).await
     }
 }
 
 /// The chain a client presented, if it presented one.
 pub(crate) fn peer_certificates(
-    stream: &server::TlsStream<TcpStream>,
+    stream: &server::TlsStream<BoxedStream>,
 ) -> Option<Arc<[CertificateDer<'static>]>> {
     let (_, connection) = stream.get_ref();
     connection.peer_certificates().map(Arc::from)

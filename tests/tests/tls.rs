@@ -278,3 +278,36 @@ async fn unusable_tls_settings_are_errors_not_panics() {
         "{bad_name:?}"
     );
 }
+
+#[tokio::test]
+async fn tls_works_over_the_in_memory_transport_too() {
+    let ca = TestCa::new("test CA");
+    let (connector, incoming) = rpc_core::transport::memory();
+    let server = Server::builder()
+        .add_service(shapes())
+        .tls(ServerTlsConfig::new(ca.server(&["localhost"]).identity()))
+        .build()
+        .unwrap();
+    tokio::spawn(server.serve_incoming(incoming));
+    let channel = Channel::builder()
+        .tls(ClientTlsConfig::new("localhost").ca_certificates(ca.roots()))
+        .connect_with(connector.clone())
+        .await
+        .unwrap();
+    let client = ShapesClient::new(channel);
+    assert_eq!(
+        client.echo_text("tunnelled".to_owned()).await.unwrap(),
+        "tunnelled"
+    );
+    // A client that does not trust the server's CA is refused, as on TCP.
+    let other = TestCa::new("another CA");
+    let refused = Channel::builder()
+        .tls(ClientTlsConfig::new("localhost").ca_certificates(other.roots()))
+        .handshake_timeout(Duration::from_secs(5))
+        .connect_with(connector)
+        .await;
+    assert!(
+        matches!(refused, Err(RpcError::Connect { .. })),
+        "{refused:?}"
+    );
+}

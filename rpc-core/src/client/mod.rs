@@ -26,7 +26,7 @@ use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::metadata;
 #[cfg(feature = "tls")]
 use crate::tls::ClientTlsConfig;
-use crate::transport::{self, ConnectSettings};
+use crate::transport::{self, ConnectSettings, Connector, Dial};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
 use connection::{Connection, Keepalive};
@@ -95,8 +95,9 @@ impl CallOptions {
 struct Inner {
     /// The connection calls use now.
     current: ArcSwap<Connection>,
-    /// Where to reconnect: the addresses the first connect resolved.
-    addrs: Vec<SocketAddr>,
+    /// Where to reconnect: the addresses the first connect resolved, or the
+    /// socket path, or the connector.
+    dial: Dial,
     /// How to reconnect, TLS included.
     connect: ConnectSettings,
     settings: ChannelBuilder,
@@ -107,7 +108,7 @@ struct Inner {
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
-            .field("addrs", &self.inner.addrs)
+            .field("server", &self.inner.dial)
             .field("closed", &self.is_closed())
             .field("timeout", &self.options.timeout)
             .field("settings", &self.inner.settings)
@@ -119,6 +120,13 @@ impl Channel {
     /// Connects with default settings; see [`Channel::builder`] for others.
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<Channel, RpcError> {
         Channel::builder().connect(addr).await
+    }
+
+    /// Connects over a Unix domain socket with default settings; see
+    /// [`ChannelBuilder::connect_unix`].
+    #[cfg(unix)]
+    pub async fn connect_unix(path: impl AsRef<std::path::Path>) -> Result<Channel, RpcError> {
+        Channel::builder().connect_unix(path).await
     }
 
     /// Settings for a new channel.
@@ -235,7 +243,7 @@ impl Channel {
         // as a failed attempt, or every short-deadline call would start a
         // fresh connect and a slow server would be hammered.
         let mut attempt = Attempt(Some(backoff));
-        let connecting = transport::connect(&self.inner.addrs[..], &self.inner.connect).await;
+        let connecting = transport::connect(&self.inner.dial, &self.inner.connect).await;
         let mut backoff = attempt.0.take().expect("taken once");
         match connecting {
             Ok(connected) => {
@@ -358,9 +366,68 @@ impl ChannelBuilder {
         self
     }
 
-    /// Opens the connection. Must be called within a tokio runtime, which
-    /// runs the connection's tasks.
+    /// Opens a TCP connection to the first of the addresses `addr`
+    /// resolves to that accepts; reconnects go to the same addresses. Must
+    /// be called within a tokio runtime, which runs the connection's tasks.
     pub async fn connect<A: ToSocketAddrs>(self, addr: A) -> Result<Channel, RpcError> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| RpcError::Connect {
+                addr: "(address did not resolve)".to_owned(),
+                source,
+            })?
+            .collect();
+        self.open(Dial::Tcp(addrs)).await
+    }
+
+    /// Opens a connection over the Unix domain socket at `path` (where a
+    /// server made by [`ServerBuilder::bind_unix`](crate::ServerBuilder::bind_unix)
+    /// listens); reconnects go to the same path. TLS works over it too.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rpc_core::RpcError> {
+    /// let channel = rpc_core::Channel::builder()
+    ///     .connect_unix("/run/calculator.sock")
+    ///     .await?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(unix)]
+    pub async fn connect_unix(
+        self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Channel, RpcError> {
+        self.open(Dial::Unix(path.as_ref().to_owned())).await
+    }
+
+    /// Opens a connection with `connector`, which is called again for
+    /// every reconnect: any byte stream works (an in-memory pipe from
+    /// [`transport::memory`](crate::transport::memory), a socket set up in
+    /// a way of your own, a tunnel). The handshake, TLS if configured, and
+    /// the connect timeout (the handshake timeout) apply as for TCP.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rpc_core::RpcError> {
+    /// # let server = rpc_core::Server::builder().bind("127.0.0.1:0").await?;
+    /// # let addr = server.local_addr();
+    /// # tokio::spawn(server.serve());
+    /// use rpc_core::Channel;
+    ///
+    /// // A TCP connection made by hand, made again on every reconnect.
+    /// let channel = Channel::builder()
+    ///     .connect_with(move || tokio::net::TcpStream::connect(addr))
+    ///     .await?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(self, connector: impl Connector) -> Result<Channel, RpcError> {
+        self.open(Dial::Custom(Arc::new(connector))).await
+    }
+
+    async fn open(self, dial: Dial) -> Result<Channel, RpcError> {
         let connect = ConnectSettings {
             max_frame_length: self.max_frame_length,
             handshake_timeout: self.handshake_timeout,
@@ -372,14 +439,7 @@ impl ChannelBuilder {
                 .map(ClientTlsConfig::connector)
                 .transpose()?,
         };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-            .await
-            .map_err(|source| RpcError::Connect {
-                addr: "(address did not resolve)".to_owned(),
-                source,
-            })?
-            .collect();
-        let connected = transport::connect(&addrs[..], &connect).await?;
+        let connected = transport::connect(&dial, &connect).await?;
         let connection = Connection::start(connected, self.max_frame_length, self.keepalive);
         let options = CallOptions {
             timeout: self.call_timeout,
@@ -389,7 +449,7 @@ impl ChannelBuilder {
             options,
             inner: Arc::new(Inner {
                 current: ArcSwap::from_pointee(connection),
-                addrs,
+                dial,
                 connect,
                 backoff: tokio::sync::Mutex::new(Backoff::new(
                     self.initial_backoff,

@@ -2,11 +2,10 @@
 //! and authorisation live here.
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use crate::envelope::Status;
 use crate::metadata::Metadata;
-use crate::transport::PeerIdentity;
+use crate::transport::{PeerAddr, PeerIdentity};
 
 /// Decides, before routing, whether a call may run; set with
 /// [`ServerBuilder::interceptor`](crate::ServerBuilder::interceptor).
@@ -64,19 +63,19 @@ impl<'a> CallInfo<'a> {
 /// The client at the other end of a connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    addr: SocketAddr,
+    addr: PeerAddr,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     identity: PeerIdentity,
 }
 
 impl Peer {
-    pub(crate) fn new(addr: SocketAddr, identity: PeerIdentity) -> Self {
+    pub(crate) fn new(addr: PeerAddr, identity: PeerIdentity) -> Self {
         Peer { addr, identity }
     }
 
-    /// The client's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The client's address: TCP, a Unix socket, or another transport's.
+    pub fn addr(&self) -> &PeerAddr {
+        &self.addr
     }
 
     /// Under mutual TLS, the certificate chain the client presented (leaf

@@ -12,19 +12,17 @@ mod calls;
 mod reader;
 mod writer;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::net::TcpStream;
 
 use super::Shared;
 use super::interceptor::Peer;
 use super::watchdog::Watched;
 use crate::envelope;
-use crate::transport;
+use crate::transport::{self, Io, PeerAddr};
 use calls::Calls;
 use reader::{Connection, Role, Stop, drain_started, read_loop};
 
@@ -41,7 +39,7 @@ const GONE_PROBE: Duration = Duration::from_millis(500);
 
 /// Serves one connection until it ends, logging why it ended. Once the
 /// server drains, the connection ends by the grace deadline at the latest.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve(io: Io, peer: PeerAddr, shared: Arc<Shared>) {
     let mut drain = shared.drain.clone();
     // One future: `select!` drops the other branch as soon as this one's
     // future completes, and `run` must go on until the deadline itself.
@@ -50,7 +48,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         tokio::time::sleep_until(deadline).await;
     };
     let ended = tokio::select! {
-        ended = run(stream, peer, shared.clone()) => ended,
+        ended = run(io, peer.clone(), shared.clone()) => ended,
         () = grace_over => Err("the shutdown grace period ended".to_owned()),
     };
     match ended {
@@ -69,10 +67,14 @@ pub(super) enum Ended {
     Idle,
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> Result<(), String> {
-    let accepted = transport::accept(stream, &shared.accept).await?;
+async fn run(io: Io, peer: PeerAddr, shared: Arc<Shared>) -> Result<(), String> {
+    let accepted = transport::accept(io, &shared.accept).await?;
     let (outbox, stop, mut writing) = writer::spawn(accepted.writer, shared.max_queued_reply_bytes);
-    let calls = Calls::new(shared.clone(), outbox, Peer::new(peer, accepted.identity));
+    let calls = Calls::new(
+        shared.clone(),
+        outbox,
+        Peer::new(peer.clone(), accepted.identity),
+    );
     let connection = Arc::new(Connection::new(calls, accepted.reader));
     let watched: Weak<dyn Watched> = Arc::downgrade(&connection) as Weak<dyn Watched>;
     let watching = shared.watchdog.watch(watched);

@@ -1,20 +1,22 @@
-//! Connections after the handshake: a stream of incoming frames and a
-//! writer that sends many frames per system call.
+//! Bytes in motion: how connections are opened and accepted over any byte
+//! stream, their handshake, and the framed halves everything above sees.
 //!
-//! Everything above this module sees a connection as two boxed halves of
-//! any `AsyncRead + AsyncWrite` stream: plain TCP, or TLS over it when the
-//! `tls` feature is on. The boxes cost one allocation per connection and a
-//! virtual call per read or write, next to a system call each.
+//! A connection runs over TCP, a Unix domain socket, an in-memory pipe
+//! ([`memory`]) or any [`AsyncStream`], with TLS on top when configured.
+//! Everything above this module sees two boxed halves; the boxes cost one
+//! allocation per connection and a virtual call per read or write, next to
+//! a system call each.
+
+mod connector;
+mod memory;
+mod stream;
+mod writer;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
@@ -22,11 +24,13 @@ use crate::frame::{self, FrameDecoder, HelloError, ReceiveBudget};
 use crate::stall::StallTimeout;
 #[cfg(feature = "tls")]
 use crate::tls;
-
-/// Frames below this size are copied into one buffer and written together;
-/// larger ones are written from where they lie, since the copy would cost
-/// more than the system call it saves.
-const COALESCE_LIMIT: usize = 64 * 1024;
+pub use connector::Connector;
+pub(crate) use connector::Dial;
+pub use memory::{MemoryConnector, MemoryIncoming, memory};
+pub(crate) use stream::Io;
+pub use stream::{AsyncStream, BoxedStream, PeerAddr};
+use stream::{ReadHalf, WriteHalf};
+pub(crate) use writer::{FrameWriter, gather_ready};
 
 /// First size of a connection's read buffer. It grows to fit the bursts
 /// that arrive (and the codec reserves a large frame's length itself), so a
@@ -43,12 +47,6 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const TCP_KEEPALIVE_TIME: Duration = Duration::from_secs(60);
 const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The receiving half of a connection's byte stream.
-type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-
-/// The sending half of a connection's byte stream.
-type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
-
 /// Incoming frames of one connection, payloads without their prefix.
 pub(crate) type FrameReader = FramedRead<ReadHalf, FrameDecoder>;
 
@@ -64,65 +62,28 @@ pub(crate) struct Connected {
 #[derive(Clone)]
 pub(crate) struct ConnectSettings {
     pub(crate) max_frame_length: usize,
-    /// Bounds the TLS handshake and the protocol's together.
+    /// Bounds the connect, and then the TLS handshake and the protocol's
+    /// together.
     pub(crate) handshake_timeout: Duration,
     pub(crate) write_timeout: Duration,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<tls::Connector>,
 }
 
-/// Opens a connection to the first of `addrs` that accepts, and exchanges
-/// handshakes with the server.
+/// Opens a connection the way `dial` says and exchanges handshakes with
+/// the server.
 pub(crate) async fn connect(
-    addrs: &[SocketAddr],
+    dial: &Dial,
     settings: &ConnectSettings,
 ) -> Result<Connected, RpcError> {
-    let mut last = None;
-    for candidate in addrs {
-        // A host that drops SYNs would otherwise hold the caller for the
-        // kernel's retry time (minutes); the handshake timeout bounds it.
-        let connecting =
-            tokio::time::timeout(settings.handshake_timeout, TcpStream::connect(candidate));
-        let connected = connecting.await.unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no TCP connection within {:?}", settings.handshake_timeout),
-            ))
-        });
-        match connected {
-            Ok(stream) => {
-                keep_alive(&stream);
-                return client_handshake(stream, settings).await;
-            }
-            Err(e) => last = Some((candidate, e)),
-        }
-    }
-    let (addr, source) = match last {
-        Some((addr, e)) => (addr.to_string(), e),
-        None => (
-            "(no address)".to_owned(),
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the address resolved to nothing",
-            ),
-        ),
-    };
-    Err(RpcError::Connect { addr, source })
-}
-
-async fn client_handshake(
-    stream: TcpStream,
-    settings: &ConnectSettings,
-) -> Result<Connected, RpcError> {
-    let addr = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    // Calls are small and latency-bound; batching happens in FrameWriter.
-    let _ = stream.set_nodelay(true);
+    let io = dial
+        .open(settings.handshake_timeout)
+        .await
+        .map_err(|(addr, source)| RpcError::Connect { addr, source })?;
+    let addr = dial.describe();
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        let (mut read, mut write) = client_stream(stream, settings).await?;
+        let (mut read, mut write) = client_stream(io, settings).await?;
         frame::write_hello(&mut write, 0)
             .await
             .map_err(HelloError::Io)?;
@@ -156,16 +117,16 @@ async fn client_handshake(
     }
 }
 
-/// The client's halves of `stream`: TLS over it if the settings ask.
+/// The client's halves of `io`: TLS over it if the settings ask.
 async fn client_stream(
-    stream: TcpStream,
+    io: Io,
     settings: &ConnectSettings,
 ) -> Result<(ReadHalf, WriteHalf), HelloError> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &settings.tls {
         // Boxed: the handshake's state is large, and unboxed it would
         // enlarge every connection's future, plaintext ones included.
-        let stream = Box::pin(tls.connect(stream))
+        let stream = Box::pin(tls.connect(io.boxed()))
             .await
             .map_err(HelloError::Io)?;
         let (read, write) = tokio::io::split(stream);
@@ -173,8 +134,7 @@ async fn client_stream(
     }
     #[cfg(not(feature = "tls"))]
     let _ = settings;
-    let (read, write) = stream.into_split();
-    Ok((Box::new(read), Box::new(write)))
+    Ok(io.halves())
 }
 
 /// How the server side of a connection is set up.
@@ -207,15 +167,10 @@ pub(crate) struct PeerIdentity {
 }
 
 /// Checks a client's handshake (TLS first, if configured) and answers it.
-pub(crate) async fn accept(
-    stream: TcpStream,
-    settings: &AcceptSettings,
-) -> Result<Accepted, String> {
-    let _ = stream.set_nodelay(true);
-    keep_alive(&stream);
+pub(crate) async fn accept(io: Io, settings: &AcceptSettings) -> Result<Accepted, String> {
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        let (mut read, mut write, identity) = server_stream(stream, settings).await?;
+        let (mut read, mut write, identity) = server_stream(io, settings).await?;
         frame::read_hello(&mut read).await?;
         frame::write_hello(&mut write, settings.call_limit)
             .await
@@ -242,16 +197,18 @@ pub(crate) async fn accept(
     }
 }
 
-/// The server's halves of `stream`: TLS over it if the settings ask.
+/// The server's halves of `io`: TLS over it if the settings ask.
 async fn server_stream(
-    stream: TcpStream,
+    io: Io,
     settings: &AcceptSettings,
 ) -> Result<(ReadHalf, WriteHalf, PeerIdentity), HelloError> {
     #[cfg(feature = "tls")]
     if let Some(tls) = &settings.tls {
         // Boxed: the handshake's state is large, and unboxed it would
         // enlarge every connection's task, plaintext ones included.
-        let stream = Box::pin(tls.accept(stream)).await.map_err(HelloError::Io)?;
+        let stream = Box::pin(tls.accept(io.boxed()))
+            .await
+            .map_err(HelloError::Io)?;
         let identity = PeerIdentity {
             certificates: tls::peer_certificates(&stream),
         };
@@ -260,14 +217,17 @@ async fn server_stream(
     }
     #[cfg(not(feature = "tls"))]
     let _ = settings;
-    let (read, write) = stream.into_split();
-    Ok((Box::new(read), Box::new(write), PeerIdentity::default()))
+    let (read, write) = io.halves();
+    Ok((read, write, PeerIdentity::default()))
 }
 
-/// Turns on TCP keepalive, so that a peer that vanished is noticed even on
-/// a connection that is otherwise silent. Best effort: a socket that
-/// refuses is served without it.
-fn keep_alive(stream: &TcpStream) {
+/// Sets up a TCP socket of either side: no Nagle delay (calls are small
+/// and latency-bound; batching happens in [`FrameWriter`]), and TCP
+/// keepalive, so that a peer that vanished is noticed even on a connection
+/// that is otherwise silent. Best effort: a socket that refuses is served
+/// without them.
+pub(crate) fn tune_tcp(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(TCP_KEEPALIVE_TIME)
         .with_interval(TCP_KEEPALIVE_INTERVAL);
@@ -287,76 +247,7 @@ fn framed(
     let reader = FramedRead::with_capacity(read, decoder, INITIAL_READ_BUFFER);
     let writer = FrameWriter {
         io: Box::new(StallTimeout::new(write, write_timeout)),
-        out: BytesMut::new(),
+        out: bytes::BytesMut::new(),
     };
     (reader, writer)
-}
-
-/// Completes a batch whose first items just arrived on `queue`.
-///
-/// Under tokio's scheduling the task that woke the writer runs first and the
-/// writer right after it, finding one item: one system call per call.
-/// Yielding once lets every other task that is ready to send queue its
-/// frame, and they all go out together; at low load it costs one task
-/// switch.
-pub(crate) async fn gather_ready<T>(
-    queue: &mut mpsc::UnboundedReceiver<T>,
-    batch: &mut Vec<T>,
-    max: usize,
-) {
-    if batch.is_empty() || batch.len() >= max {
-        return;
-    }
-    tokio::task::yield_now().await;
-    while batch.len() < max {
-        match queue.try_recv() {
-            Ok(item) => batch.push(item),
-            Err(_) => break,
-        }
-    }
-}
-
-/// The sending half of a connection.
-pub(crate) struct FrameWriter {
-    io: WriteHalf,
-    out: BytesMut,
-}
-
-impl FrameWriter {
-    /// Writes whole frames (prefix included), emptying `frames`, in as few
-    /// system calls as their sizes allow.
-    pub(crate) async fn write_batch(&mut self, frames: &mut Vec<BytesMut>) -> io::Result<()> {
-        if frames.len() == 1 {
-            let frame = frames.pop().expect("one frame");
-            self.io.write_all(&frame).await?;
-            // A no-op on TCP; TLS may hold the last record until flushed.
-            return self.io.flush().await;
-        }
-        for frame in frames.drain(..) {
-            if frame.len() >= COALESCE_LIMIT {
-                self.flush_out().await?;
-                self.io.write_all(&frame).await?;
-            } else {
-                self.out.extend_from_slice(&frame);
-                if self.out.len() >= COALESCE_LIMIT {
-                    self.flush_out().await?;
-                }
-            }
-        }
-        self.flush_out().await?;
-        self.io.flush().await
-    }
-
-    async fn flush_out(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Sends FIN: the peer reads end-of-stream after the frames already sent.
-    pub(crate) async fn shutdown(&mut self) {
-        let _ = self.io.shutdown().await;
-    }
 }

@@ -1,0 +1,360 @@
+//! [`ServerBuilder`]: a server's services and settings, each setting with
+//! its default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{Semaphore, watch};
+
+use super::interceptor::Interceptor;
+use super::log::ConnectionLog;
+use super::router::Router;
+use super::{Listener, Server, Shared};
+use crate::duration;
+use crate::error::RpcError;
+use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
+use crate::service::Service;
+#[cfg(feature = "tls")]
+use crate::tls::ServerTlsConfig;
+use crate::transport::{AcceptSettings, DEFAULT_WRITE_TIMEOUT};
+
+/// Default time a new connection has to send its handshake.
+pub const DEFAULT_SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default number of calls one connection may have running at once.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 100;
+
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default time a frame has to arrive whole once its first bytes have.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default bytes all connections together may hold in frames they have
+/// begun but not finished receiving.
+pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Default bytes of replies one connection may have waiting to be written
+/// before the server stops reading its requests.
+pub const DEFAULT_MAX_QUEUED_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default time a connection with no call open may stay silent before the
+/// server closes it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default shortest time a client must leave between keepalive pings.
+pub const DEFAULT_MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default time connections have, once a shutdown starts, to finish the
+/// calls they had read.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Bytes of a partial frame each connection holds outside the receive
+/// budget: a few calls that arrive in two reads never depend on the budget,
+/// so connections that keep it spent cannot make small calls fail. 1,024
+/// connections hold 16 MiB this way at most.
+const FREE_PARTIAL_FRAME: usize = 16 * 1024;
+
+/// The settings a builder collects.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_frame_length: usize,
+    handshake_timeout: Duration,
+    max_concurrent_calls: usize,
+    max_connections: usize,
+    frame_timeout: Duration,
+    receive_budget: usize,
+    shutdown_grace: Duration,
+    min_ping_interval: Duration,
+    max_queued_reply_bytes: usize,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Services and settings for a [`Server`]; made by [`Server::builder`].
+pub struct ServerBuilder {
+    router: Router,
+    interceptor: Option<Arc<dyn Interceptor>>,
+    #[cfg(feature = "tls")]
+    tls: Option<ServerTlsConfig>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    pub(super) fn new() -> Self {
+        ServerBuilder {
+            router: Router::default(),
+            interceptor: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            limits: Limits {
+                max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+                handshake_timeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
+                max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                frame_timeout: DEFAULT_FRAME_TIMEOUT,
+                receive_budget: DEFAULT_RECEIVE_BUDGET,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+                min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
+                max_queued_reply_bytes: DEFAULT_MAX_QUEUED_REPLY_BYTES,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            },
+        }
+    }
+
+    /// Adds a service, such as a generated `<Trait>Server`. Calls name it
+    /// by its [`Service::name`]; one server serves any number of services
+    /// on one port.
+    ///
+    /// # Panics
+    ///
+    /// If a service of the same name was already added: that is a mistake
+    /// in the program, found when it starts.
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        if let Err(name) = self.router.add(Arc::new(service)) {
+            panic!("a service named `{name}` was already added to this server");
+        }
+        self
+    }
+
+    /// Runs `interceptor` on every call before anything else looks at it:
+    /// it sees the call's names, its metadata and the peer (with its
+    /// certificate chain under mutual TLS), and a [`Rejection`](crate::Rejection) answers the
+    /// call with [`RpcError::Unauthenticated`] or
+    /// [`RpcError::PermissionDenied`] without running any handler code. It
+    /// runs on the connection's reading task, so it must not block; one
+    /// interceptor per server (a later one replaces an earlier one).
+    ///
+    /// ```
+    /// use rpc_core::{CallInfo, Rejection, Server};
+    ///
+    /// let builder = Server::builder().interceptor(|call: &CallInfo<'_>| {
+    ///     match call.metadata().get("tenant") {
+    ///         Some(_) => Ok(()),
+    ///         None => Err(Rejection::unauthenticated("say which tenant you are")),
+    ///     }
+    /// });
+    /// # drop(builder);
+    /// ```
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptor = Some(Arc::new(interceptor));
+        self
+    }
+
+    /// Speaks TLS with every client (feature `tls`); see
+    /// [`ServerTlsConfig`] for mutual TLS. The handshake timeout bounds the
+    /// TLS handshake and the protocol's together.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: ServerTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Largest frame payload accepted or sent, in bytes (default
+    /// [`DEFAULT_MAX_FRAME_LENGTH`](crate::DEFAULT_MAX_FRAME_LENGTH), 16 MiB).
+    ///
+    /// A client that sends a larger frame is disconnected; a reply that
+    /// would be larger is replaced by an [`RpcError::Internal`] error.
+    pub fn max_frame_length(mut self, bytes: usize) -> Self {
+        self.limits.max_frame_length = bytes;
+        self
+    }
+
+    /// Time a new connection has to complete its handshake (default
+    /// [`DEFAULT_SERVER_HANDSHAKE_TIMEOUT`], 10 s), the TLS handshake
+    /// included.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handshake_timeout = duration::capped(timeout);
+        self
+    }
+
+    /// Calls one connection may have running at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_CALLS`], 100; at least 1).
+    ///
+    /// The server tells clients the limit in its handshake, and rpc-core
+    /// clients hold further calls back until earlier ones are answered. A
+    /// client that sends more anyway gets [`RpcError::ResourceExhausted`]
+    /// for each call beyond the limit. Values above 65,535 are advertised
+    /// as 65,535.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.limits.max_concurrent_calls = calls.max(1);
+        self
+    }
+
+    /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`],
+    /// 1,024). Connections beyond it are accepted and closed at once, with
+    /// a logged warning.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        // Also the most a tokio semaphore can count.
+        self.limits.max_connections = connections
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        self
+    }
+
+    /// Time a frame has to arrive whole once its first bytes have (default
+    /// [`DEFAULT_FRAME_TIMEOUT`], 30 s). A connection that takes longer is
+    /// closed, so slow senders cannot hold memory indefinitely.
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.frame_timeout = duration::capped(timeout);
+        self
+    }
+
+    /// Bytes that all connections together may hold in frames they have
+    /// begun but not finished receiving (default [`DEFAULT_RECEIVE_BUDGET`],
+    /// 64 MiB). A connection whose partial frame would exceed what is left
+    /// is closed. The first 16 KiB of each connection's partial frame are
+    /// not charged, so connections that keep the budget spent cannot make
+    /// other clients' small calls fail. Receive buffers grow with the bytes that arrive, never
+    /// with the length a frame claims, so this bounds the memory that slow
+    /// or lying senders can pin, however many connect.
+    ///
+    /// Honest frames count too while their bytes are still arriving, so
+    /// keep it well above the largest frames expected in transit at once
+    /// (the default is four frames of the default maximum size).
+    pub fn receive_budget(mut self, bytes: usize) -> Self {
+        self.limits.receive_budget = bytes;
+        self
+    }
+
+    /// Time connections have, once a shutdown starts, to finish the calls
+    /// they had read (default [`DEFAULT_SHUTDOWN_GRACE`], 10 s); see
+    /// [`Server::serve_with_shutdown`].
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.limits.shutdown_grace = duration::capped(grace);
+        self
+    }
+
+    /// Shortest time a client must leave between keepalive pings (default
+    /// [`DEFAULT_MIN_PING_INTERVAL`], 1 s). Each ping is answered, but a
+    /// client whose pings come sooner three times in a row is disconnected,
+    /// so pings cannot be used to make the server work for nothing.
+    pub fn min_ping_interval(mut self, interval: Duration) -> Self {
+        self.limits.min_ping_interval = duration::capped(interval);
+        self
+    }
+
+    /// Bytes of replies one connection may have waiting to be written
+    /// before the server stops reading its requests (default
+    /// [`DEFAULT_MAX_QUEUED_REPLY_BYTES`], 4 MiB). A client that sends calls but does not read
+    /// the replies is then held back by TCP flow control instead of growing
+    /// the server's memory; it resumes as soon as it reads. At least one
+    /// frame is always let through, so a single reply larger than the limit
+    /// still goes out. Calls already running when the limit is reached
+    /// still answer (at most
+    /// [`max_concurrent_calls`](ServerBuilder::max_concurrent_calls) of
+    /// them), so a connection's replies can pass the limit by their size.
+    pub fn max_queued_reply_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_queued_reply_bytes = bytes.max(1);
+        self
+    }
+
+    /// Time a write may wait for the client to take bytes (default
+    /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT), 30 s). A
+    /// client that stops reading for longer is disconnected and its
+    /// running calls are dropped. The timer runs only while a write waits,
+    /// so a large reply sent to a slow but steady reader never trips it.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.write_timeout = duration::capped(timeout);
+        self
+    }
+
+    /// Time a connection with no call open may stay silent (default
+    /// [`DEFAULT_IDLE_TIMEOUT`], 2 min). Such a connection is closed with a
+    /// drain notice, so a call its client sends at that moment fails with
+    /// [`RpcError::NotProcessed`] and is safe to send again; the close
+    /// comes between one and two timeouts after the last frame. Anything
+    /// the client sends (a keepalive ping included) counts as activity.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.idle_timeout = duration::capped(timeout).max(Duration::from_millis(1));
+        self
+    }
+
+    /// Binds a TCP listener. Port 0 picks a free port; see
+    /// [`Server::local_addr`].
+    pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
+        let listener = TcpListener::bind(addr).await.map_err(RpcError::Io)?;
+        self.finish(Listener::Tcp(listener))
+    }
+
+    /// Binds a listener on a Unix domain socket at `path`, for clients on
+    /// the same host ([`Channel::connect_unix`](crate::Channel::connect_unix)):
+    /// no TCP stack, and the file's permissions say who may connect. Fails
+    /// if `path` exists; removing a stale socket file is the caller's
+    /// choice. TLS and every limit apply as on TCP.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rpc_core::RpcError> {
+    /// let server = rpc_core::Server::builder()
+    ///     // .add_service(...)
+    ///     .bind_unix("/run/calculator.sock")
+    ///     .await?;
+    /// server.serve().await
+    /// # }
+    /// ```
+    #[cfg(unix)]
+    pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Server, RpcError> {
+        let listener = tokio::net::UnixListener::bind(path).map_err(RpcError::Io)?;
+        self.finish(Listener::Unix(listener))
+    }
+
+    /// Makes the server without a listener, for
+    /// [`Server::serve_incoming`]: connections of any kind that you accept
+    /// yourself, or the in-memory transport
+    /// ([`transport::memory`](crate::transport::memory)).
+    pub fn build(self) -> Result<Server, RpcError> {
+        self.finish(Listener::None)
+    }
+
+    fn finish(self, listener: Listener) -> Result<Server, RpcError> {
+        #[cfg(feature = "tls")]
+        let tls = self
+            .tls
+            .as_ref()
+            .map(ServerTlsConfig::acceptor)
+            .transpose()?;
+        let limits = self.limits;
+        let (drain, drain_rx) = watch::channel(None);
+        let shared = Shared {
+            router: self.router,
+            interceptor: self.interceptor,
+            accept: AcceptSettings {
+                max_frame_length: limits.max_frame_length,
+                handshake_timeout: limits.handshake_timeout,
+                call_limit: u16::try_from(limits.max_concurrent_calls).unwrap_or(u16::MAX),
+                write_timeout: limits.write_timeout,
+                budget: Arc::new(ReceiveBudget::with_allowance(
+                    limits.receive_budget,
+                    FREE_PARTIAL_FRAME,
+                )),
+                #[cfg(feature = "tls")]
+                tls,
+            },
+            max_concurrent_calls: limits.max_concurrent_calls,
+            frame_timeout: limits.frame_timeout,
+            drain: drain_rx,
+            min_ping_interval: limits.min_ping_interval,
+            max_queued_reply_bytes: limits.max_queued_reply_bytes,
+            idle_timeout: limits.idle_timeout,
+            watchdog: Arc::default(),
+            log: ConnectionLog::new(),
+        };
+        Server::new(
+            listener,
+            shared,
+            limits.max_connections,
+            drain,
+            limits.shutdown_grace,
+        )
+    }
+}

@@ -78,10 +78,27 @@ async fn replies_arrive_out_of_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
     let (control, mut started) = ControlImpl::new();
-    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control.clone()))).await;
+    // The server runs on a runtime of its own, as in production: a test
+    // task woken from inside the blocked handler would otherwise wait on
+    // the blocked worker thread itself, and so would the test.
+    let builder = Server::builder().add_service(ControlServer::from_arc(control.clone()));
+    let (bound, addr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let server = builder.bind("127.0.0.1:0").await.unwrap();
+            bound.send(server.local_addr()).unwrap();
+            server.serve().await
+        })
+    });
+    let addr = addr.recv().unwrap();
     let client = ControlClient::new(rpc_core::Channel::connect(addr).await.unwrap());
     let blocking = tokio::spawn({
         let client = client.clone();

@@ -346,7 +346,7 @@ impl ServerBuilder {
             min_ping_interval: limits.min_ping_interval,
             max_queued_reply_bytes: limits.max_queued_reply_bytes,
             idle_timeout: limits.idle_timeout,
-            watchdog: Arc::default(),
+            watchdog: super::watchdog::global(),
             log: ConnectionLog::new(),
         };
         Server::new(

@@ -11,15 +11,17 @@
 //! a blocking one therefore waits at most two periods, and the fast path
 //! pays a few atomic operations per call.
 //!
-//! This needs a runtime with more than one worker thread: on a
-//! current-thread runtime a blocking handler stops everything anyway.
+//! The watchdog is one thread for the whole process, not a task: a task
+//! could itself sit behind the stuck one (tokio runs the task a worker woke
+//! last on that worker, out of reach of the others), and then nobody would
+//! look. It sleeps while no reader is inside user code. Rescue needs a
+//! runtime with more than one worker thread: on a current-thread runtime a
+//! blocking handler stops everything anyway.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 /// How often the watchdog looks, and so how long a stuck reader waits for
 /// rescue: between one and two periods.
@@ -29,9 +31,27 @@ const PERIOD: Duration = Duration::from_millis(10);
 /// reader wakes it, so that an idle server does not wake 100 times a second.
 const PARK_AFTER: u32 = 100;
 
-/// Longest park: the watchdog holds its state while parked, and checks this
-/// often whether the server is gone.
-const PARK_CHECK: Duration = Duration::from_secs(1);
+/// The process's watchdog, its thread started on first use.
+static WATCHDOG: LazyLock<Arc<Watchdog>> = LazyLock::new(|| {
+    let watchdog = Arc::new(Watchdog::default());
+    let looking = watchdog.clone();
+    let started = std::thread::Builder::new()
+        .name("rpc-watchdog".to_owned())
+        .spawn(move || run(&looking));
+    match started {
+        Ok(thread) => {
+            let _ = watchdog.thread.set(thread.thread().clone());
+        }
+        // Without it calls are still served; only stuck readers stay stuck.
+        Err(e) => tracing::warn!("could not start the watchdog thread: {e}"),
+    }
+    watchdog
+});
+
+/// The process's watchdog.
+pub(crate) fn global() -> Arc<Watchdog> {
+    WATCHDOG.clone()
+}
 
 /// A connection's reader, as the watchdog sees it.
 pub(crate) trait Watched: Send + Sync + 'static {
@@ -67,12 +87,13 @@ impl Stamp {
     }
 }
 
-/// The server's watchdog: its clock and the readers it watches.
+/// A watchdog: its clock and the readers it watches.
 #[derive(Default)]
 pub(crate) struct Watchdog {
     tick: AtomicU64,
     parked: AtomicBool,
-    wake: Notify,
+    /// The thread that looks, to wake when parked.
+    thread: OnceLock<std::thread::Thread>,
     readers: Mutex<Readers>,
 }
 
@@ -83,17 +104,12 @@ struct Readers {
 }
 
 impl Watchdog {
-    /// Starts watching `reader` until the returned guard drops. The first
-    /// reader watched starts the watchdog's task, within the caller's
-    /// runtime; it ends once the watchdog is dropped.
+    /// Starts watching `reader` until the returned guard drops.
     pub(crate) fn watch(self: &Arc<Self>, reader: Weak<dyn Watched>) -> Watching {
         let mut readers = self.lock();
         let key = readers.next;
         readers.next += 1;
         readers.by_key.insert(key, reader);
-        if key == 0 {
-            tokio::spawn(run(Arc::downgrade(self)));
-        }
         Watching {
             watchdog: self.clone(),
             key,
@@ -105,9 +121,10 @@ impl Watchdog {
         stamp
             .since
             .store(self.tick.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) {
-            self.parked.store(false, Ordering::SeqCst);
-            self.wake.notify_one();
+        if self.parked.swap(false, Ordering::SeqCst) {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
         }
     }
 
@@ -172,32 +189,22 @@ impl Drop for Watching {
     }
 }
 
-async fn run(watchdog: Weak<Watchdog>) {
+fn run(watchdog: &Watchdog) {
     let mut quiet = 0;
     loop {
-        tokio::time::sleep(PERIOD).await;
-        let Some(dog) = watchdog.upgrade() else {
-            return;
-        };
-        quiet = if dog.look() { 0 } else { quiet + 1 };
+        std::thread::sleep(PERIOD);
+        quiet = if watchdog.look() { 0 } else { quiet + 1 };
         if quiet < PARK_AFTER {
             continue;
         }
-        dog.parked.store(true, Ordering::SeqCst);
-        loop {
-            if dog.any_polling() || !dog.parked.load(Ordering::SeqCst) {
-                break;
-            }
-            let woken = tokio::time::timeout(PARK_CHECK, dog.wake.notified()).await;
-            if woken.is_ok() {
-                break;
-            }
-            if Arc::strong_count(&dog) == 1 {
-                // The server and every connection are gone.
-                return;
-            }
+        watchdog.parked.store(true, Ordering::SeqCst);
+        // A reader that entered just before `parked` was set is seen here;
+        // one that enters after unparks this thread, and an unpark that
+        // comes before the park makes it return at once.
+        if !watchdog.any_polling() {
+            std::thread::park();
         }
-        dog.parked.store(false, Ordering::SeqCst);
+        watchdog.parked.store(false, Ordering::SeqCst);
         quiet = 0;
     }
 }
@@ -208,7 +215,7 @@ mod tests {
 
     struct Reader {
         stamp: Stamp,
-        rescues: tokio::sync::mpsc::UnboundedSender<()>,
+        rescues: std::sync::mpsc::Sender<()>,
     }
 
     impl Watched for Reader {
@@ -220,46 +227,57 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_reader_stuck_for_a_period_is_rescued_once() {
-        let watchdog = Arc::new(Watchdog::default());
-        let (rescues, mut rescued) = tokio::sync::mpsc::unbounded_channel();
+    fn watched(watchdog: &Arc<Watchdog>) -> (Arc<Reader>, Watching, std::sync::mpsc::Receiver<()>) {
+        let (rescues, rescued) = std::sync::mpsc::channel();
         let reader = Arc::new(Reader {
             stamp: Stamp::default(),
             rescues,
         });
-        let weak: Weak<dyn Watched> = Arc::downgrade(&reader) as Weak<dyn Watched>;
-        let _watching = watchdog.watch(weak);
-        // Quick polls are never rescued.
+        let watching = watchdog.watch(Arc::downgrade(&reader) as Weak<dyn Watched>);
+        (reader, watching, rescued)
+    }
+
+    #[test]
+    fn a_reader_stuck_for_a_period_is_rescued_once() {
+        let watchdog = Arc::new(Watchdog::default());
+        let (reader, _watching, rescued) = watched(&watchdog);
+        // Polls that end before the next look are never rescued.
         for _ in 0..50 {
             watchdog.enter(&reader.stamp);
             watchdog.leave(&reader.stamp);
-            tokio::time::sleep(PERIOD).await;
+            assert!(!watchdog.look());
         }
         assert!(rescued.try_recv().is_err());
         watchdog.enter(&reader.stamp);
-        tokio::time::sleep(PERIOD * 5).await;
+        assert!(watchdog.look(), "polling");
+        assert!(rescued.try_recv().is_err(), "not a whole period yet");
+        watchdog.look();
         assert!(rescued.try_recv().is_ok());
+        watchdog.look();
         assert!(rescued.try_recv().is_err(), "one stall, one rescue");
         reader.stamp.rescue_over();
-        tokio::time::sleep(PERIOD * 3).await;
+        watchdog.look();
         assert!(rescued.try_recv().is_ok(), "still stuck: rescued again");
         watchdog.leave(&reader.stamp);
+        assert!(!watchdog.look());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_parked_watchdog_wakes_for_the_next_poll() {
+    #[test]
+    fn a_reader_that_is_gone_is_not_watched() {
         let watchdog = Arc::new(Watchdog::default());
-        let (rescues, mut rescued) = tokio::sync::mpsc::unbounded_channel();
-        let reader = Arc::new(Reader {
-            stamp: Stamp::default(),
-            rescues,
-        });
-        let _watching = watchdog.watch(Arc::downgrade(&reader) as Weak<dyn Watched>);
-        tokio::time::sleep(PERIOD * (PARK_AFTER + 10)).await;
-        assert!(watchdog.parked.load(Ordering::SeqCst));
+        let (reader, watching, _rescued) = watched(&watchdog);
         watchdog.enter(&reader.stamp);
-        tokio::time::sleep(PERIOD * 5).await;
-        assert!(rescued.try_recv().is_ok());
+        drop(watching);
+        assert!(!watchdog.look());
+        assert!(!watchdog.any_polling());
+    }
+
+    #[test]
+    fn the_process_watchdog_rescues_within_a_few_periods() {
+        let watchdog = global();
+        let (reader, _watching, rescued) = watched(&watchdog);
+        watchdog.enter(&reader.stamp);
+        assert!(rescued.recv_timeout(Duration::from_secs(10)).is_ok());
+        watchdog.leave(&reader.stamp);
     }
 }

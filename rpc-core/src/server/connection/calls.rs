@@ -59,6 +59,37 @@ pub(super) struct Calls {
     pub(super) gone: CancellationToken,
     /// Who is at the other end, for the interceptor.
     peer: Peer,
+    /// What the reader has made since it last waited: replies to queue and
+    /// calls to start on tasks (see [`Calls::flush`]).
+    deferred: std::sync::Mutex<Deferred>,
+}
+
+/// Work a reader hands on only when it is about to wait.
+///
+/// Queuing a reply wakes the writer, and spawning a call makes a task;
+/// tokio runs the task a worker woke last on that same worker, next, where
+/// no other worker can take it. Were the reader to wake the writer and then
+/// poll a handler that blocks its thread, the writer (and with it every
+/// reply of the connection) would wait for that handler. So the reader
+/// keeps what it makes here, and hands it on just before it waits (or every
+/// [`MAX_DEFERRED`] items, yielding after): a handler it polls never has a
+/// task of this connection queued behind it.
+#[derive(Default)]
+struct Deferred {
+    frames: Vec<BytesMut>,
+    calls: Vec<Registered>,
+}
+
+/// Items a reader defers at most before it hands them on and yields.
+pub(super) const MAX_DEFERRED: usize = 64;
+
+/// A call counted as running, to be started on a task of its own.
+struct Registered {
+    id: u64,
+    future: ResponseFuture,
+    deadline: Option<Instant>,
+    cancelled: CancellationToken,
+    running: crate::server::running::RunningCall,
 }
 
 /// A call that has started and has yet to be polled.
@@ -82,6 +113,7 @@ impl Calls {
             first_unread: AtomicU64::new(0),
             gone: CancellationToken::new(),
             peer,
+            deferred: std::sync::Mutex::default(),
         }
     }
 
@@ -91,7 +123,18 @@ impl Calls {
     }
 
     fn reply(&self, reply: Reply) {
-        self.outbox.send(reply.into_frame());
+        lock(&self.deferred).frames.push(reply.into_frame());
+    }
+
+    /// Queues the replies and starts the calls the readers have deferred.
+    pub(super) fn flush(&self) {
+        let Deferred { frames, calls } = std::mem::take(&mut *lock(&self.deferred));
+        for frame in frames {
+            self.outbox.send(frame);
+        }
+        for call in calls {
+            self.launch(call);
+        }
     }
 
     /// Handles the message a frame carries: a call that is started comes
@@ -228,7 +271,8 @@ impl Calls {
         Ok(target)
     }
 
-    /// Moves a call to a task of its own, which answers it unless the
+    /// Counts a call as running (a cancel finds it from now on) and defers
+    /// moving it to a task of its own, which answers it unless the
     /// connection ends first.
     pub(super) fn spawn(&self, call: Started) -> Result<(), String> {
         let Started {
@@ -241,6 +285,24 @@ impl Calls {
         let Some(running) = self.running.start(id, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
         };
+        lock(&self.deferred).calls.push(Registered {
+            id,
+            future,
+            deadline,
+            cancelled,
+            running,
+        });
+        Ok(())
+    }
+
+    fn launch(&self, call: Registered) {
+        let Registered {
+            id,
+            future,
+            deadline,
+            cancelled,
+            running,
+        } = call;
         let outbox = self.outbox.clone();
         let gone = self.gone.clone();
         tokio::spawn(async move {
@@ -268,7 +330,6 @@ impl Calls {
                 outbox.send(reply.into_frame());
             }
         });
-        Ok(())
     }
 
     /// Stops the call with `id` if it is still running; its task answers
@@ -307,7 +368,7 @@ impl Calls {
         }
         let mut pong = BytesMut::new();
         envelope::encode_ping(&mut pong, token, true);
-        self.outbox.send(pong);
+        lock(&self.deferred).frames.push(pong);
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::Ended;
-use super::calls::Calls;
+use super::calls::{Calls, MAX_DEFERRED};
 use crate::frame::Incoming;
 use crate::server::watchdog::{Stamp, Watched};
 use crate::transport::FrameReader;
@@ -53,6 +53,9 @@ pub(super) struct Connection {
     back: Notify,
     /// How a stand-in's reading ended, for the connection's task to act on.
     outcome: Mutex<Option<Result<Ended, String>>>,
+    /// Where a stand-in runs: the watchdog that starts one is a thread of
+    /// its own.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Which task reads.
@@ -86,6 +89,7 @@ impl Connection {
             stamp: Stamp::default(),
             back: Notify::new(),
             outcome: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -137,7 +141,8 @@ impl Watched for Connection {
     }
 
     fn rescue(self: Arc<Self>) {
-        tokio::spawn(async move {
+        let runtime = self.runtime.clone();
+        runtime.spawn(async move {
             let writer_gone = async {
                 self.calls.outbox.closed().await;
                 "the writer stopped".to_owned()
@@ -168,10 +173,22 @@ pub(super) async fn read_loop(
     let idle_check = tokio::time::sleep(shared.idle_timeout);
     tokio::pin!(idle_check);
     let mut frames_at_check: u64 = 0;
+    // Frames handled since the deferred work was last handed on.
+    let mut unflushed: usize = 0;
     let mut state = connection.read.lock().await;
+    // A stand-in first hands on what the stuck reader had deferred.
+    connection.calls.flush();
     let ended = loop {
         if role == Role::StandIn && !connection.stamp.polling() {
+            connection.calls.flush();
             return Stop::Back;
+        }
+        if unflushed >= MAX_DEFERRED {
+            // A long burst: let the writer and the calls started run now
+            // and then, not only when the burst ends.
+            connection.calls.flush();
+            unflushed = 0;
+            tokio::task::yield_now().await;
         }
         let Some(ReadState {
             frames,
@@ -181,6 +198,7 @@ pub(super) async fn read_loop(
         }) = &mut *state
         else {
             // A stand-in that comes after reading ended.
+            connection.calls.flush();
             return Stop::Back;
         };
         if backlog.held() >= shared.max_queued_reply_bytes {
@@ -210,6 +228,12 @@ pub(super) async fn read_loop(
             reason = &mut writer_gone => break Err(reason),
             () = connection.back.notified(), if role == Role::StandIn => continue,
             next = frames.next() => next,
+            // Nothing to read yet: hand on the deferred work before waiting.
+            () = std::future::ready(()), if unflushed > 0 => {
+                connection.calls.flush();
+                unflushed = 0;
+                continue;
+            }
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                 if frame_deadline.is_some() =>
             {
@@ -245,6 +269,7 @@ pub(super) async fn read_loop(
                 if payload.len() >= LARGE_FRAME {
                     *release_buffer = Some(Instant::now() + BUFFER_KEPT);
                 }
+                unflushed += 1;
                 if role == Role::StandIn {
                     if let Err(reason) = connection.handle(payload.freeze(), role) {
                         break Err(reason);
@@ -265,6 +290,7 @@ pub(super) async fn read_loop(
             }
         }
     };
+    connection.calls.flush();
     match role {
         Role::Own => Stop::Ended(ended),
         Role::StandIn => {

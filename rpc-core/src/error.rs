@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::status::Code;
+
 /// Everything that can go wrong with a remote call, a connection or a server.
 ///
 /// Marked `#[non_exhaustive]`: later versions may add variants, so match
@@ -190,6 +192,35 @@ impl RpcError {
     /// Whether the call ran out of time, whichever side noticed first.
     pub fn is_timeout(&self) -> bool {
         matches!(self, RpcError::DeadlineExceeded { .. })
+    }
+
+    /// The status this error stands for, if it is one the protocol names
+    /// (docs/PROTOCOL.md, §4): the server's answer, or a deadline the
+    /// client noticed first ([`Code::DeadlineExceeded`]). `None` for
+    /// failures of the connection, of encoding or decoding on this side,
+    /// and of configuration, which no server status describes.
+    ///
+    /// ```
+    /// use rpc_core::{Code, RpcError};
+    ///
+    /// let refused = RpcError::PermissionDenied { message: "tenant b".into() };
+    /// assert_eq!(refused.code(), Some(Code::PermissionDenied));
+    /// assert_eq!(RpcError::NoRuntime.code(), None);
+    /// ```
+    pub fn code(&self) -> Option<Code> {
+        Some(match self {
+            RpcError::UnknownService { .. } => Code::UnknownService,
+            RpcError::UnknownMethod { .. } => Code::UnknownMethod,
+            RpcError::BadRequest { .. } => Code::BadRequest,
+            RpcError::HandlerPanicked { .. } => Code::HandlerPanicked,
+            RpcError::Internal { .. } => Code::Internal,
+            RpcError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            RpcError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            RpcError::Unauthenticated { .. } => Code::Unauthenticated,
+            RpcError::PermissionDenied { .. } => Code::PermissionDenied,
+            RpcError::Cancelled { .. } => Code::Cancelled,
+            _ => return None,
+        })
     }
 }
 

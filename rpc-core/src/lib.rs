@@ -83,6 +83,7 @@ mod metadata;
 mod server;
 mod service;
 mod stall;
+mod status;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
@@ -111,6 +112,7 @@ pub use server::{
     DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
+pub use status::Code;
 pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 
 /// Turns a trait into an RPC service: a typed client, a server, and the

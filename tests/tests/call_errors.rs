@@ -67,3 +67,24 @@ fn a_timed_call_outside_a_runtime_fails_without_panicking() {
     let result = futures::executor::block_on(timed.fast(1));
     assert!(matches!(result, Err(RpcError::NoRuntime)), "{result:?}");
 }
+
+#[tokio::test]
+async fn every_status_the_protocol_defines_comes_back_as_its_code() {
+    for status in 1..=10u8 {
+        let addr = answering(status, "why").await;
+        let client = ControlClient::new(Channel::connect(addr).await.unwrap());
+        let error = client.fast(1).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            rpc_core::Code::from_wire(status),
+            "status {status}: {error:?}"
+        );
+        assert_eq!(error.code().map(rpc_core::Code::wire), Some(status));
+    }
+    // Local and connection failures carry no status.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let refused = Channel::connect(addr).await.unwrap_err();
+    assert_eq!(refused.code(), None, "{refused:?}");
+}

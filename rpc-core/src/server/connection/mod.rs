@@ -70,6 +70,10 @@ pub(super) enum Ended {
 async fn run(io: Io, peer: PeerAddr, shared: Arc<Shared>) -> Result<(), String> {
     let accepted = transport::accept(io, &shared.accept).await?;
     let (outbox, stop, mut writing) = writer::spawn(accepted.writer, shared.max_queued_reply_bytes);
+    // Let the writer start before the first frame is read: spawned from
+    // here, it runs next on this worker only, and a first call that blocks
+    // its thread would strand it (calls.rs, `Deferred`).
+    tokio::task::yield_now().await;
     let calls = Calls::new(
         shared.clone(),
         outbox,

@@ -228,10 +228,13 @@ pub(super) async fn read_loop(
             reason = &mut writer_gone => break Err(reason),
             () = connection.back.notified(), if role == Role::StandIn => continue,
             next = frames.next() => next,
-            // Nothing to read yet: hand on the deferred work before waiting.
+            // Nothing to read yet: hand on the deferred work, and let it run
+            // before reading again (a frame that arrived meanwhile could be
+            // a handler that blocks, with that work queued behind it).
             () = std::future::ready(()), if unflushed > 0 => {
                 connection.calls.flush();
                 unflushed = 0;
+                tokio::task::yield_now().await;
                 continue;
             }
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),

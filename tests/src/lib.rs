@@ -25,6 +25,27 @@ pub async fn serve(builder: ServerBuilder) -> SocketAddr {
 /// bytes), for tests that speak raw bytes.
 pub const HELLO: [u8; 8] = *b"RKIT\x01\x00\x00\x00";
 
+/// Binds `builder` on 127.0.0.1:0 and serves it on a runtime of its own
+/// (two worker threads, on a thread of its own), as a server in production
+/// runs apart from its clients: a test task woken from inside a handler
+/// that blocks its thread would otherwise wait on that very thread.
+pub fn serve_on_own_runtime(builder: ServerBuilder) -> SocketAddr {
+    let (bound, addr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the server");
+        runtime.block_on(async move {
+            let server = builder.bind("127.0.0.1:0").await.expect("bind");
+            bound.send(server.local_addr()).expect("the test waits");
+            server.serve().await
+        })
+    });
+    addr.recv().expect("the server thread binds")
+}
+
 /// Opens a raw TCP connection and completes the handshake, returning the
 /// stream and the call limit the server advertised.
 pub async fn raw_connect_with_limit(addr: SocketAddr) -> (TcpStream, u16) {

@@ -85,20 +85,7 @@ async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
     // task woken from inside the blocked handler would otherwise wait on
     // the blocked worker thread itself, and so would the test.
     let builder = Server::builder().add_service(ControlServer::from_arc(control.clone()));
-    let (bound, addr) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let server = builder.bind("127.0.0.1:0").await.unwrap();
-            bound.send(server.local_addr()).unwrap();
-            server.serve().await
-        })
-    });
-    let addr = addr.recv().unwrap();
+    let addr = rpc_tests::serve_on_own_runtime(builder);
     let client = ControlClient::new(rpc_core::Channel::connect(addr).await.unwrap());
     let blocking = tokio::spawn({
         let client = client.clone();
@@ -117,4 +104,47 @@ async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
         2
     );
     assert_eq!(blocking.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_violation_read_beside_a_blocked_handler_still_closes() {
+    let (control, mut started) = ControlImpl::new();
+    let builder = Server::builder().add_service(ControlServer::from_arc(control.clone()));
+    let addr = rpc_tests::serve_on_own_runtime(builder);
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(&rpc_tests::request_frame(0, "Control", "block", &[0]))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(0));
+    // A message only servers send: the stand-in reading meanwhile must end
+    // the connection.
+    let mut response = (10u32).to_le_bytes().to_vec();
+    response.extend_from_slice(&[0x02, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    stream.write_all(&response).await.unwrap();
+    // Before: a second stand-in read on after the first had ended the
+    // connection, and ran this call. Time for that to happen:
+    let _ = stream
+        .write_all(&rpc_tests::request_frame(1, "Control", "fast", &[1]))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    control.unblock();
+    let rest = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rpc_tests::read_until_closed(&mut stream),
+    )
+    .await
+    .expect("the connection should close");
+    // Whatever came back, no reply to call 1.
+    let mut at = 0;
+    while at + 14 <= rest.len() {
+        let len = u32::from_le_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
+        let id = u64::from_le_bytes(rest[at + 6..at + 14].try_into().unwrap());
+        assert!(
+            !(rest[at + 4] == 0x02 && id == 1),
+            "call 1 ran on a closed connection"
+        );
+        at += 4 + len;
+    }
 }

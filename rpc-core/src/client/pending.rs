@@ -8,8 +8,7 @@
 //! entry leaves (answered, drained, expired, the connection closed) the
 //! permit goes back with it.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,8 +54,9 @@ struct Entry {
 struct State {
     next_id: u64,
     by_id: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
-    /// Calls given up, by when they stop holding their permit.
-    abandoned: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Calls given up, oldest first, with when they stop holding their
+    /// permit (always [`ABANDONED_KEPT`] after, so in order).
+    abandoned: VecDeque<(Instant, u64)>,
     /// Set once the connection takes no more calls.
     refusing: bool,
 }
@@ -124,8 +124,17 @@ impl Pending {
         let mut state = self.lock();
         let entry = state.by_id.get_mut(&id)?;
         entry.caller = None;
+        // Calls answered since they were given up need no expiry: drop
+        // them from the front, so that a caller who gives up calls fast
+        // does not grow this faster than the server answers.
+        while let Some(&(_, oldest)) = state.abandoned.front() {
+            if state.by_id.contains_key(&oldest) {
+                break;
+            }
+            state.abandoned.pop_front();
+        }
         let until = Instant::now() + ABANDONED_KEPT;
-        state.abandoned.push(Reverse((until, id)));
+        state.abandoned.push_back((until, id));
         Some(until)
     }
 
@@ -133,11 +142,11 @@ impl Pending {
     /// come; returns when the next one's does.
     pub(crate) fn expire(&self, now: Instant) -> Option<Instant> {
         let mut state = self.lock();
-        while let Some(&Reverse((until, id))) = state.abandoned.peek() {
+        while let Some(&(until, id)) = state.abandoned.front() {
             if until > now {
                 return Some(until);
             }
-            state.abandoned.pop();
+            state.abandoned.pop_front();
             // Ids are never reused: an entry still there is this call,
             // still unanswered.
             if state

@@ -229,7 +229,8 @@ impl ServerBuilder {
 
     /// Time connections have, once a shutdown starts, to finish the calls
     /// they had read (default [`DEFAULT_SHUTDOWN_GRACE`], 10 s); see
-    /// [`Server::serve_with_shutdown`].
+    /// [`Server::serve_with_shutdown`]. Calls of a client that has closed
+    /// its sending side get the same time to finish.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.limits.shutdown_grace = duration::capped(grace);
         self
@@ -346,6 +347,7 @@ impl ServerBuilder {
             min_ping_interval: limits.min_ping_interval,
             max_queued_reply_bytes: limits.max_queued_reply_bytes,
             idle_timeout: limits.idle_timeout,
+            shutdown_grace: limits.shutdown_grace,
             watchdog: super::watchdog::global(),
             log: ConnectionLog::new(),
         };

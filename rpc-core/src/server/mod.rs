@@ -96,6 +96,9 @@ pub(crate) struct Shared {
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_queued_reply_bytes: usize,
     pub(crate) idle_timeout: Duration,
+    /// How long calls may run on after a shutdown starts, or after their
+    /// client has finished sending.
+    pub(crate) shutdown_grace: Duration,
     /// Rescues connections whose reader is stuck in a handler.
     pub(crate) watchdog: Arc<watchdog::Watchdog>,
     log: ConnectionLog,

@@ -4,7 +4,7 @@
 //! two wake-ups per call (docs/PERFORMANCE.md). A handler that does
 //! synchronous work before its first `.await` would then stop its whole
 //! connection: nothing else is read, not even a cancel or a ping. Instead
-//! of paying for a task per call to rule that out, one task per server
+//! of paying for a task per call to rule that out, one thread per process
 //! looks at every connection each [`PERIOD`]; a connection whose reader has
 //! been inside user code since an earlier look is rescued: another task
 //! takes over reading it until the stuck poll returns. A quick call beside
@@ -153,7 +153,14 @@ impl Watchdog {
             polling |= since != 0;
             // Began during an earlier period: stuck for one period at least.
             if since != 0 && since < tick && !stamp.rescued.swap(true, Ordering::SeqCst) {
-                stuck.push(reader);
+                // The poll may have ended between the load and the swap,
+                // before `rescued` was set, so that nobody would tell the
+                // rescuer to stop: look again.
+                if stamp.since.load(Ordering::SeqCst) == since {
+                    stuck.push(reader);
+                } else {
+                    stamp.rescued.store(false, Ordering::SeqCst);
+                }
             }
         }
         // Outside the lock: a rescue spawns a task.

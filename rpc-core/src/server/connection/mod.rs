@@ -102,11 +102,19 @@ async fn run(io: Io, peer: PeerAddr, shared: Arc<Shared>) -> Result<(), String> 
         Ok(Ended::ByClient) => {
             let calls = &connection.calls;
             let mut probe = tokio::time::interval(GONE_PROBE);
+            // Bounded: a client cannot leave work running for ever by
+            // sending calls and closing.
+            let grace_over = tokio::time::sleep(shared.shutdown_grace);
+            tokio::pin!(grace_over);
             let answered = loop {
                 tokio::select! {
                     biased;
                     written = &mut writing => break Err(writer_ended(written)),
                     () = calls.running.all_ended() => break Ok(()),
+                    () = &mut grace_over => break Err(format!(
+                        "calls still running {:?} after the client finished sending",
+                        shared.shutdown_grace
+                    )),
                     _ = probe.tick() => {
                         let mut ping = BytesMut::new();
                         envelope::encode_ping(&mut ping, 0, false);

@@ -94,10 +94,24 @@ impl Connection {
     }
 
     fn take_outcome(&self) -> Option<Result<Ended, String>> {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if outcome.is_some() {
+            // The stand-in that recorded it left `rescued` set, so that no
+            // other one would read a connection that has ended.
+            self.stamp.rescue_over();
+        }
+        outcome
+    }
+
+    fn has_ended(&self) -> bool {
         self.outcome
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .is_some()
     }
 
     /// Whether the connection has nothing to do: no frame since `seen`, no
@@ -149,7 +163,9 @@ impl Watched for Connection {
             };
             tokio::pin!(writer_gone);
             read_loop(&self, Role::StandIn, writer_gone).await;
-            self.stamp.rescue_over();
+            if !self.has_ended() {
+                self.stamp.rescue_over();
+            }
         });
     }
 }
@@ -175,7 +191,20 @@ pub(super) async fn read_loop(
     let mut frames_at_check: u64 = 0;
     // Frames handled since the deferred work was last handed on.
     let mut unflushed: usize = 0;
-    let mut state = connection.read.lock().await;
+    let mut state = match role {
+        Role::Own => connection.read.lock().await,
+        // Only while the own task is still stuck: a stand-in that waited
+        // for the lock and got it at the next frame would run on the own
+        // task's worker, behind whatever that frame's handler does.
+        Role::StandIn => tokio::select! {
+            biased;
+            () = connection.back.notified() => return Stop::Back,
+            state = connection.read.lock() => state,
+        },
+    };
+    if role == Role::StandIn && connection.has_ended() {
+        return Stop::Back;
+    }
     // A stand-in first hands on what the stuck reader had deferred.
     connection.calls.flush();
     let ended = loop {
@@ -202,6 +231,7 @@ pub(super) async fn read_loop(
             return Stop::Back;
         };
         if backlog.held() >= shared.max_queued_reply_bytes {
+            connection.calls.flush();
             // The client is not reading its replies as fast as it sends
             // calls: stop reading until the writer catches up.
             tokio::select! {

@@ -2,7 +2,7 @@
 //! framing in one process and prints a table and a JSON line.
 //!
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
-//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,tarpc,tonic]`
+//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]`
 
 mod alloc;
 mod fd_limit;
@@ -60,7 +60,7 @@ fn parse_args() -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,tarpc,tonic]"
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]"
                 ));
             }
         }
@@ -122,6 +122,7 @@ fn main() {
             "raw" => measure::<imp::raw::Raw>(&options),
             "toolkit" => measure::<imp::toolkit::Toolkit>(&options),
             "toolkit-tls" => measure::<imp::toolkit::ToolkitTls>(&options),
+            "toolkit-layer" => measure::<imp::toolkit::ToolkitLayered>(&options),
             "tarpc" => measure::<imp::tarpc::Tarpc>(&options),
             "tonic" => measure::<imp::tonic::Tonic>(&options),
             other => {

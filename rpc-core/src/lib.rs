@@ -106,10 +106,11 @@ pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
 pub use metadata::Metadata;
 pub use server::{
-    BearerToken, CallInfo, DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_REPLY_BYTES,
-    DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_GRACE, Interceptor, Peer, Rejection, Server, ServerBuilder,
+    BearerToken, BoxCallService, BoxError, Call, CallFuture, CallInfo, DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_QUEUED_REPLY_BYTES, DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET,
+    DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Extensions, Interceptor, Peer,
+    Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
 pub use status::Code;

@@ -33,6 +33,11 @@ impl<'a> Metadata<'a> {
         Metadata { block }
     }
 
+    /// The extension block this reads.
+    pub(crate) fn block(&self) -> &'a [u8] {
+        self.block
+    }
+
     /// The value of the first pair with this key.
     pub fn get(&self, key: &str) -> Option<&'a [u8]> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::envelope::{self, Status};
+use crate::status::Code;
 
 /// A named set of methods the server can route calls to.
 pub trait Service: Send + Sync + 'static {
@@ -31,6 +32,10 @@ pub trait Service: Send + Sync + 'static {
 
 /// The future of one call's reply.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
+
+/// Where a reply frame's status byte sits: after the length prefix (4),
+/// kind and flags (2) and the request id (8). Replies carry no extensions.
+const STATUS_OFFSET: usize = 4 + 2 + 8;
 
 /// Room for a reply's header and a small value, so that most replies are
 /// written into their first allocation.
@@ -114,6 +119,19 @@ impl Reply {
     /// The whole frame as it goes on the wire, length prefix included.
     pub fn as_bytes(&self) -> &[u8] {
         &self.frame
+    }
+
+    /// The reply's status; `None` for a status this version does not know.
+    pub fn code(&self) -> Option<Code> {
+        self.frame
+            .get(STATUS_OFFSET)
+            .copied()
+            .and_then(Code::from_wire)
+    }
+
+    /// The encoded value (status OK) or the UTF-8 error message.
+    pub fn body(&self) -> &[u8] {
+        self.frame.get(STATUS_OFFSET + 1..).unwrap_or_default()
     }
 
     pub(crate) fn into_frame(self) -> BytesMut {

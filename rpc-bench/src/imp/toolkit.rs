@@ -78,6 +78,24 @@ impl super::Client for BenchClient {
     }
 }
 
+/// The toolkit with one layer that does nothing
+/// (`tower_layer::Identity`): what the layered call path
+/// (`ServerBuilder::layer`) costs over the direct one.
+pub struct ToolkitLayered;
+
+impl super::Implementation for ToolkitLayered {
+    const NAME: &'static str = "toolkit-layer";
+    type Client = BenchClient;
+
+    async fn serve() -> SocketAddr {
+        start(Server::builder().layer(tower_layer::Identity::new())).await
+    }
+
+    async fn connect(addr: SocketAddr) -> BenchClient {
+        BenchClient::connect(addr).await.expect("connect")
+    }
+}
+
 /// The toolkit over TLS 1.3 (ring), with a certificate made at start-up:
 /// what TLS costs on the same workloads.
 pub struct ToolkitTls;

@@ -7,14 +7,18 @@ use std::time::Duration;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{Semaphore, watch};
 
+use tower_layer::Layer;
+use tower_service::Service as TowerService;
+
 use super::interceptor::Interceptor;
+use super::layer::{BoxCallService, BoxError, Call, Routed, Wrap};
 use super::log::ConnectionLog;
 use super::router::Router;
 use super::{Listener, Server, Shared};
 use crate::duration;
 use crate::error::RpcError;
 use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, ReceiveBudget};
-use crate::service::Service;
+use crate::service::{Reply, Service};
 #[cfg(feature = "tls")]
 use crate::tls::ServerTlsConfig;
 use crate::transport::{AcceptSettings, DEFAULT_WRITE_TIMEOUT};
@@ -75,7 +79,8 @@ struct Limits {
 /// Services and settings for a [`Server`]; made by [`Server::builder`].
 pub struct ServerBuilder {
     router: Router,
-    interceptor: Option<Arc<dyn Interceptor>>,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    layers: Vec<Wrap>,
     #[cfg(feature = "tls")]
     tls: Option<ServerTlsConfig>,
     limits: Limits,
@@ -93,7 +98,8 @@ impl ServerBuilder {
     pub(super) fn new() -> Self {
         ServerBuilder {
             router: Router::default(),
-            interceptor: None,
+            interceptors: Vec::new(),
+            layers: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
             limits: Limits {
@@ -147,7 +153,45 @@ impl ServerBuilder {
     /// # drop(builder);
     /// ```
     pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
-        self.interceptor = Some(Arc::new(interceptor));
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Wraps every call of the server in `layer`, any
+    /// [`tower_layer::Layer`] over [`BoxCallService`]: tower's
+    /// `ConcurrencyLimitLayer`, `RateLimitLayer`, `LoadShedLayer` and
+    /// `TimeoutLayer`, or a layer of your own. Layers see each [`Call`]
+    /// after the interceptors let it through and the connection's limits
+    /// admit it, and each [`Reply`](crate::Reply) on its way back. The first
+    /// layer added sees a call first. An error a layer returns answers the
+    /// call: tower's timeout as [`RpcError::DeadlineExceeded`], load
+    /// shedding as [`RpcError::ResourceExhausted`], a [`Rejection`](crate::Rejection)
+    /// with its own status, anything else as [`RpcError::Internal`].
+    ///
+    /// One instance of the layered service serves every connection, so a
+    /// limit counts the whole server; a call waits for it to be ready (the
+    /// wait counts against the call's deadline and its connection's call
+    /// limit). A server without layers pays nothing for them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rpc_core::Server;
+    ///
+    /// let builder = Server::builder()
+    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(64))
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)));
+    /// # drop(builder);
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxCallService> + Send + 'static,
+        L::Service: TowerService<Call, Response = Reply> + Send + 'static,
+        <L::Service as TowerService<Call>>::Error: Into<BoxError>,
+        <L::Service as TowerService<Call>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |inner| {
+            BoxCallService::new(layer.layer(inner))
+        }));
         self
     }
 
@@ -326,9 +370,21 @@ impl ServerBuilder {
             .transpose()?;
         let limits = self.limits;
         let (drain, drain_rx) = watch::channel(None);
+        let router = Arc::new(self.router);
+        let layered = (!self.layers.is_empty()).then(|| {
+            let mut service = BoxCallService::new(Routed {
+                router: router.clone(),
+            });
+            // The last added wraps the router; the first added, everything.
+            for wrap in self.layers.into_iter().rev() {
+                service = wrap(service);
+            }
+            Arc::new(tokio::sync::Mutex::new(service))
+        });
         let shared = Shared {
-            router: self.router,
-            interceptor: self.interceptor,
+            router,
+            interceptors: self.interceptors,
+            layered,
             accept: AcceptSettings {
                 max_frame_length: limits.max_frame_length,
                 handshake_timeout: limits.handshake_timeout,

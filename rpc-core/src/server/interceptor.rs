@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::envelope::Status;
 use crate::metadata::Metadata;
+use crate::status::Code;
 use crate::transport::{PeerAddr, PeerIdentity};
 
 /// Decides, before routing, whether a call may run; set with
@@ -114,7 +115,20 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// A refusal with any status, e.g. [`Code::ResourceExhausted`] from a
+    /// quota check. Returned as a layer's error
+    /// ([`ServerBuilder::layer`](crate::ServerBuilder::layer)), it becomes
+    /// the call's status too.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Rejection {
+            status: Status(code.wire()),
+            message: message.into(),
+        }
+    }
 }
+
+impl std::error::Error for Rejection {}
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,6 +7,7 @@ mod bearer;
 mod builder;
 mod connection;
 mod interceptor;
+pub(crate) mod layer;
 mod log;
 mod rate;
 mod router;
@@ -36,6 +37,7 @@ pub use builder::{
     ServerBuilder,
 };
 pub use interceptor::{CallInfo, Interceptor, Peer, Rejection};
+pub use layer::{BoxCallService, BoxError, Call, CallFuture, Extensions};
 use log::ConnectionLog;
 use router::Router;
 
@@ -85,9 +87,13 @@ pub(crate) enum Listener {
 
 /// What every connection of one server reads.
 pub(crate) struct Shared {
-    pub(crate) router: Router,
-    /// Sees every call before routing; `None`: every call is let through.
-    pub(crate) interceptor: Option<Arc<dyn Interceptor>>,
+    pub(crate) router: Arc<Router>,
+    /// See every call before routing, in order; the first to refuse a call
+    /// answers it.
+    pub(crate) interceptors: Vec<Arc<dyn Interceptor>>,
+    /// The services wrapped in the builder's layers; `None` without layers,
+    /// and calls then go straight to the router.
+    pub(crate) layered: Option<Arc<tokio::sync::Mutex<layer::BoxCallService>>>,
     pub(crate) accept: AcceptSettings,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) frame_timeout: Duration,

@@ -17,6 +17,7 @@ use crate::envelope::{self, Message, Status};
 use crate::metadata::Metadata;
 use crate::server::Shared;
 use crate::server::interceptor::{CallInfo, Peer};
+use crate::server::layer::{self, Call};
 use crate::server::rate::Rate;
 use crate::server::running::Running;
 use crate::service::{Reply, Request, ResponseFuture, Service};
@@ -58,7 +59,7 @@ pub(super) struct Calls {
     /// dropped, so a client cannot leave work behind by disconnecting.
     pub(super) gone: CancellationToken,
     /// Who is at the other end, for the interceptor.
-    peer: Peer,
+    peer: Arc<Peer>,
     /// What the reader has made since it last waited: replies to queue and
     /// calls to start on tasks (see [`Calls::flush`]).
     deferred: std::sync::Mutex<Deferred>,
@@ -112,7 +113,7 @@ impl Calls {
             running: Arc::default(),
             first_unread: AtomicU64::new(0),
             gone: CancellationToken::new(),
-            peer,
+            peer: Arc::new(peer),
             deferred: std::sync::Mutex::default(),
         }
     }
@@ -128,11 +129,15 @@ impl Calls {
 
     /// Queues the replies and starts the calls the readers have deferred.
     pub(super) fn flush(&self) {
-        let Deferred { frames, calls } = std::mem::take(&mut *lock(&self.deferred));
-        for frame in frames {
+        // Drained in place under the lock, which only readers take: the
+        // vectors keep their room, so deferring costs no allocation per
+        // call (taking them out cost one: 2 -> 3 per call in rpc-bench).
+        let mut deferred = lock(&self.deferred);
+        let Deferred { frames, calls } = &mut *deferred;
+        for frame in frames.drain(..) {
             self.outbox.send(frame);
         }
-        for call in calls {
+        for call in calls.drain(..) {
             self.launch(call);
         }
     }
@@ -178,6 +183,28 @@ impl Calls {
         let deadline = deadline.map(|left| Instant::now() + left);
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
+        if let Some(layered) = &self.shared.layered {
+            let block = metadata.block();
+            let metadata = if block.is_empty() {
+                Bytes::new()
+            } else {
+                payload.slice_ref(block)
+            };
+            let call = Call::new(
+                request,
+                service,
+                method,
+                metadata,
+                self.peer.clone(),
+                deadline,
+            );
+            return Ok(Some(Started {
+                id,
+                future: Box::pin(layer::run(layered.clone(), call)),
+                deadline,
+                inline,
+            }));
+        }
         // Generated `call`s only build a future, but a hand-written one could panic.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
         match started {
@@ -229,7 +256,7 @@ impl Calls {
         deadline: Option<std::time::Duration>,
         metadata: Metadata<'_>,
     ) -> Result<&Arc<dyn Service>, Reply> {
-        if let Some(interceptor) = &self.shared.interceptor {
+        for interceptor in &self.shared.interceptors {
             let call = CallInfo {
                 service,
                 method,

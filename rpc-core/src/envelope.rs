@@ -225,8 +225,11 @@ fn response_header(buf: &mut BytesMut, id: u64, status: Status) -> usize {
 }
 
 fn put_name(buf: &mut BytesMut, name: &str, what: &str) -> Result<(), RpcError> {
-    let len = u8::try_from(name.len())
-        .map_err(|_| RpcError::Protocol(format!("{what} name `{name}` is over 255 bytes")))?;
+    // A local mistake, not the peer's: before, it was reported as a
+    // protocol violation.
+    let len = u8::try_from(name.len()).map_err(|_| RpcError::InvalidCall {
+        message: format!("the {what} name is {} bytes; at most 255 fit", name.len()),
+    })?;
     buf.put_u8(len);
     buf.put_slice(name.as_bytes());
     Ok(())

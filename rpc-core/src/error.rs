@@ -50,6 +50,14 @@ pub enum RpcError {
     #[error("protocol violation: {0}")]
     Protocol(String),
 
+    /// The call cannot be made as asked, a mistake on this side: a service
+    /// or method name over 255 bytes. Nothing was sent.
+    #[error("invalid call: {message}")]
+    InvalidCall {
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// A value could not be encoded for the wire.
     #[error("could not encode {what}")]
     Encode {

@@ -88,3 +88,22 @@ async fn every_status_the_protocol_defines_comes_back_as_its_code() {
     let refused = Channel::connect(addr).await.unwrap_err();
     assert_eq!(refused.code(), None, "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_name_too_long_is_a_local_mistake_not_the_peers() {
+    let (control, _started) = rpc_tests::ControlImpl::new();
+    let addr = rpc_tests::serve(
+        rpc_core::Server::builder().add_service(rpc_tests::ControlServer::from_arc(control)),
+    )
+    .await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let long = "s".repeat(300);
+    // Before: RpcError::Protocol, as if the server had broken the protocol.
+    match channel.call::<_, u32>(&long, "fast", (1u32,)).await {
+        Err(RpcError::InvalidCall { message }) => {
+            assert!(message.contains("300 bytes"), "{message}")
+        }
+        other => panic!("expected InvalidCall, got {other:?}"),
+    }
+    assert_eq!(ControlClient::new(channel).fast(2).await.unwrap(), 2);
+}

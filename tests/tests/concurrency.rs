@@ -148,3 +148,40 @@ async fn a_protocol_violation_read_beside_a_blocked_handler_still_closes() {
         at += 4 + len;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_the_id_of_a_call_stuck_in_its_first_poll_closes_the_connection() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = rpc_tests::serve_on_own_runtime(
+        Server::builder().add_service(ControlServer::from_arc(control.clone())),
+    );
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(&rpc_tests::request_frame(0, "Control", "block", &[0]))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(0));
+    // Id 0 is in flight: the stand-in reading meanwhile must treat this as
+    // the protocol violation it is. Before: it answered it, id 0 twice.
+    let _ = stream
+        .write_all(&rpc_tests::request_frame(0, "Control", "fast", &[7]))
+        .await;
+    // Time for a wrong answer to come.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    control.unblock();
+    let rest = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rpc_tests::read_until_closed(&mut stream),
+    )
+    .await
+    .expect("the connection should close");
+    let mut at = 0;
+    while at + 15 <= rest.len() {
+        let len = u32::from_le_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
+        let answered_fast =
+            rest[at + 4] == 0x02 && rest[at + 14] == 0 && rest.get(at + 15) == Some(&7);
+        assert!(!answered_fast, "the reused id was answered");
+        at += 4 + len;
+    }
+}

@@ -200,7 +200,18 @@ fn run(watchdog: &Watchdog) {
     let mut quiet = 0;
     loop {
         std::thread::sleep(PERIOD);
-        quiet = if watchdog.look() { 0 } else { quiet + 1 };
+        // A look may drop the last handle on a connection, and with it user
+        // code (a service's `Drop`); a panic there must not end the one
+        // thread that rescues every connection.
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| watchdog.look()));
+        quiet = match looked {
+            Ok(true) => 0,
+            Ok(false) => quiet + 1,
+            Err(_) => {
+                tracing::warn!("the watchdog caught a panic while looking; it goes on");
+                0
+            }
+        };
         if quiet < PARK_AFTER {
             continue;
         }

@@ -35,6 +35,10 @@ const PING_BURST: u32 = 3;
 const CONTROL_BURST: u32 = 10_000;
 const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// No call is being polled where it was read; the reserved id, which no
+/// request carries.
+const NOT_POLLING: u64 = u64::MAX;
+
 /// Calls with arguments up to this size are polled once where they are
 /// read; larger ones go straight to a task of their own, so that copying
 /// their payload does not stall reading.
@@ -51,6 +55,8 @@ pub(super) struct Calls {
     pub(super) running: Arc<Running>,
     /// One more than the highest request id read: what a drain announces.
     first_unread: AtomicU64,
+    /// The id of the call the own reader is polling, or [`NOT_POLLING`].
+    polling: AtomicU64,
     /// How often the client may ping.
     pings: std::sync::Mutex<Rate>,
     /// How often the client may send frames that carry no call.
@@ -112,6 +118,7 @@ impl Calls {
             outbox,
             running: Arc::default(),
             first_unread: AtomicU64::new(0),
+            polling: AtomicU64::new(NOT_POLLING),
             gone: CancellationToken::new(),
             peer: Arc::new(peer),
             deferred: std::sync::Mutex::default(),
@@ -168,7 +175,7 @@ impl Calls {
             // this id would overflow.
             return Err("request id 2^64-1 is reserved".to_owned());
         }
-        if self.running.contains(id) {
+        if self.running.contains(id) || self.polling.load(Ordering::Relaxed) == id {
             return Err(format!("request id {id} is already in flight"));
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
@@ -231,7 +238,12 @@ impl Calls {
 
     /// Polls a started call once; if it is not done, moves it to a task.
     pub(super) fn poll_here(&self, mut call: Started) -> Result<(), String> {
-        match poll_once(&mut call.future) {
+        // Seen by a stand-in, should this poll not return: a request
+        // reusing the id meanwhile is one for a call in flight.
+        self.polling.store(call.id, Ordering::Relaxed);
+        let polled = poll_once(&mut call.future);
+        self.polling.store(NOT_POLLING, Ordering::Relaxed);
+        match polled {
             Ok(Poll::Ready(reply)) => {
                 self.reply(reply);
                 Ok(())

@@ -1,10 +1,13 @@
 //! Many calls in flight on one connection: none lost, none mixed up, and a
 //! slow call never holds up a fast one.
 
+use std::sync::Arc;
+
 use rpc_core::Server;
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, ShapesClient, ShapesImpl, ShapesServer, serve,
 };
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_through_clones() {
@@ -106,82 +109,75 @@ async fn a_handler_blocking_its_thread_does_not_hold_up_its_connection() {
     assert_eq!(blocking.await.unwrap().unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_protocol_violation_read_beside_a_blocked_handler_still_closes() {
-    let (control, mut started) = ControlImpl::new();
-    let builder = Server::builder().add_service(ControlServer::from_arc(control.clone()));
-    let addr = rpc_tests::serve_on_own_runtime(builder);
-    let mut stream = rpc_tests::raw_connect(addr).await;
-    use tokio::io::AsyncWriteExt;
-    stream
-        .write_all(&rpc_tests::request_frame(0, "Control", "block", &[0]))
-        .await
-        .unwrap();
-    assert_eq!(started.recv().await, Some(0));
-    // A message only servers send: the stand-in reading meanwhile must end
-    // the connection.
-    let mut response = (10u32).to_le_bytes().to_vec();
-    response.extend_from_slice(&[0x02, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
-    stream.write_all(&response).await.unwrap();
-    // Before: a second stand-in read on after the first had ended the
-    // connection, and ran this call. Time for that to happen:
-    let _ = stream
-        .write_all(&rpc_tests::request_frame(1, "Control", "fast", &[1]))
-        .await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    control.unblock();
-    let rest = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        rpc_tests::read_until_closed(&mut stream),
-    )
-    .await
-    .expect("the connection should close");
-    // Whatever came back, no reply to call 1.
-    let mut at = 0;
-    while at + 14 <= rest.len() {
-        let len = u32::from_le_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
-        let id = u64::from_le_bytes(rest[at + 6..at + 14].try_into().unwrap());
-        assert!(
-            !(rest[at + 4] == 0x02 && id == 1),
-            "call 1 ran on a closed connection"
-        );
-        at += 4 + len;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reusing_the_id_of_a_call_stuck_in_its_first_poll_closes_the_connection() {
+/// A raw connection to a `Control` server on a runtime of its own, with
+/// call 0 stuck in `block` (so that a stand-in reads what comes next).
+async fn beside_a_blocked_call() -> (Arc<ControlImpl>, tokio::net::TcpStream) {
     let (control, mut started) = ControlImpl::new();
     let addr = rpc_tests::serve_on_own_runtime(
         Server::builder().add_service(ControlServer::from_arc(control.clone())),
     );
     let mut stream = rpc_tests::raw_connect(addr).await;
-    use tokio::io::AsyncWriteExt;
     stream
         .write_all(&rpc_tests::request_frame(0, "Control", "block", &[0]))
         .await
         .unwrap();
     assert_eq!(started.recv().await, Some(0));
-    // Id 0 is in flight: the stand-in reading meanwhile must treat this as
-    // the protocol violation it is. Before: it answered it, id 0 twice.
-    let _ = stream
-        .write_all(&rpc_tests::request_frame(0, "Control", "fast", &[7]))
-        .await;
-    // Time for a wrong answer to come.
+    (control, stream)
+}
+
+/// Sends `frames`, gives a wrong answer time to come, lets call 0 finish,
+/// and returns the responses (kind, id, status, body) sent before the
+/// connection closed, failing if it stays open.
+async fn after_unblocking(
+    control: &ControlImpl,
+    stream: &mut tokio::net::TcpStream,
+    frames: &[Vec<u8>],
+) -> Vec<(u8, u64, u8, Vec<u8>)> {
+    for frame in frames {
+        let _ = stream.write_all(frame).await;
+    }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     control.unblock();
-    let rest = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        rpc_tests::read_until_closed(&mut stream),
-    )
-    .await
-    .expect("the connection should close");
+    let rest = rpc_tests::read_until_closed(stream).await;
+    let mut frames = Vec::new();
     let mut at = 0;
     while at + 15 <= rest.len() {
         let len = u32::from_le_bytes(rest[at..at + 4].try_into().unwrap()) as usize;
-        let answered_fast =
-            rest[at + 4] == 0x02 && rest[at + 14] == 0 && rest.get(at + 15) == Some(&7);
-        assert!(!answered_fast, "the reused id was answered");
+        let id = u64::from_le_bytes(rest[at + 6..at + 14].try_into().unwrap());
+        let end = (at + 4 + len).min(rest.len());
+        frames.push((rest[at + 4], id, rest[at + 14], rest[at + 15..end].to_vec()));
         at += 4 + len;
     }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_violation_read_beside_a_blocked_handler_still_closes() {
+    let (control, mut stream) = beside_a_blocked_call().await;
+    // A message only servers send, which the stand-in must end the
+    // connection for; then a call. Before: a second stand-in read on after
+    // the first had ended the connection, and ran it.
+    let mut response = (10u32).to_le_bytes().to_vec();
+    response.extend_from_slice(&[0x02, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    let call = rpc_tests::request_frame(1, "Control", "fast", &[1]);
+    let answers = after_unblocking(&control, &mut stream, &[response, call]).await;
+    assert!(
+        answers
+            .iter()
+            .all(|&(kind, id, _, _)| !(kind == 0x02 && id == 1)),
+        "call 1 ran on a closed connection: {answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_the_id_of_a_call_stuck_in_its_first_poll_closes_the_connection() {
+    let (control, mut stream) = beside_a_blocked_call().await;
+    // Id 0 is in flight: the stand-in must treat this as the protocol
+    // violation it is. Before: it answered it, id 0 twice.
+    let reuse = rpc_tests::request_frame(0, "Control", "fast", &[7]);
+    let answers = after_unblocking(&control, &mut stream, &[reuse]).await;
+    assert!(
+        !answers.contains(&(0x02, 0, 0, vec![7])),
+        "the reused id was answered: {answers:?}"
+    );
 }

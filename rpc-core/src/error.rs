@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::status::Code;
+use crate::status::{Code, Status};
 
 /// Everything that can go wrong with a remote call, a connection or a server.
 ///
@@ -86,61 +86,15 @@ pub enum RpcError {
         limit: usize,
     },
 
-    /// The server has no service of this name.
-    #[error("the server has no service `{service}`")]
-    UnknownService {
-        /// The service name the call asked for.
-        service: String,
-    },
-
-    /// The service has no method of this name.
-    #[error("service `{service}` has no method `{method}`")]
-    UnknownMethod {
-        /// The service name the call asked for.
-        service: String,
-        /// The method name the call asked for.
-        method: String,
-    },
-
-    /// The server could not decode the call's arguments: usually client and
-    /// server were built from different trait versions.
-    #[error("the server rejected the request: {message}")]
-    BadRequest {
-        /// The server's explanation.
-        message: String,
-    },
-
-    /// The handler panicked on the server. The server caught the panic and
-    /// goes on serving other calls.
-    #[error("the handler panicked: {message}")]
-    HandlerPanicked {
-        /// The panic message, when it was a string.
-        message: String,
-    },
-
-    /// The server refused the call for lack of a resource, such as its limit
-    /// of calls in flight per connection. The call did not run.
-    #[error("the server is out of resources: {message}")]
-    ResourceExhausted {
-        /// The server's explanation.
-        message: String,
-    },
-
-    /// The server's interceptor refused the call: it carried no valid
-    /// credentials. The call did not run.
-    #[error("unauthenticated: {message}")]
-    Unauthenticated {
-        /// The server's explanation.
-        message: String,
-    },
-
-    /// The server's interceptor refused the call: the caller is known but
-    /// may not make it. The call did not run.
-    #[error("permission denied: {message}")]
-    PermissionDenied {
-        /// The server's explanation.
-        message: String,
-    },
+    /// The server answered the call with a status other than OK (and
+    /// other than DEADLINE_EXCEEDED, which is [`RpcError::DeadlineExceeded`]):
+    /// no such service or method, arguments it could not decode, a handler
+    /// panic, a refusal for lack of resources or of credentials or
+    /// permission, a cancel, an internal error. [`Status::code`] says which;
+    /// docs/PROTOCOL.md, §4, says which of them guarantee the call did not
+    /// run.
+    #[error("{0}")]
+    Status(Status),
 
     /// A TLS setting could not be used: unreadable PEM, a key that does not
     /// match its certificate, a server name that is not a name.
@@ -160,29 +114,11 @@ pub enum RpcError {
         timeout: std::time::Duration,
     },
 
-    /// The server stopped the call because it was told the caller gave up
-    /// (status 10, CANCELLED). An rpc-core caller never sees this for its
-    /// own call, since it gives up by dropping the call's future; a client
-    /// of another make may.
-    #[error("the call was cancelled: {message}")]
-    Cancelled {
-        /// The server's explanation.
-        message: String,
-    },
-
     /// A call with a deadline was made outside a tokio runtime (under
     /// `futures::executor::block_on`, say), where no timer can run. Make
     /// calls from within a tokio runtime, or enter one first.
     #[error("a call with a deadline needs a tokio runtime to time it; none is running here")]
     NoRuntime,
-
-    /// The server failed to answer for a reason of its own, such as a reply
-    /// that could not be encoded or exceeded the server's frame limit.
-    #[error("internal server error: {message}")]
-    Internal {
-        /// The server's explanation.
-        message: String,
-    },
 }
 
 impl RpcError {
@@ -209,26 +145,31 @@ impl RpcError {
     /// and of configuration, which no server status describes.
     ///
     /// ```
-    /// use rpc_core::{Code, RpcError};
+    /// # async fn run(client: rpc_core::Channel) {
+    /// use rpc_core::Code;
     ///
-    /// let refused = RpcError::PermissionDenied { message: "tenant b".into() };
-    /// assert_eq!(refused.code(), Some(Code::PermissionDenied));
-    /// assert_eq!(RpcError::NoRuntime.code(), None);
+    /// match client.call::<_, i64>("Calculator", "add", (2i64, 3i64)).await {
+    ///     Ok(sum) => println!("{sum}"),
+    ///     Err(e) if e.code() == Some(Code::PermissionDenied) => println!("not for us"),
+    ///     Err(e) if e.is_retryable() => println!("not run; try elsewhere: {e}"),
+    ///     Err(e) => println!("failed: {e}"),
+    /// }
+    /// # }
     /// ```
     pub fn code(&self) -> Option<Code> {
-        Some(match self {
-            RpcError::UnknownService { .. } => Code::UnknownService,
-            RpcError::UnknownMethod { .. } => Code::UnknownMethod,
-            RpcError::BadRequest { .. } => Code::BadRequest,
-            RpcError::HandlerPanicked { .. } => Code::HandlerPanicked,
-            RpcError::Internal { .. } => Code::Internal,
-            RpcError::ResourceExhausted { .. } => Code::ResourceExhausted,
-            RpcError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-            RpcError::Unauthenticated { .. } => Code::Unauthenticated,
-            RpcError::PermissionDenied { .. } => Code::PermissionDenied,
-            RpcError::Cancelled { .. } => Code::Cancelled,
-            _ => return None,
-        })
+        match self {
+            RpcError::Status(status) => Some(status.code()),
+            RpcError::DeadlineExceeded { .. } => Some(Code::DeadlineExceeded),
+            _ => None,
+        }
+    }
+
+    /// The server's status, if the server answered with one.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            RpcError::Status(status) => Some(status),
+            _ => None,
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub use server::{
     Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
-pub use status::Code;
+pub use status::{Code, Status};
 pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 
 /// Turns a trait into an RPC service: a typed client, a server, and the

@@ -90,6 +90,52 @@ impl fmt::Display for Code {
     }
 }
 
+/// A server's answer to a call that did not succeed: a [`Code`] and the
+/// server's message, as in [`RpcError::Status`](crate::RpcError::Status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: String,
+}
+
+impl Status {
+    pub(crate) fn new(code: Code, message: String) -> Self {
+        Status { code, message }
+    }
+
+    /// What the server said of the call.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The server's explanation (a panic's message, for
+    /// [`Code::HandlerPanicked`]).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the code says the call did not run: refused before any
+    /// handler code (no such service or method, undecodable arguments, no
+    /// room, no credentials or permission).
+    pub fn did_not_run(&self) -> bool {
+        matches!(
+            self.code,
+            Code::UnknownService
+                | Code::UnknownMethod
+                | Code::BadRequest
+                | Code::ResourceExhausted
+                | Code::Unauthenticated
+                | Code::PermissionDenied
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

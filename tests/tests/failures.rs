@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+use rpc_core::Code;
 use rpc_core::{Channel, RpcError, Server};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, CutProxy, ShapesClient, ShapesImpl, ShapesServer,
@@ -17,7 +18,10 @@ async fn a_panicking_handler_fails_only_its_call() {
     let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
     let client = ControlClient::connect(addr).await.unwrap();
     match client.panic("deliberate test panic".to_owned()).await {
-        Err(RpcError::HandlerPanicked { message }) => assert_eq!(message, "deliberate test panic"),
+        Err(RpcError::Status(s)) if s.code() == Code::HandlerPanicked => {
+            let message = s.message();
+            assert_eq!(message, "deliberate test panic")
+        }
         other => panic!("expected HandlerPanicked, got {other:?}"),
     }
     // Same connection, and a new one, both still served.
@@ -32,7 +36,10 @@ async fn a_handler_that_panics_after_waiting_fails_only_its_call() {
     let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
     let client = ControlClient::connect(addr).await.unwrap();
     match client.panic_later("late test panic".to_owned()).await {
-        Err(RpcError::HandlerPanicked { message }) => assert_eq!(message, "late test panic"),
+        Err(RpcError::Status(s)) if s.code() == Code::HandlerPanicked => {
+            let message = s.message();
+            assert_eq!(message, "late test panic")
+        }
         other => panic!("expected HandlerPanicked, got {other:?}"),
     }
     assert_eq!(client.fast(1).await.unwrap(), 1);
@@ -209,7 +216,8 @@ async fn an_oversize_reply_becomes_an_error_reply() {
     .await;
     let client = ControlClient::connect(addr).await.unwrap();
     match client.bytes(10_000).await {
-        Err(RpcError::Internal { message }) => {
+        Err(RpcError::Status(s)) if s.code() == Code::Internal => {
+            let message = s.message();
             assert!(message.contains("frame limit"), "{message}")
         }
         other => panic!("expected Internal, got {other:?}"),

@@ -7,6 +7,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use pki::TestCa;
+use rpc_core::Code;
 use rpc_core::tls::{ClientTlsConfig, Identity, ServerTlsConfig, certificates_from_pem};
 use rpc_core::{CallInfo, Channel, Interceptor, Rejection, RpcError, Server};
 use rpc_tests::{ShapesClient, ShapesImpl, ShapesServer, read_until_closed, serve};
@@ -189,7 +190,8 @@ async fn an_optional_client_certificate_leaves_the_choice_to_the_interceptor() {
     .unwrap();
     anonymous.ping().await.unwrap();
     match anonymous.echo_text("x".to_owned()).await {
-        Err(RpcError::Unauthenticated { message }) => {
+        Err(RpcError::Status(s)) if s.code() == Code::Unauthenticated => {
+            let message = s.message();
             assert_eq!(message, "present a client certificate");
         }
         other => panic!("expected Unauthenticated, got {other:?}"),

@@ -136,8 +136,9 @@ impl ServerBuilder {
     /// Runs `interceptor` on every call before anything else looks at it:
     /// it sees the call's names, its metadata and the peer (with its
     /// certificate chain under mutual TLS), and a [`Rejection`](crate::Rejection) answers the
-    /// call with [`RpcError::Unauthenticated`] or
-    /// [`RpcError::PermissionDenied`] without running any handler code. It
+    /// call with [`Code::Unauthenticated`](crate::Code::Unauthenticated) or
+    /// [`Code::PermissionDenied`](crate::Code::PermissionDenied) without
+    /// running any handler code. It
     /// runs on the connection's reading task, so it must not block; one
     /// interceptor per server (a later one replaces an earlier one).
     ///
@@ -165,8 +166,9 @@ impl ServerBuilder {
     /// admit it, and each [`Reply`](crate::Reply) on its way back. The first
     /// layer added sees a call first. An error a layer returns answers the
     /// call: tower's timeout as [`RpcError::DeadlineExceeded`], load
-    /// shedding as [`RpcError::ResourceExhausted`], a [`Rejection`](crate::Rejection)
-    /// with its own status, anything else as [`RpcError::Internal`].
+    /// shedding as [`Code::ResourceExhausted`](crate::Code::ResourceExhausted),
+    /// a [`Rejection`](crate::Rejection) with its own status, anything else
+    /// as [`Code::Internal`](crate::Code::Internal).
     ///
     /// One instance of the layered service serves every connection, so a
     /// limit counts the whole server; a call waits for it to be ready (the
@@ -208,7 +210,7 @@ impl ServerBuilder {
     /// [`DEFAULT_MAX_FRAME_LENGTH`](crate::DEFAULT_MAX_FRAME_LENGTH), 16 MiB).
     ///
     /// A client that sends a larger frame is disconnected; a reply that
-    /// would be larger is replaced by an [`RpcError::Internal`] error.
+    /// would be larger is replaced by a [`Code::Internal`](crate::Code::Internal) status.
     pub fn max_frame_length(mut self, bytes: usize) -> Self {
         self.limits.max_frame_length = bytes;
         self
@@ -227,7 +229,7 @@ impl ServerBuilder {
     ///
     /// The server tells clients the limit in its handshake, and rpc-core
     /// clients hold further calls back until earlier ones are answered. A
-    /// client that sends more anyway gets [`RpcError::ResourceExhausted`]
+    /// client that sends more anyway gets [`Code::ResourceExhausted`](crate::Code::ResourceExhausted)
     /// for each call beyond the limit. Values above 65,535 are advertised
     /// as 65,535.
     pub fn max_concurrent_calls(mut self, calls: usize) -> Self {

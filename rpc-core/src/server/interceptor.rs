@@ -90,8 +90,8 @@ impl Peer {
 }
 
 /// An [`Interceptor`]'s refusal of a call; the client receives it as
-/// [`RpcError::Unauthenticated`](crate::RpcError::Unauthenticated) or
-/// [`RpcError::PermissionDenied`](crate::RpcError::PermissionDenied) with
+/// [`RpcError::Status`](crate::RpcError::Status) with
+/// [`Code::Unauthenticated`] or [`Code::PermissionDenied`] and
 /// the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {

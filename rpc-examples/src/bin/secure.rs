@@ -6,6 +6,7 @@
 //! (`Identity::from_pem_files`, `certificates_from_pem_file`).
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rpc_core::Code;
 use rpc_core::tls::{ClientTlsConfig, Identity, ServerTlsConfig, certificates_from_pem};
 use rpc_core::{BearerToken, Channel, RpcClient, RpcError, Server};
 use rpc_examples::{Calc, CalculatorClient, CalculatorServer};
@@ -38,7 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let anonymous = CalculatorClient::new(channel);
     match anonymous.add(2, 3).await {
-        Err(RpcError::Unauthenticated { message }) => {
+        Err(RpcError::Status(s)) if s.code() == Code::Unauthenticated => {
+            let message = s.message();
             println!("without a token: unauthenticated ({message})");
         }
         other => println!("without a token, unexpectedly: {other:?}"),

@@ -26,6 +26,7 @@ use super::pending::{Answer, Pending, Response};
 use crate::codec;
 use crate::envelope::{self, Status};
 use crate::error::RpcError;
+use crate::status::Code;
 use crate::transport::Connected;
 
 /// Room for a request header, so that small calls fit their first buffer.
@@ -241,32 +242,26 @@ fn response_into_result<R: DeserializeOwned>(
 ) -> Result<R, RpcError> {
     let Response { status, body } = response;
     let message = || String::from_utf8_lossy(&body).into_owned();
-    Err(match status {
-        Status::OK => {
-            return codec::decode(&body).map_err(|source| RpcError::Decode {
-                what: format!("the reply of {service}.{method}"),
-                source,
-            });
-        }
-        Status::UNKNOWN_SERVICE => RpcError::UnknownService {
-            service: service.to_owned(),
-        },
-        Status::UNKNOWN_METHOD => RpcError::UnknownMethod {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        },
-        Status::BAD_REQUEST => RpcError::BadRequest { message: message() },
-        Status::HANDLER_PANICKED => RpcError::HandlerPanicked { message: message() },
-        Status::INTERNAL => RpcError::Internal { message: message() },
-        Status::RESOURCE_EXHAUSTED => RpcError::ResourceExhausted { message: message() },
-        Status::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded {
+    if status == Status::OK {
+        return codec::decode(&body).map_err(|source| RpcError::Decode {
+            what: format!("the reply of {service}.{method}"),
+            source,
+        });
+    }
+    if status == Status::DEADLINE_EXCEEDED {
+        return Err(RpcError::DeadlineExceeded {
             timeout: deadline.unwrap_or_default(),
-        },
-        Status::UNAUTHENTICATED => RpcError::Unauthenticated { message: message() },
-        Status::PERMISSION_DENIED => RpcError::PermissionDenied { message: message() },
-        Status::CANCELLED => RpcError::Cancelled { message: message() },
-        Status(other) => RpcError::Internal {
-            message: format!("unknown status {other}: {}", message()),
-        },
-    })
+        });
+    }
+    Err(RpcError::Status(match Code::from_wire(status.0) {
+        Some(code) => rpc_status(code, message()),
+        None => rpc_status(
+            Code::Internal,
+            format!("unknown status {}: {}", status.0, message()),
+        ),
+    }))
+}
+
+fn rpc_status(code: Code, message: String) -> crate::status::Status {
+    crate::status::Status::new(code, message)
 }

@@ -53,6 +53,49 @@ async fn a_silent_connection_is_closed_and_cannot_lock_the_server_out() {
 }
 
 #[tokio::test]
+async fn a_connection_that_only_pings_is_idle_too() {
+    let (control, _started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .max_connections(1)
+            .min_ping_interval(Duration::from_millis(1))
+            .idle_timeout(Duration::from_millis(100))
+            .add_service(ControlServer::from_arc(control)),
+    )
+    .await;
+    let (mut read, mut write) = raw_connect(addr).await.into_split();
+    // Before: every ping counted as activity, so a socket that pinged now
+    // and then (34 pings a second held all 1,024 places) was never closed.
+    let pinger = tokio::spawn(async move {
+        for token in 0.. {
+            if write.write_all(&control_frame(PING, token)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // Its pongs, then the drain notice (nothing read: id 0), then the close,
+    // while the pings go on.
+    let mut said = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut read, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    pinger.abort();
+    assert!(
+        closed.is_ok(),
+        "a pinging connection was never closed as idle"
+    );
+    assert!(said.ends_with(&control_frame(0x07, 0)), "{said:?}");
+}
+
+#[tokio::test]
 async fn a_connection_with_a_call_running_is_not_idle_and_a_closed_one_reconnects() {
     let (control, mut started) = ControlImpl::new();
     let addr = serve(

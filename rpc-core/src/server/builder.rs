@@ -320,8 +320,11 @@ impl ServerBuilder {
     /// [`DEFAULT_IDLE_TIMEOUT`], 2 min). Such a connection is closed with a
     /// drain notice, so a call its client sends at that moment fails with
     /// [`RpcError::NotProcessed`] and is safe to send again; the close
-    /// comes between one and two timeouts after the last frame. Anything
-    /// the client sends (a keepalive ping included) counts as activity.
+    /// comes between one and two timeouts after the last call. Only calls
+    /// count as activity, not keepalive pings: a client that pings but
+    /// makes no call for this long is closed too (an rpc-core client
+    /// reconnects on its next call), so that sockets that only ping cannot
+    /// hold every place of [`max_connections`](ServerBuilder::max_connections).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.limits.idle_timeout = duration::capped(timeout).max(Duration::from_millis(1));
         self

@@ -35,8 +35,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct Call {
     request: Request,
-    service: String,
-    method: String,
+    /// The names as they came, in the request's own buffer: no copies.
+    service: Bytes,
+    method: Bytes,
     metadata: Bytes,
     peer: Arc<Peer>,
     deadline: Option<Instant>,
@@ -44,18 +45,19 @@ pub struct Call {
 }
 
 impl Call {
+    /// `service` and `method` are UTF-8 (the envelope decoder checked).
     pub(crate) fn new(
         request: Request,
-        service: &str,
-        method: &str,
+        service: Bytes,
+        method: Bytes,
         metadata: Bytes,
         peer: Arc<Peer>,
         deadline: Option<Instant>,
     ) -> Self {
         Call {
             request,
-            service: service.to_owned(),
-            method: method.to_owned(),
+            service,
+            method,
             metadata,
             peer,
             deadline,
@@ -65,12 +67,12 @@ impl Call {
 
     /// The service the call names.
     pub fn service(&self) -> &str {
-        &self.service
+        text(&self.service)
     }
 
     /// The method the call names.
     pub fn method(&self) -> &str {
-        &self.method
+        text(&self.method)
     }
 
     /// The pairs the client set with
@@ -231,21 +233,32 @@ impl TowerService<Call> for Routed {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let id = call.request.id();
-        let Some(target) = self.router.get(&call.service) else {
-            let message = format!("the server has no service `{}`", call.service);
+        let Call {
+            request,
+            service,
+            method,
+            ..
+        } = call;
+        let (id, service, method) = (request.id(), text(&service), text(&method));
+        let Some(target) = self.router.get(service) else {
+            let message = format!("the server has no service `{service}`");
             return Box::pin(
                 async move { Ok(Reply::error(id, Status::UNKNOWN_SERVICE, &message)) },
             );
         };
-        match target.call(&call.method, call.request) {
+        match target.call(method, request) {
             Some(future) => Box::pin(async move { Ok(future.await) }),
             None => {
-                let message = format!("service `{}` has no method `{}`", call.service, call.method);
+                let message = format!("service `{service}` has no method `{method}`");
                 Box::pin(async move { Ok(Reply::error(id, Status::UNKNOWN_METHOD, &message)) })
             }
         }
     }
+}
+
+/// A name from a request, which the envelope decoder checked is UTF-8.
+fn text(name: &[u8]) -> &str {
+    std::str::from_utf8(name).unwrap_or_default()
 }
 
 /// Runs `call` through the layered service: waits until it is ready (a

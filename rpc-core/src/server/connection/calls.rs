@@ -55,6 +55,8 @@ pub(super) struct Calls {
     pub(super) running: Arc<Running>,
     /// One more than the highest request id read: what a drain announces.
     first_unread: AtomicU64,
+    /// Requests read so far, for the idle check.
+    requests_read: AtomicU64,
     /// The id of the call the own reader is polling, or [`NOT_POLLING`].
     polling: AtomicU64,
     /// How often the client may ping.
@@ -119,10 +121,16 @@ impl Calls {
             running: Arc::default(),
             first_unread: AtomicU64::new(0),
             polling: AtomicU64::new(NOT_POLLING),
+            requests_read: AtomicU64::new(0),
             gone: CancellationToken::new(),
             peer: Arc::new(peer),
             deferred: std::sync::Mutex::default(),
         }
+    }
+
+    /// Requests read so far.
+    pub(super) fn requests_read(&self) -> u64 {
+        self.requests_read.load(Ordering::Relaxed)
     }
 
     /// One more than the highest request id read.
@@ -170,6 +178,7 @@ impl Calls {
             }
             Err(e) => return Err(format!("protocol violation: {e}")),
         };
+        self.requests_read.fetch_add(1, Ordering::Relaxed);
         if id == u64::MAX {
             // A drain announces one more than the highest id read, which
             // this id would overflow.
@@ -191,17 +200,11 @@ impl Calls {
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         if let Some(layered) = &self.shared.layered {
-            let block = metadata.block();
-            let metadata = if block.is_empty() {
-                Bytes::new()
-            } else {
-                payload.slice_ref(block)
-            };
             let call = Call::new(
                 request,
-                service,
-                method,
-                metadata,
+                slice_of(&payload, service.as_bytes()),
+                slice_of(&payload, method.as_bytes()),
+                slice_of(&payload, metadata.block()),
                 self.peer.clone(),
                 deadline,
             );
@@ -409,6 +412,15 @@ impl Calls {
         envelope::encode_ping(&mut pong, token, true);
         lock(&self.deferred).frames.push(pong);
         Ok(())
+    }
+}
+
+/// `part` of `payload` as a handle on the same buffer, without a copy.
+fn slice_of(payload: &Bytes, part: &[u8]) -> Bytes {
+    if part.is_empty() {
+        Bytes::new()
+    } else {
+        payload.slice_ref(part)
     }
 }
 

@@ -38,8 +38,6 @@ pub(super) struct ReadState {
     frame_deadline: Option<Instant>,
     /// Set after a large frame: when to let go of the buffer it grew.
     release_buffer: Option<Instant>,
-    /// Frames read so far; the idle check compares counts.
-    frames_seen: u64,
 }
 
 /// One connection as its reading tasks share it.
@@ -84,7 +82,6 @@ impl Connection {
                 frames,
                 frame_deadline: None,
                 release_buffer: None,
-                frames_seen: 0,
             })),
             stamp: Stamp::default(),
             back: Notify::new(),
@@ -114,10 +111,10 @@ impl Connection {
             .is_some()
     }
 
-    /// Whether the connection has nothing to do: no frame since `seen`, no
-    /// call running or being polled, nothing queued.
-    fn quiet(&self, frames_seen: u64, seen: u64) -> bool {
-        frames_seen == seen
+    /// Whether the connection has nothing to do: no request since `seen`,
+    /// no call running or being polled, nothing queued.
+    fn quiet(&self, requests: u64, seen: u64) -> bool {
+        requests == seen
             && self.calls.running.count() == 0
             && !self.stamp.polling()
             && self.calls.outbox.backlog().held() == 0
@@ -188,7 +185,11 @@ pub(super) async fn read_loop(
     // would cost a timer update on every frame of a busy connection.
     let idle_check = tokio::time::sleep(shared.idle_timeout);
     tokio::pin!(idle_check);
-    let mut frames_at_check: u64 = 0;
+    // Requests read when the idle timer was last set: only calls count as
+    // activity, or a client pinging now and then would hold its place for
+    // ever (1,024 such sockets, 34 pings a second in all, locked every
+    // other client out).
+    let mut requests_at_check: u64 = 0;
     // Frames handled since the deferred work was last handed on.
     let mut unflushed: usize = 0;
     let mut state = match role {
@@ -223,7 +224,6 @@ pub(super) async fn read_loop(
             frames,
             frame_deadline,
             release_buffer,
-            frames_seen,
         }) = &mut *state
         else {
             // A stand-in that comes after reading ended.
@@ -282,15 +282,15 @@ pub(super) async fn read_loop(
                 continue;
             }
             () = &mut idle_check, if role == Role::Own => {
-                if connection.quiet(*frames_seen, frames_at_check) {
+                let requests = connection.calls.requests_read();
+                if connection.quiet(requests, requests_at_check) {
                     break Ok(Ended::Idle);
                 }
-                frames_at_check = *frames_seen;
+                requests_at_check = requests;
                 idle_check.as_mut().reset(Instant::now() + shared.idle_timeout);
                 continue;
             }
         };
-        *frames_seen += 1;
         match next {
             None => break Ok(Ended::ByClient),
             Some(Err(e)) => break Err(format!("bad frame: {e}")),

@@ -258,13 +258,16 @@ pub(super) async fn read_loop(
             reason = &mut writer_gone => break Err(reason),
             () = connection.back.notified(), if role == Role::StandIn => continue,
             next = frames.next() => next,
-            // Nothing to read yet: hand on the deferred work, and let it run
-            // before reading again (a frame that arrived meanwhile could be
-            // a handler that blocks, with that work queued behind it).
+            // Nothing to read yet: hand on the deferred work. If bytes of a
+            // next frame are already here, let that work run before reading
+            // them (the frame could be a handler that blocks, with the work
+            // queued behind it); otherwise waiting for the socket lets it run.
             () = std::future::ready(()), if unflushed > 0 => {
                 connection.calls.flush();
                 unflushed = 0;
-                tokio::task::yield_now().await;
+                if !frames.read_buffer().is_empty() {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),

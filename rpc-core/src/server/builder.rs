@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service as TowerService;
 
 use super::interceptor::Interceptor;
-use super::layer::{BoxCallService, BoxError, Call, Routed, Wrap};
+use super::layer::{BoxCallService, BoxError, Call, Routed, Wrap, boxed};
 use super::log::ConnectionLog;
 use super::router::Router;
 use super::{Listener, Server, Shared};
@@ -191,9 +191,8 @@ impl ServerBuilder {
         <L::Service as TowerService<Call>>::Error: Into<BoxError>,
         <L::Service as TowerService<Call>>::Future: Send + 'static,
     {
-        self.layers.push(Box::new(move |inner| {
-            BoxCallService::new(layer.layer(inner))
-        }));
+        self.layers
+            .push(Box::new(move |inner| boxed(layer.layer(inner))));
         self
     }
 
@@ -377,7 +376,7 @@ impl ServerBuilder {
         let (drain, drain_rx) = watch::channel(None);
         let router = Arc::new(self.router);
         let layered = (!self.layers.is_empty()).then(|| {
-            let mut service = BoxCallService::new(Routed {
+            let mut service = boxed(Routed {
                 router: router.clone(),
             });
             // The last added wraps the router; the first added, everything.

@@ -155,63 +155,21 @@ impl Extensions {
 /// The future of a boxed call service.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>>;
 
-/// A call service with its types erased: what every layer wraps.
-pub struct BoxCallService {
-    inner: Box<dyn ErasedService>,
-}
+/// A call service with its types erased: what every layer wraps (tower's
+/// own `BoxService`).
+pub type BoxCallService = tower::util::BoxService<Call, Reply, BoxError>;
 
-impl std::fmt::Debug for BoxCallService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BoxCallService")
-    }
-}
-
-trait ErasedService: Send {
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
-    fn call(&mut self, call: Call) -> CallFuture;
-}
-
-impl<S> ErasedService for S
+/// Boxes `service`, its errors boxed too.
+pub(crate) fn boxed<S>(service: S) -> BoxCallService
 where
-    S: TowerService<Call, Response = Reply> + Send,
+    S: TowerService<Call, Response = Reply> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        TowerService::poll_ready(self, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, call: Call) -> CallFuture {
-        let future = TowerService::call(self, call);
-        Box::pin(async move { future.await.map_err(Into::into) })
-    }
-}
-
-impl BoxCallService {
-    pub(crate) fn new<S>(service: S) -> Self
-    where
-        S: TowerService<Call, Response = Reply> + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
-        BoxCallService {
-            inner: Box::new(service),
-        }
-    }
-}
-
-impl TowerService<Call> for BoxCallService {
-    type Response = Reply;
-    type Error = BoxError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: Call) -> CallFuture {
-        self.inner.call(call)
-    }
+    BoxCallService::new(tower::ServiceExt::map_err(
+        service,
+        |e: S::Error| -> BoxError { e.into() },
+    ))
 }
 
 /// A layer, applied when the server is built: its services are known only

@@ -67,6 +67,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// ```
 pub struct Server {
     listener: Listener,
+    /// The TCP listener's address, read once when bound.
+    tcp_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     /// One permit per open connection.
     connections: Arc<Semaphore>,
@@ -122,7 +124,7 @@ impl std::fmt::Debug for Server {
         let mut services: Vec<_> = self.shared.router.names().collect();
         services.sort_unstable();
         f.debug_struct("Server")
-            .field("local_addr", &self.tcp_addr())
+            .field("local_addr", &self.tcp_addr)
             .field("services", &services)
             .finish_non_exhaustive()
     }
@@ -144,21 +146,19 @@ impl Server {
         drain: watch::Sender<Option<Instant>>,
         shutdown_grace: Duration,
     ) -> Result<Server, RpcError> {
+        let tcp_addr = match &listener {
+            Listener::Tcp(listener) => Some(listener.local_addr().map_err(RpcError::Io)?),
+            _ => None,
+        };
         Ok(Server {
             listener,
+            tcp_addr,
             shared: Arc::new(shared),
             connections: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             drain,
             shutdown_grace,
         })
-    }
-
-    fn tcp_addr(&self) -> Option<SocketAddr> {
-        match &self.listener {
-            Listener::Tcp(listener) => listener.local_addr().ok(),
-            _ => None,
-        }
     }
 
     /// The TCP address the server listens on; with port 0, the port chosen.
@@ -168,7 +168,7 @@ impl Server {
     /// If the server does not listen on TCP (made by
     /// [`ServerBuilder::bind_unix`] or [`ServerBuilder::build`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.tcp_addr()
+        self.tcp_addr
             .expect("`local_addr` is for servers bound with `ServerBuilder::bind` (TCP)")
     }
 

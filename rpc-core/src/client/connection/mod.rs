@@ -26,7 +26,7 @@ use super::pending::{Answer, Pending, Response};
 use crate::codec;
 use crate::envelope::{self, Status};
 use crate::error::RpcError;
-use crate::status::Code;
+use crate::status::{Code, Status as CallStatus};
 use crate::transport::Connected;
 
 /// Room for a request header, so that small calls fit their first buffer.
@@ -254,14 +254,10 @@ fn response_into_result<R: DeserializeOwned>(
         });
     }
     Err(RpcError::Status(match Code::from_wire(status.0) {
-        Some(code) => rpc_status(code, message()),
-        None => rpc_status(
+        Some(code) => CallStatus::new(code, message()),
+        None => CallStatus::new(
             Code::Internal,
             format!("unknown status {}: {}", status.0, message()),
         ),
     }))
-}
-
-fn rpc_status(code: Code, message: String) -> crate::status::Status {
-    crate::status::Status::new(code, message)
 }

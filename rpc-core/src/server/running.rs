@@ -74,16 +74,14 @@ impl Running {
         self.count() > 0 && self.lock().contains_key(&id)
     }
 
-    /// Stops the call `id`, saying whether it was running and not yet
-    /// told to stop.
-    pub(crate) fn cancel(&self, id: u64) -> Cancelled {
+    /// Stops the call `id`; `false` if no such call is running.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
         match self.lock().get(&id) {
-            Some(stop) if stop.is_cancelled() => Cancelled::Already,
             Some(stop) => {
                 stop.cancel();
-                Cancelled::Now
+                true
             }
-            None => Cancelled::NotRunning,
+            None => false,
         }
     }
 
@@ -91,17 +89,6 @@ impl Running {
         // Nothing panics while holding it, but a poisoned map is still sound.
         self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// What a cancel found.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Cancelled {
-    /// A running call, stopped now.
-    Now,
-    /// A running call that had been told to stop already.
-    Already,
-    /// No call with that id.
-    NotRunning,
 }
 
 /// A registered call; dropping it (however its task ends) frees its id and
@@ -136,15 +123,14 @@ mod tests {
         assert_eq!(running.count(), 2);
         assert_eq!(running.bytes(), 30);
         assert!(running.contains(1) && !running.contains(3));
-        assert_eq!(running.cancel(2), Cancelled::Now);
+        assert!(running.cancel(2));
         assert!(stop.is_cancelled());
-        assert_eq!(running.cancel(2), Cancelled::Already);
-        assert_eq!(running.cancel(3), Cancelled::NotRunning);
+        assert!(!running.cancel(3));
         drop(first);
         assert_eq!(running.bytes(), 20);
         drop(second);
         assert_eq!((running.count(), running.bytes()), (0, 0));
-        assert_eq!(running.cancel(2), Cancelled::NotRunning);
+        assert!(!running.cancel(2));
         assert!(running.start(1, 0, CancellationToken::new()).is_some());
     }
 }

@@ -19,7 +19,7 @@ use crate::server::Shared;
 use crate::server::interceptor::{CallInfo, Peer};
 use crate::server::layer::{self, Call};
 use crate::server::rate::Rate;
-use crate::server::running::{Cancelled, Running};
+use crate::server::running::Running;
 use crate::service::{Reply, Request, ResponseFuture, Service};
 
 /// Pings a client may send at once; after that, one per minimum ping
@@ -107,7 +107,7 @@ pub(super) struct Started {
     future: ResponseFuture,
     /// When the server stops it, if the client gave it a deadline.
     deadline: Option<Instant>,
-    /// Bytes of its request frame, which it holds while it runs.
+    /// Bytes of its arguments, which it holds while it runs.
     size: usize,
     /// Whether it may be polled where it was read.
     pub(super) inline: bool,
@@ -141,15 +141,7 @@ impl Calls {
     }
 
     fn reply(&self, reply: Reply) {
-        self.defer(reply.into_frame());
-    }
-
-    /// Keeps a frame to queue at the next flush, counted against the
-    /// backlog from now on: 64 deferred replies to calls answered at once
-    /// could otherwise be 64 frames of the largest size.
-    fn defer(&self, frame: BytesMut) {
-        self.outbox.hold(&frame);
-        lock(&self.deferred).frames.push(frame);
+        lock(&self.deferred).frames.push(reply.into_frame());
     }
 
     /// Queues the replies and starts the calls the readers have deferred.
@@ -160,7 +152,7 @@ impl Calls {
         let mut deferred = lock(&self.deferred);
         let Deferred { frames, calls } = &mut *deferred;
         for frame in frames.drain(..) {
-            self.outbox.send_held(frame);
+            self.outbox.send(frame);
         }
         for call in calls.drain(..) {
             self.launch(call);
@@ -188,6 +180,7 @@ impl Calls {
             }
             Err(e) => return Err(format!("protocol violation: {e}")),
         };
+        self.requests_read.fetch_add(1, Ordering::Relaxed);
         if id == u64::MAX {
             // A drain announces one more than the highest id read, which
             // this id would overflow.
@@ -197,23 +190,17 @@ impl Calls {
             return Err(format!("request id {id} is already in flight"));
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
-        let target = match self.admit(id, service, method, deadline, metadata, payload.len()) {
+        let target = match self.admit(id, service, method, deadline, metadata, body.len()) {
             Ok(target) => target,
             Err(refusal) => {
                 self.reply(refusal);
                 return Ok(None);
             }
         };
-        // Only calls that run keep a connection from being idle: one a
-        // stranger sends every two minutes to be refused must not hold
-        // its place for ever.
-        self.requests_read.fetch_add(1, Ordering::Relaxed);
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
-        // The whole frame, not only the arguments: the names, metadata and
-        // extensions come with it, and a layered call keeps all of them.
-        let size = payload.len();
-        let inline = body.len() <= INLINE_BODY_LIMIT;
+        let size = body.len();
+        let inline = size <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         if let Some(layered) = &self.shared.layered {
             let call = Call::new(
@@ -324,7 +311,7 @@ impl Calls {
         }
         let held = self.running.bytes();
         let most = self.shared.max_running_request_bytes;
-        if self.running.count() > 0 && held.saturating_add(size) > most {
+        if held > 0 && held.saturating_add(size) > most {
             return Err(Reply::error(
                 id,
                 Status::RESOURCE_EXHAUSTED,
@@ -411,12 +398,8 @@ impl Calls {
     /// on its way) or wrong, and harmless either way, within the rate of
     /// frames that carry no call.
     fn cancel(&self, id: u64) -> Result<(), String> {
-        match self.running.cancel(id) {
-            Cancelled::Now => return Ok(()),
-            // A call stays registered until its task sees the cancel, and
-            // repeating the cancel meanwhile must not be free.
-            Cancelled::Already => return self.control_frame("cancels of calls already cancelled"),
-            Cancelled::NotRunning => {}
+        if self.running.cancel(id) {
+            return Ok(());
         }
         tracing::trace!(request_id = id, "cancel for a call not running; ignored");
         self.control_frame("cancels of calls not running")
@@ -446,7 +429,7 @@ impl Calls {
         }
         let mut pong = BytesMut::new();
         envelope::encode_ping(&mut pong, token, true);
-        self.defer(pong);
+        lock(&self.deferred).frames.push(pong);
         Ok(())
     }
 }

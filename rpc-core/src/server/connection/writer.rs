@@ -28,18 +28,7 @@ impl Outbox {
     /// Queues a frame for the writer, counting it against the backlog until
     /// it is written.
     pub(super) fn send(&self, frame: BytesMut) {
-        self.hold(&frame);
-        self.send_held(frame);
-    }
-
-    /// Counts a frame against the backlog before it is queued: a reader
-    /// that defers its replies must not read on past the limit meanwhile.
-    pub(super) fn hold(&self, frame: &BytesMut) {
-        self.backlog.add(held_by(frame));
-    }
-
-    /// Queues a frame already counted by [`Outbox::hold`].
-    pub(super) fn send_held(&self, frame: BytesMut) {
+        self.backlog.add(held_by(&frame));
         // Fails only if the connection already closed; nobody to tell.
         if let Err(unsent) = self.replies.send(frame) {
             self.backlog.sub(held_by(&unsent.0));

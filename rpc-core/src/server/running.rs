@@ -14,8 +14,6 @@ pub(crate) struct Running {
     /// How many entries `by_id` has, readable without the lock: every
     /// request checks it against the call limit.
     count: AtomicUsize,
-    /// Bytes of the requests of the calls in `by_id`.
-    bytes: AtomicUsize,
     /// What stops each call.
     by_id: Mutex<HashMap<u64, CancellationToken>>,
     /// Woken whenever the last running call ends.
@@ -28,31 +26,18 @@ impl Running {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Bytes of requests the running calls hold.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Registers the call `id`, stopped by `stop` and holding a request of
-    /// `bytes`, until the returned guard drops; `None` if a call with that
-    /// id is already running.
-    pub(crate) fn start(
-        self: &Arc<Self>,
-        id: u64,
-        bytes: usize,
-        stop: CancellationToken,
-    ) -> Option<RunningCall> {
+    /// Registers the call `id`, stopped by `stop`, until the returned guard
+    /// drops; `None` if a call with that id is already running.
+    pub(crate) fn start(self: &Arc<Self>, id: u64, stop: CancellationToken) -> Option<RunningCall> {
         let mut by_id = self.lock();
         if by_id.contains_key(&id) {
             return None;
         }
         by_id.insert(id, stop);
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         Some(RunningCall {
             running: self.clone(),
             id,
-            bytes,
         })
     }
 
@@ -96,13 +81,11 @@ impl Running {
 pub(crate) struct RunningCall {
     running: Arc<Running>,
     id: u64,
-    bytes: usize,
 }
 
 impl Drop for RunningCall {
     fn drop(&mut self) {
         self.running.lock().remove(&self.id);
-        self.running.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         if self.running.count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.running.none_left.notify_waiters();
         }
@@ -116,21 +99,18 @@ mod tests {
     #[test]
     fn ids_are_counted_refused_twice_and_freed_on_drop() {
         let running = Arc::new(Running::default());
-        let first = running.start(1, 10, CancellationToken::new()).unwrap();
-        assert!(running.start(1, 5, CancellationToken::new()).is_none());
+        let first = running.start(1, CancellationToken::new()).unwrap();
+        assert!(running.start(1, CancellationToken::new()).is_none());
         let stop = CancellationToken::new();
-        let second = running.start(2, 20, stop.clone()).unwrap();
+        let second = running.start(2, stop.clone()).unwrap();
         assert_eq!(running.count(), 2);
-        assert_eq!(running.bytes(), 30);
         assert!(running.contains(1) && !running.contains(3));
         assert!(running.cancel(2));
         assert!(stop.is_cancelled());
         assert!(!running.cancel(3));
-        drop(first);
-        assert_eq!(running.bytes(), 20);
-        drop(second);
-        assert_eq!((running.count(), running.bytes()), (0, 0));
+        drop((first, second));
+        assert_eq!(running.count(), 0);
         assert!(!running.cancel(2));
-        assert!(running.start(1, 0, CancellationToken::new()).is_some());
+        assert!(running.start(1, CancellationToken::new()).is_some());
     }
 }

@@ -107,8 +107,6 @@ pub(super) struct Started {
     future: ResponseFuture,
     /// When the server stops it, if the client gave it a deadline.
     deadline: Option<Instant>,
-    /// Bytes of its arguments, which it holds while it runs.
-    size: usize,
     /// Whether it may be polled where it was read.
     pub(super) inline: bool,
 }
@@ -190,7 +188,7 @@ impl Calls {
             return Err(format!("request id {id} is already in flight"));
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
-        let target = match self.admit(id, service, method, deadline, metadata, body.len()) {
+        let target = match self.admit(id, service, method, deadline, metadata) {
             Ok(target) => target,
             Err(refusal) => {
                 self.reply(refusal);
@@ -199,8 +197,7 @@ impl Calls {
         };
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
-        let size = body.len();
-        let inline = size <= INLINE_BODY_LIMIT;
+        let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         if let Some(layered) = &self.shared.layered {
             let call = Call::new(
@@ -215,7 +212,6 @@ impl Calls {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
                 deadline,
-                size,
                 inline,
             }));
         }
@@ -226,7 +222,6 @@ impl Calls {
                 id,
                 future,
                 deadline,
-                size,
                 inline,
             })),
             Ok(None) => {
@@ -267,7 +262,7 @@ impl Calls {
     /// The service to run a call, or the answer to a call that must not
     /// start: rejected by the interceptor (checked first, so that strangers
     /// learn nothing of the services), addressed to no service, over the
-    /// connection's limits, or out of time.
+    /// connection's limit, or out of time.
     fn admit(
         &self,
         id: u64,
@@ -275,7 +270,6 @@ impl Calls {
         method: &str,
         deadline: Option<std::time::Duration>,
         metadata: Metadata<'_>,
-        size: usize,
     ) -> Result<&Arc<dyn Service>, Reply> {
         for interceptor in &self.shared.interceptors {
             let call = CallInfo {
@@ -309,18 +303,6 @@ impl Calls {
                 &format!("{limit} calls are already running on this connection"),
             ));
         }
-        let held = self.running.bytes();
-        let most = self.shared.max_running_request_bytes;
-        if held > 0 && held.saturating_add(size) > most {
-            return Err(Reply::error(
-                id,
-                Status::RESOURCE_EXHAUSTED,
-                &format!(
-                    "the calls running on this connection hold {held} bytes of requests; \
-                     with this one's {size} that is over the limit of {most}"
-                ),
-            ));
-        }
         if deadline.is_some_and(|left| left.is_zero()) {
             return Err(Reply::error(
                 id,
@@ -339,11 +321,10 @@ impl Calls {
             id,
             future,
             deadline,
-            size,
             ..
         } = call;
         let cancelled = self.gone.child_token();
-        let Some(running) = self.running.start(id, size, cancelled.clone()) else {
+        let Some(running) = self.running.start(id, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
         };
         lock(&self.deferred).calls.push(Registered {

@@ -15,14 +15,15 @@ import statistics
 import subprocess
 import sys
 
+# (title, value, whether higher is better): where lower is better the ratio
+# is inverted, so that above 1 always means faster than raw.
 FIGURES = [
-    ("W1 calls/s", lambda f: f["w1"]["calls_per_sec"]),
-    ("W2 calls/s", lambda f: f["w2"]["calls_per_sec"]),
-    ("W3 calls/s", lambda f: f["w3"]["calls_per_sec"]),
-    ("W4 64K MiB/s", lambda f: f["w4_64k"]["mib_per_sec"]),
-    ("W4 1M MiB/s", lambda f: f["w4_1m"]["mib_per_sec"]),
-    # Lower is better: the ratio is inverted so that above 1 is faster.
-    ("W5 ms", lambda f: f["w5_ms"]),
+    ("W1 calls/s", lambda f: f["w1"]["calls_per_sec"], True),
+    ("W2 calls/s", lambda f: f["w2"]["calls_per_sec"], True),
+    ("W3 calls/s", lambda f: f["w3"]["calls_per_sec"], True),
+    ("W4 64K MiB/s", lambda f: f["w4_64k"]["mib_per_sec"], True),
+    ("W4 1M MiB/s", lambda f: f["w4_1m"]["mib_per_sec"], True),
+    ("W5 ms", lambda f: f["w5_ms"], False),
 ]
 
 
@@ -35,7 +36,7 @@ def run(binary, only):
 
 
 def main():
-    args = [a for a in sys.argv[1:]]
+    args = list(sys.argv[1:])
     only = "raw,toolkit"
     if "--only" in args:
         i = args.index("--only")
@@ -53,16 +54,16 @@ def main():
     names = [n for n in only.split(",") if n != "raw"]
     print(f"medians of {rounds} alternating runs; ratio = figure / raw's in the same run")
     print(f"{'figure':<14}" + "".join(f"{l + ' ' + n:>26}" for l in binaries for n in names))
-    for title, get in FIGURES:
+    for title, get, higher_is_better in FIGURES:
         cells = []
         for label in binaries:
             for name in names:
-                values = [get(run[name]) for run in seen[label]]
+                values = [get(figures[name]) for figures in seen[label]]
                 ratios = [
-                    (get(run["raw"]) / get(run[name]))
-                    if title.endswith("ms")
-                    else (get(run[name]) / get(run["raw"]))
-                    for run in seen[label]
+                    get(figures[name]) / get(figures["raw"])
+                    if higher_is_better
+                    else get(figures["raw"]) / get(figures[name])
+                    for figures in seen[label]
                 ]
                 cells.append(
                     f"{statistics.median(values):>14,.0f} ({statistics.median(ratios):.2f}x)"

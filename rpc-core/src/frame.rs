@@ -19,6 +19,13 @@ pub const DEFAULT_MAX_FRAME_LENGTH: usize = 16 * 1024 * 1024;
 /// Bytes of the length prefix in front of every frame.
 pub(crate) const PREFIX_LEN: usize = 4;
 
+/// A receive buffer up to this size may be kept alive by any frame split
+/// off it; see [`FrameDecoder::decode`].
+const PIN_FREE: usize = 64 * 1024;
+/// A frame split off a larger buffer keeps at most this many times its
+/// own size alive; smaller frames are copied out.
+const PIN_RATIO: usize = 4;
+
 /// The first four bytes each side sends, so that a stray client (an HTTP
 /// request, a port scanner) is told apart from a peer at once.
 pub(crate) const MAGIC: [u8; 4] = *b"RKIT";
@@ -122,7 +129,19 @@ impl Decoder for FrameDecoder {
         };
         self.charge(0)?;
         self.started = false;
+        let room = src.capacity();
         src.advance(PREFIX_LEN);
+        // A frame split off a buffer keeps the whole buffer alive for as
+        // long as its call runs: a small call read just after a 16 MiB one
+        // would pin 16 MiB while counted as a few bytes. A frame much
+        // smaller than a large buffer is copied out instead, so that a
+        // frame never keeps more than PIN_RATIO times its size (or
+        // PIN_FREE) alive.
+        if room > PIN_FREE && len.saturating_mul(PIN_RATIO) < room {
+            let frame = BytesMut::from(&src[..len]);
+            src.advance(len);
+            return Ok(Some(Incoming::Frame(frame)));
+        }
         Ok(Some(Incoming::Frame(src.split_to(len))))
     }
 }
@@ -292,6 +311,31 @@ mod tests {
         buf.put_slice(payload);
         finish(&mut buf, start);
         buf
+    }
+
+    #[test]
+    fn a_small_frame_does_not_keep_a_large_buffer_alive() {
+        use tokio_util::codec::Decoder;
+        let mut src = BytesMut::with_capacity(1024 * 1024);
+        src.extend_from_slice(&framed(&vec![1; 512 * 1024]));
+        src.extend_from_slice(&framed(b"small"));
+        let buffer = src.as_ptr() as usize..src.as_ptr() as usize + src.capacity();
+        let mut decoder = FrameDecoder::new(1024 * 1024, None);
+        let frame = |decoded| match decoded {
+            Some(Incoming::Frame(frame)) => frame,
+            other => panic!("{other:?}"),
+        };
+        let large = frame(decoder.decode(&mut src).unwrap());
+        assert!(
+            buffer.contains(&(large.as_ptr() as usize)),
+            "split, not copied"
+        );
+        let small = frame(decoder.decode(&mut src).unwrap());
+        assert_eq!(&small[..], b"small");
+        assert!(
+            !buffer.contains(&(small.as_ptr() as usize)),
+            "copied out of the 1 MiB buffer"
+        );
     }
 
     #[tokio::test]

@@ -108,9 +108,9 @@ pub use metadata::Metadata;
 pub use server::{
     BearerToken, BoxCallService, BoxError, Call, CallFuture, CallInfo, DEFAULT_FRAME_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_QUEUED_REPLY_BYTES, DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET,
-    DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Extensions, Interceptor, Peer,
-    Rejection, Server, ServerBuilder,
+    DEFAULT_MAX_QUEUED_REPLY_BYTES, DEFAULT_MAX_RUNNING_REQUEST_BYTES, DEFAULT_MIN_PING_INTERVAL,
+    DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, Extensions,
+    Interceptor, Peer, Rejection, Server, ServerBuilder,
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
 pub use status::{Code, Status};

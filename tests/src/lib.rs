@@ -292,6 +292,9 @@ pub trait Control {
     async fn fast(&self, n: u32) -> u32;
     /// Reports that it started, then waits until the test opens the gate.
     async fn gated(&self, n: u32) -> u32;
+    /// As `gated`, reporting and returning the length of `data`: a call
+    /// that holds a large request while it waits.
+    async fn gated_upload(&self, data: Vec<u8>) -> u32;
     /// Panics with `message` at once.
     async fn panic(&self, message: String) -> u32;
     /// Waits once, then panics with `message`.
@@ -352,6 +355,11 @@ impl ControlImpl {
     pub fn open(&self) {
         self.gate.send_replace(true);
     }
+
+    /// Makes future `gated` calls wait again.
+    pub fn close(&self) {
+        self.gate.send_replace(false);
+    }
 }
 
 impl Control for ControlImpl {
@@ -367,6 +375,10 @@ impl Control for ControlImpl {
         unfinished.0 = None;
         self.finished.fetch_add(1, Ordering::SeqCst);
         n
+    }
+
+    async fn gated_upload(&self, data: Vec<u8>) -> u32 {
+        self.gated(data.len() as u32).await
     }
 
     async fn panic(&self, message: String) -> u32 {

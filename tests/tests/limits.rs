@@ -6,7 +6,8 @@ use std::time::Duration;
 use rpc_core::{Channel, RpcError, Server};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, ShapesClient, ShapesImpl, ShapesServer, raw_connect,
-    raw_connect_with_limit, read_response, read_until_closed, request_frame, serve,
+    raw_connect_with_limit, read_response, read_until_closed, request_frame,
+    request_frame_with_extensions, serve,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -34,6 +35,106 @@ async fn clients_hold_calls_beyond_the_advertised_limit() {
     for (n, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), n as u32);
     }
+}
+
+/// How long a negative check waits for something that must not happen.
+const NOT_MEANWHILE: Duration = Duration::from_millis(200);
+
+#[tokio::test]
+async fn running_calls_cannot_hold_more_request_bytes_than_the_limit() {
+    const KIB: usize = 1024;
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .max_running_request_bytes(1024 * KIB)
+            .add_service(ControlServer::from_arc(control.clone())),
+    )
+    .await;
+    let client = ControlClient::connect(addr).await.unwrap();
+    let upload = |len: usize| {
+        let client = client.clone();
+        tokio::spawn(async move { client.gated_upload(vec![1; len]).await })
+    };
+    // A call larger than the limit is read and runs: one frame more is
+    // always read.
+    let large = upload(1536 * KIB);
+    assert_eq!(started.recv().await, Some(1536 * KIB as u32));
+    // Not refused but held back: the server stops reading while the
+    // running calls hold the limit. Without the bound it would start.
+    let small = upload(KIB);
+    assert!(
+        tokio::time::timeout(NOT_MEANWHILE, started.recv())
+            .await
+            .is_err(),
+        "a call was read while the running calls held more than the limit"
+    );
+    control.open();
+    assert_eq!(large.await.unwrap().unwrap(), 1536 * KIB as u32);
+    assert_eq!(
+        started.recv().await,
+        Some(KIB as u32),
+        "read once bytes are back"
+    );
+    assert_eq!(small.await.unwrap().unwrap(), KIB as u32);
+    control.close();
+
+    // Below the limit calls are read and run side by side; reading stops
+    // once they reach it, and resumes when they end.
+    let held: Vec<_> = (0..3).map(|_| upload(400 * KIB)).collect();
+    for _ in 0..3 {
+        assert_eq!(started.recv().await, Some(400 * KIB as u32));
+    }
+    let late = upload(100 * KIB);
+    assert!(
+        tokio::time::timeout(NOT_MEANWHILE, started.recv())
+            .await
+            .is_err(),
+        "1,200 KiB held: nothing more is read"
+    );
+    control.open();
+    for call in held {
+        assert_eq!(call.await.unwrap().unwrap(), 400 * KIB as u32);
+    }
+    assert_eq!(late.await.unwrap().unwrap(), 100 * KIB as u32);
+}
+
+#[tokio::test]
+async fn a_call_is_charged_its_whole_frame_not_only_its_arguments() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(
+        Server::builder()
+            .max_running_request_bytes(1024 * 1024)
+            .add_service(ControlServer::from_arc(control.clone())),
+    )
+    .await;
+    // Arguments of 4 bytes, and 600 KiB in an extension the server skips:
+    // a layered call keeps all of it while it runs.
+    let padding = vec![0; 600 * 1024];
+    let frame = |id: u64| {
+        request_frame_with_extensions(id, "Control", "gated", &[(0x0100, &padding)], &[7])
+    };
+    let mut stream = raw_connect(addr).await;
+    for id in 0..2 {
+        stream.write_all(&frame(id)).await.unwrap();
+        assert_eq!(started.recv().await, Some(7));
+    }
+    // 1,200 KiB held. Charged only their arguments, this call would start.
+    stream.write_all(&frame(2)).await.unwrap();
+    assert!(
+        tokio::time::timeout(NOT_MEANWHILE, started.recv())
+            .await
+            .is_err(),
+        "a call was read while the running calls' frames held more than the limit"
+    );
+    control.open();
+    let mut answered: Vec<u64> = Vec::new();
+    for _ in 0..3 {
+        let (id, status, _) = read_response(&mut stream).await;
+        assert_eq!(status, 0);
+        answered.push(id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [0, 1, 2]);
 }
 
 #[tokio::test]

@@ -60,6 +60,8 @@ const MIB: usize = 1024 * 1024;
 pub trait Sink {
     /// Returns `data`.
     async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns `len` bytes: a small request with a large reply.
+    async fn fill(&self, len: u32) -> Vec<u8>;
 }
 
 struct SinkImpl(mpsc::UnboundedSender<()>);
@@ -68,6 +70,11 @@ impl Sink for SinkImpl {
     async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
         let _ = self.0.send(());
         data
+    }
+
+    async fn fill(&self, len: u32) -> Vec<u8> {
+        let _ = self.0.send(());
+        vec![7; len as usize]
     }
 }
 
@@ -169,6 +176,37 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
     );
     small.abort();
     drop(read);
+
+    // 64 small calls answered where they are read, each with a 1 MiB
+    // reply, arriving in one write, never read: the reader answers a burst
+    // before it hands the replies on, and before they counted from the
+    // moment they were made it held all 64 MiB.
+    let stream = raw_connect(addr).await;
+    let (mut read, mut write) = stream.into_split();
+    let baseline = LIVE.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    let burst: Vec<u8> = (1..=CALLS)
+        .flat_map(|id| request_frame(id, "Sink", "fill", &[0xFC, 0x00, 0x00, 0x10, 0x00]))
+        .collect();
+    write.write_all(&burst).await.unwrap();
+    let mut answered = 0;
+    while answered < CALLS {
+        match tokio::time::timeout(Duration::from_secs(1), calls.recv()).await {
+            Ok(Some(())) => answered += 1,
+            _ => break,
+        }
+    }
+    let held = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+    assert!(
+        held < 20 * MIB,
+        "the server held {} MiB of replies made in place ({answered} calls answered)",
+        held / MIB
+    );
+    for _ in 0..CALLS {
+        let (_, status, body) = read_response(&mut read).await;
+        assert_eq!((status, body.len()), (0, MIB + 5));
+    }
+    drop((read, write));
 
     // One 12 MiB call, then idle: the server must not keep its buffer.
     let mut stream = raw_connect(addr).await;

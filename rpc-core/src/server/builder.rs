@@ -43,6 +43,9 @@ pub const DEFAULT_RECEIVE_BUDGET: usize = 64 * 1024 * 1024;
 /// before the server stops reading its requests.
 pub const DEFAULT_MAX_QUEUED_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Default bytes of requests the calls running on one connection may hold.
+pub const DEFAULT_MAX_RUNNING_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
 /// Default time a connection with no call open may stay silent before the
 /// server closes it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -72,6 +75,7 @@ struct Limits {
     shutdown_grace: Duration,
     min_ping_interval: Duration,
     max_queued_reply_bytes: usize,
+    max_running_request_bytes: usize,
     write_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -112,6 +116,7 @@ impl ServerBuilder {
                 shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
                 min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
                 max_queued_reply_bytes: DEFAULT_MAX_QUEUED_REPLY_BYTES,
+                max_running_request_bytes: DEFAULT_MAX_RUNNING_REQUEST_BYTES,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
             },
@@ -305,6 +310,31 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of requests that the calls running on one connection may hold
+    /// before the server stops reading that connection (default
+    /// [`DEFAULT_MAX_RUNNING_REQUEST_BYTES`], 16 MiB). Each call is charged
+    /// its whole request frame from the moment it waits until it ends.
+    /// While they hold this much the server reads nothing more from the
+    /// connection, and TCP holds the client back; it reads on as soon as a
+    /// call ends. Nothing is refused: one frame more is always read, so a
+    /// request of the largest frame size still runs. Calls answered where
+    /// they were read, before they wait for anything, are not counted.
+    ///
+    /// Together with the call limit this bounds what one connection can
+    /// make the server hold in requests, however fast it sends: a client
+    /// sending 16 MiB calls to a handler that takes its time would
+    /// otherwise have up to 100 of them (1.6 GiB) held at once.
+    ///
+    /// While reading is paused the connection's pings and cancels are not
+    /// read either. A handler that waits for another call on the same
+    /// connection (one call as a rendezvous for the next) waits for ever if
+    /// that call cannot be read: keep such calls' requests under this
+    /// limit, or raise it.
+    pub fn max_running_request_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_running_request_bytes = bytes;
+        self
+    }
+
     /// Time a write may wait for the client to take bytes (default
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT), 30 s). A
     /// client that stops reading for longer is disconnected and its
@@ -406,6 +436,7 @@ impl ServerBuilder {
             drain: drain_rx,
             min_ping_interval: limits.min_ping_interval,
             max_queued_reply_bytes: limits.max_queued_reply_bytes,
+            max_running_request_bytes: limits.max_running_request_bytes,
             idle_timeout: limits.idle_timeout,
             shutdown_grace: limits.shutdown_grace,
             watchdog: super::watchdog::global(),

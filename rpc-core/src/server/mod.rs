@@ -2,10 +2,10 @@
 //! or any stream of connections) and routes each call to one of its
 //! services, within limits that keep a stranger from exhausting it.
 
-mod backlog;
 mod bearer;
 mod builder;
 mod connection;
+mod held;
 mod interceptor;
 pub(crate) mod layer;
 mod log;
@@ -32,9 +32,9 @@ use crate::transport::{self, AcceptSettings, AsyncStream, Io, PeerAddr};
 pub use bearer::BearerToken;
 pub use builder::{
     DEFAULT_FRAME_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_REPLY_BYTES, DEFAULT_MIN_PING_INTERVAL,
-    DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    ServerBuilder,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUED_REPLY_BYTES, DEFAULT_MAX_RUNNING_REQUEST_BYTES,
+    DEFAULT_MIN_PING_INTERVAL, DEFAULT_RECEIVE_BUDGET, DEFAULT_SERVER_HANDSHAKE_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, ServerBuilder,
 };
 pub use interceptor::{CallInfo, Interceptor, Peer, Rejection};
 pub use layer::{BoxCallService, BoxError, Call, CallFuture, Extensions};
@@ -103,6 +103,7 @@ pub(crate) struct Shared {
     pub(crate) drain: watch::Receiver<Option<Instant>>,
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_queued_reply_bytes: usize,
+    pub(crate) max_running_request_bytes: usize,
     pub(crate) idle_timeout: Duration,
     /// How long calls may run on after a shutdown starts, or after their
     /// client has finished sending.

@@ -1,5 +1,6 @@
 //! The calls of one connection that run on tasks of their own: counted for
-//! the call limit, found by id for cancel messages and duplicate checks.
+//! the call limit, their requests' bytes held against a limit, found by id
+//! for cancel messages and duplicate checks.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,12 +9,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::held::Held;
+
 /// One connection's running calls.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Running {
     /// How many entries `by_id` has, readable without the lock: every
     /// request checks it against the call limit.
     count: AtomicUsize,
+    /// Bytes of the request frames of the calls in `by_id`: a call that
+    /// waits holds its request, and the reader stops reading while these
+    /// are over their limit.
+    requests: Held,
     /// What stops each call.
     by_id: Mutex<HashMap<u64, CancellationToken>>,
     /// Woken whenever the last running call ends.
@@ -21,23 +28,47 @@ pub(crate) struct Running {
 }
 
 impl Running {
+    /// No calls yet; reading pauses while their requests hold
+    /// `max_request_bytes` or more.
+    pub(crate) fn new(max_request_bytes: usize) -> Self {
+        Running {
+            count: AtomicUsize::new(0),
+            requests: Held::new(max_request_bytes),
+            by_id: Mutex::default(),
+            none_left: Notify::new(),
+        }
+    }
+
     /// Calls running now.
     pub(crate) fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Registers the call `id`, stopped by `stop`, until the returned guard
-    /// drops; `None` if a call with that id is already running.
-    pub(crate) fn start(self: &Arc<Self>, id: u64, stop: CancellationToken) -> Option<RunningCall> {
+    /// The bytes of requests the running calls hold.
+    pub(crate) fn requests(&self) -> &Held {
+        &self.requests
+    }
+
+    /// Registers the call `id`, stopped by `stop` and holding a request of
+    /// `bytes`, until the returned guard drops; `None` if a call with that
+    /// id is already running.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        id: u64,
+        bytes: usize,
+        stop: CancellationToken,
+    ) -> Option<RunningCall> {
         let mut by_id = self.lock();
         if by_id.contains_key(&id) {
             return None;
         }
         by_id.insert(id, stop);
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.requests.add(bytes);
         Some(RunningCall {
             running: self.clone(),
             id,
+            bytes,
         })
     }
 
@@ -59,14 +90,16 @@ impl Running {
         self.count() > 0 && self.lock().contains_key(&id)
     }
 
-    /// Stops the call `id`; `false` if no such call is running.
-    pub(crate) fn cancel(&self, id: u64) -> bool {
+    /// Stops the call `id`, saying whether it was running and not yet
+    /// told to stop.
+    pub(crate) fn cancel(&self, id: u64) -> Cancelled {
         match self.lock().get(&id) {
+            Some(stop) if stop.is_cancelled() => Cancelled::Already,
             Some(stop) => {
                 stop.cancel();
-                true
+                Cancelled::Now
             }
-            None => false,
+            None => Cancelled::NotRunning,
         }
     }
 
@@ -76,16 +109,29 @@ impl Running {
     }
 }
 
+/// What a cancel found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// A running call, stopped now.
+    Now,
+    /// A running call that had been told to stop already.
+    Already,
+    /// No call with that id.
+    NotRunning,
+}
+
 /// A registered call; dropping it (however its task ends) frees its id and
-/// its place under the limit.
+/// its place and bytes under the limits.
 pub(crate) struct RunningCall {
     running: Arc<Running>,
     id: u64,
+    bytes: usize,
 }
 
 impl Drop for RunningCall {
     fn drop(&mut self) {
         self.running.lock().remove(&self.id);
+        self.running.requests.sub(self.bytes);
         if self.running.count.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.running.none_left.notify_waiters();
         }
@@ -98,19 +144,25 @@ mod tests {
 
     #[test]
     fn ids_are_counted_refused_twice_and_freed_on_drop() {
-        let running = Arc::new(Running::default());
-        let first = running.start(1, CancellationToken::new()).unwrap();
-        assert!(running.start(1, CancellationToken::new()).is_none());
+        let running = Arc::new(Running::new(25));
+        let first = running.start(1, 10, CancellationToken::new()).unwrap();
+        assert!(running.start(1, 5, CancellationToken::new()).is_none());
         let stop = CancellationToken::new();
-        let second = running.start(2, stop.clone()).unwrap();
+        let second = running.start(2, 20, stop.clone()).unwrap();
         assert_eq!(running.count(), 2);
+        assert_eq!(running.requests().bytes(), 30);
+        assert!(running.requests().full());
         assert!(running.contains(1) && !running.contains(3));
-        assert!(running.cancel(2));
+        assert_eq!(running.cancel(2), Cancelled::Now);
         assert!(stop.is_cancelled());
-        assert!(!running.cancel(3));
-        drop((first, second));
-        assert_eq!(running.count(), 0);
-        assert!(!running.cancel(2));
-        assert!(running.start(1, CancellationToken::new()).is_some());
+        assert_eq!(running.cancel(2), Cancelled::Already);
+        assert_eq!(running.cancel(3), Cancelled::NotRunning);
+        drop(first);
+        assert_eq!(running.requests().bytes(), 20);
+        assert!(!running.requests().full());
+        drop(second);
+        assert_eq!((running.count(), running.requests().bytes()), (0, 0));
+        assert_eq!(running.cancel(2), Cancelled::NotRunning);
+        assert!(running.start(1, 0, CancellationToken::new()).is_some());
     }
 }

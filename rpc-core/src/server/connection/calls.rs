@@ -19,7 +19,7 @@ use crate::server::Shared;
 use crate::server::interceptor::{CallInfo, Peer};
 use crate::server::layer::{self, Call};
 use crate::server::rate::Rate;
-use crate::server::running::Running;
+use crate::server::running::{Cancelled, Running};
 use crate::service::{Reply, Request, ResponseFuture, Service};
 
 /// Pings a client may send at once; after that, one per minimum ping
@@ -107,6 +107,8 @@ pub(super) struct Started {
     future: ResponseFuture,
     /// When the server stops it, if the client gave it a deadline.
     deadline: Option<Instant>,
+    /// Bytes of its request frame, which it holds while it runs.
+    size: usize,
     /// Whether it may be polled where it was read.
     pub(super) inline: bool,
 }
@@ -116,9 +118,9 @@ impl Calls {
         Calls {
             pings: std::sync::Mutex::new(Rate::new(shared.min_ping_interval, PING_BURST)),
             control: std::sync::Mutex::new(Rate::new(CONTROL_EVERY, CONTROL_BURST)),
+            running: Arc::new(Running::new(shared.max_running_request_bytes)),
             shared,
             outbox,
-            running: Arc::default(),
             first_unread: AtomicU64::new(0),
             polling: AtomicU64::new(NOT_POLLING),
             requests_read: AtomicU64::new(0),
@@ -139,7 +141,15 @@ impl Calls {
     }
 
     fn reply(&self, reply: Reply) {
-        lock(&self.deferred).frames.push(reply.into_frame());
+        self.defer(reply.into_frame());
+    }
+
+    /// Keeps a frame to queue at the next flush, counted against the
+    /// backlog from now on: 64 deferred replies to calls answered at once
+    /// could otherwise be 64 frames of the largest size.
+    fn defer(&self, frame: BytesMut) {
+        self.outbox.hold(&frame);
+        lock(&self.deferred).frames.push(frame);
     }
 
     /// Queues the replies and starts the calls the readers have deferred.
@@ -150,7 +160,7 @@ impl Calls {
         let mut deferred = lock(&self.deferred);
         let Deferred { frames, calls } = &mut *deferred;
         for frame in frames.drain(..) {
-            self.outbox.send(frame);
+            self.outbox.send_held(frame);
         }
         for call in calls.drain(..) {
             self.launch(call);
@@ -178,7 +188,6 @@ impl Calls {
             }
             Err(e) => return Err(format!("protocol violation: {e}")),
         };
-        self.requests_read.fetch_add(1, Ordering::Relaxed);
         if id == u64::MAX {
             // A drain announces one more than the highest id read, which
             // this id would overflow.
@@ -195,8 +204,15 @@ impl Calls {
                 return Ok(None);
             }
         };
+        // Only calls that run keep a connection from being idle: one a
+        // stranger sends every two minutes to be refused must not hold
+        // its place for ever.
+        self.requests_read.fetch_add(1, Ordering::Relaxed);
         // Capped on receipt (envelope::MAX_DEADLINE), so this cannot overflow.
         let deadline = deadline.map(|left| Instant::now() + left);
+        // The whole frame, not only the arguments: the names, metadata and
+        // extensions come with it, and a layered call keeps all of them.
+        let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let request = Request::new(id, body, self.shared.accept.max_frame_length);
         if let Some(layered) = &self.shared.layered {
@@ -212,6 +228,7 @@ impl Calls {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
                 deadline,
+                size,
                 inline,
             }));
         }
@@ -222,6 +239,7 @@ impl Calls {
                 id,
                 future,
                 deadline,
+                size,
                 inline,
             })),
             Ok(None) => {
@@ -262,7 +280,7 @@ impl Calls {
     /// The service to run a call, or the answer to a call that must not
     /// start: rejected by the interceptor (checked first, so that strangers
     /// learn nothing of the services), addressed to no service, over the
-    /// connection's limit, or out of time.
+    /// connection's call limit, or out of time.
     fn admit(
         &self,
         id: u64,
@@ -321,10 +339,11 @@ impl Calls {
             id,
             future,
             deadline,
+            size,
             ..
         } = call;
         let cancelled = self.gone.child_token();
-        let Some(running) = self.running.start(id, cancelled.clone()) else {
+        let Some(running) = self.running.start(id, size, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
         };
         lock(&self.deferred).calls.push(Registered {
@@ -379,8 +398,12 @@ impl Calls {
     /// on its way) or wrong, and harmless either way, within the rate of
     /// frames that carry no call.
     fn cancel(&self, id: u64) -> Result<(), String> {
-        if self.running.cancel(id) {
-            return Ok(());
+        match self.running.cancel(id) {
+            Cancelled::Now => return Ok(()),
+            // A call stays registered until its task sees the cancel, and
+            // repeating the cancel meanwhile must not be free.
+            Cancelled::Already => return self.control_frame("cancels of calls already cancelled"),
+            Cancelled::NotRunning => {}
         }
         tracing::trace!(request_id = id, "cancel for a call not running; ignored");
         self.control_frame("cancels of calls not running")
@@ -410,7 +433,7 @@ impl Calls {
         }
         let mut pong = BytesMut::new();
         envelope::encode_ping(&mut pong, token, true);
-        lock(&self.deferred).frames.push(pong);
+        self.defer(pong);
         Ok(())
     }
 }

@@ -117,7 +117,7 @@ impl Connection {
         requests == seen
             && self.calls.running.count() == 0
             && !self.stamp.polling()
-            && self.calls.outbox.backlog().held() == 0
+            && self.calls.outbox.backlog().bytes() == 0
     }
 
     /// Starts the call `payload` carries and, in the own task, polls it
@@ -176,6 +176,7 @@ pub(super) async fn read_loop(
 ) -> Stop {
     let shared = &*connection.calls.shared;
     let backlog = connection.calls.outbox.backlog();
+    let requests = connection.calls.running.requests();
     let mut drain = shared.drain.clone();
     // Made once: a fresh `wait_for` per frame would take the watch's lock
     // per frame, where polling this one again is an atomic load.
@@ -208,7 +209,7 @@ pub(super) async fn read_loop(
     }
     // A stand-in first hands on what the stuck reader had deferred.
     connection.calls.flush();
-    let ended = loop {
+    let ended = 'reading: loop {
         if role == Role::StandIn && !connection.stamp.polling() {
             connection.calls.flush();
             return Stop::Back;
@@ -230,20 +231,23 @@ pub(super) async fn read_loop(
             connection.calls.flush();
             return Stop::Back;
         };
-        if backlog.held() >= shared.max_queued_reply_bytes {
+        // The client sends calls faster than it reads their replies, or
+        // than they finish: stop reading until the writer catches up and
+        // the running calls give their requests back. One frame more is
+        // always read first, so no frame is too large to get through.
+        while backlog.full() || requests.full() {
             connection.calls.flush();
-            // The client is not reading its replies as fast as it sends
-            // calls: stop reading until the writer catches up.
             tokio::select! {
                 biased;
-                _ = &mut draining => break Ok(Ended::Draining),
-                reason = &mut writer_gone => break Err(reason),
-                () = connection.back.notified(), if role == Role::StandIn => continue,
-                () = backlog.below_limit() => {}
+                _ = &mut draining => break 'reading Ok(Ended::Draining),
+                reason = &mut writer_gone => break 'reading Err(reason),
+                () = connection.back.notified(), if role == Role::StandIn => continue 'reading,
+                () = backlog.below_limit(), if backlog.full() => {}
+                () = requests.below_limit(), if requests.full() => {}
                 _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
                     if frame_deadline.is_some() =>
                 {
-                    break Err(frame_late(shared.frame_timeout));
+                    break 'reading Err(frame_late(shared.frame_timeout));
                 }
             }
             // A partial frame's deadline keeps running through the pause:

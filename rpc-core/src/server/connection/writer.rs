@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::backlog::Backlog;
+use crate::server::held::Held;
 use crate::transport::{self, FrameWriter};
 
 /// Most replies taken off the queue for one write.
@@ -21,21 +21,32 @@ const QUEUED_FRAME_OVERHEAD: usize = 64;
 #[derive(Clone)]
 pub(super) struct Outbox {
     replies: mpsc::UnboundedSender<BytesMut>,
-    backlog: Arc<Backlog>,
+    backlog: Arc<Held>,
 }
 
 impl Outbox {
     /// Queues a frame for the writer, counting it against the backlog until
     /// it is written.
     pub(super) fn send(&self, frame: BytesMut) {
-        self.backlog.add(held_by(&frame));
+        self.hold(&frame);
+        self.send_held(frame);
+    }
+
+    /// Counts a frame against the backlog before it is queued: a reader
+    /// that defers its replies must not read on past the limit meanwhile.
+    pub(super) fn hold(&self, frame: &BytesMut) {
+        self.backlog.add(held_by(frame));
+    }
+
+    /// Queues a frame already counted by [`Outbox::hold`].
+    pub(super) fn send_held(&self, frame: BytesMut) {
         // Fails only if the connection already closed; nobody to tell.
         if let Err(unsent) = self.replies.send(frame) {
             self.backlog.sub(held_by(&unsent.0));
         }
     }
 
-    pub(super) fn backlog(&self) -> &Backlog {
+    pub(super) fn backlog(&self) -> &Held {
         &self.backlog
     }
 
@@ -58,7 +69,7 @@ pub(super) fn spawn(
 ) {
     let (replies, queued) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel();
-    let backlog = Arc::new(Backlog::new(max_queued_reply_bytes));
+    let backlog = Arc::new(Held::new(max_queued_reply_bytes));
     let task = tokio::spawn(write_loop(writer, queued, stopped, backlog.clone()));
     (Outbox { replies, backlog }, stop, task)
 }
@@ -75,7 +86,7 @@ async fn write_loop(
     mut writer: FrameWriter,
     mut replies: mpsc::UnboundedReceiver<BytesMut>,
     mut stopped: oneshot::Receiver<()>,
-    backlog: Arc<Backlog>,
+    backlog: Arc<Held>,
 ) -> Result<(), String> {
     // Empty until used: an idle connection should cost next to nothing.
     let mut frames = Vec::new();

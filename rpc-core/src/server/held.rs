@@ -1,6 +1,8 @@
-//! The bytes of replies one connection has queued but not yet written.
-//! Above the limit the connection stops reading requests, so a client that sends but never reads is held
-//! back by TCP instead of growing the server's memory.
+//! Bytes one connection holds against a limit: the replies it has queued
+//! but not yet written, and the requests of its running calls. Above
+//! either limit the connection stops reading requests, so a client that
+//! sends faster than the server answers, or than it reads, is held back by
+//! TCP instead of growing the server's memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,28 +10,28 @@ use tokio::sync::Notify;
 
 /// One connection's held bytes against its limit.
 #[derive(Debug)]
-pub(crate) struct Backlog {
+pub(crate) struct Held {
     limit: usize,
-    held: AtomicUsize,
+    bytes: AtomicUsize,
     /// Wakes the reader when bytes are given back.
     freed: Notify,
 }
 
-impl Backlog {
+impl Held {
     pub(crate) fn new(limit: usize) -> Self {
-        Backlog {
+        Held {
             limit,
-            held: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             freed: Notify::new(),
         }
     }
 
     pub(crate) fn add(&self, bytes: usize) {
-        self.held.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn sub(&self, bytes: usize) {
-        let before = self.held.fetch_sub(bytes, Ordering::Relaxed);
+        let before = self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         // Only a crossing of the limit can unblock the reader.
         if before >= self.limit && before - bytes < self.limit {
             self.freed.notify_one();
@@ -37,8 +39,13 @@ impl Backlog {
     }
 
     /// Bytes held now.
-    pub(crate) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the bytes held have reached the limit.
+    pub(crate) fn full(&self) -> bool {
+        self.bytes() >= self.limit
     }
 
     /// Completes once the connection holds less than its limit. One frame
@@ -49,7 +56,7 @@ impl Backlog {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if self.held() < self.limit {
+            if !self.full() {
                 return;
             }
             freed.await;
@@ -64,16 +71,17 @@ mod tests {
 
     #[tokio::test]
     async fn blocks_at_the_limit_and_wakes_when_freed() {
-        let backlog = Backlog::new(10);
-        assert!(backlog.below_limit().now_or_never().is_some());
-        backlog.add(7);
-        backlog.add(7);
-        let mut waiting = Box::pin(backlog.below_limit());
+        let held = Held::new(10);
+        assert!(held.below_limit().now_or_never().is_some());
+        held.add(7);
+        held.add(7);
+        let mut waiting = Box::pin(held.below_limit());
+        assert!(held.full());
         assert!((&mut waiting).now_or_never().is_none());
-        backlog.sub(3);
+        held.sub(3);
         assert!((&mut waiting).now_or_never().is_none(), "11 held, limit 10");
-        backlog.sub(7);
+        held.sub(7);
         assert!(waiting.now_or_never().is_some());
-        assert_eq!(backlog.held(), 4);
+        assert_eq!(held.bytes(), 4);
     }
 }

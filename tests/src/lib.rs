@@ -295,6 +295,9 @@ pub trait Control {
     /// As `gated`, reporting and returning the length of `data`: a call
     /// that holds a large request while it waits.
     async fn gated_upload(&self, data: Vec<u8>) -> u32;
+    /// As `gated`, but panics if it is dropped before it finishes: a
+    /// handler whose clean-up panics.
+    async fn gated_panicking_when_dropped(&self, n: u32) -> u32;
     /// Panics with `message` at once.
     async fn panic(&self, message: String) -> u32;
     /// Waits once, then panics with `message`.
@@ -381,6 +384,13 @@ impl Control for ControlImpl {
         self.gated(data.len() as u32).await
     }
 
+    async fn gated_panicking_when_dropped(&self, n: u32) -> u32 {
+        let mut armed = PanicIfDropped(true);
+        let n = self.gated(n).await;
+        armed.0 = false;
+        n
+    }
+
     async fn panic(&self, message: String) -> u32 {
         panic!("{message}")
     }
@@ -411,6 +421,17 @@ impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if let Some((n, abandoned)) = self.0 {
             let _ = abandoned.send(n);
+        }
+    }
+}
+
+/// Panics when dropped while armed.
+struct PanicIfDropped(bool);
+
+impl Drop for PanicIfDropped {
+    fn drop(&mut self) {
+        if self.0 && !std::thread::panicking() {
+            panic!("dropped before it finished");
         }
     }
 }

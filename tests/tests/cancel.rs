@@ -142,3 +142,34 @@ async fn a_duplicate_id_among_running_calls_closes_only_that_connection() {
     assert_eq!(bystander.fast(3).await.unwrap(), 3);
     control.open();
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_when_cancelled_is_still_answered() {
+    let (control, mut started) = ControlImpl::new();
+    let addr = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    let mut stream = raw_connect(addr).await;
+    stream
+        .write_all(&request_frame(
+            4,
+            "Control",
+            "gated_panicking_when_dropped",
+            &[4],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(4));
+    stream.write_all(&cancel_frame(4)).await.unwrap();
+    // Before: the panic in the handler's drop unwound the call's task, and
+    // the answer was never sent.
+    let (id, status, _) = within_10s("the answer", read_response(&mut stream)).await;
+    assert_eq!((id, status), (4, CANCELLED));
+    stream
+        .write_all(&request_frame(5, "Control", "fast", &[5]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream).await.0,
+        5,
+        "the connection lives on"
+    );
+}

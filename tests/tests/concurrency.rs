@@ -138,7 +138,11 @@ async fn after_unblocking(
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     control.unblock();
-    let rest = rpc_tests::read_until_closed(stream).await;
+    responses(&rpc_tests::read_until_closed(stream).await)
+}
+
+/// The frames in `rest` as (kind, id, status, body).
+fn responses(rest: &[u8]) -> Vec<(u8, u64, u8, Vec<u8>)> {
     let mut frames = Vec::new();
     let mut at = 0;
     while at + 15 <= rest.len() {
@@ -176,6 +180,41 @@ async fn reusing_the_id_of_a_call_stuck_in_its_first_poll_closes_the_connection(
     // violation it is. Before: it answered it, id 0 twice.
     let reuse = rpc_tests::request_frame(0, "Control", "fast", &[7]);
     let answers = after_unblocking(&control, &mut stream, &[reuse]).await;
+    assert!(
+        !answers.contains(&(0x02, 0, 0, vec![7])),
+        "the reused id was answered: {answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusing_the_id_of_a_call_stuck_in_its_interceptor_closes_the_connection() {
+    let (entered, mut entered_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(Some(release_rx));
+    // The first call's interceptor holds its thread until released.
+    let interceptor = move |_: &rpc_core::CallInfo<'_>| {
+        if let Some(rx) = release_rx.lock().unwrap().take() {
+            let _ = entered.send(());
+            let _ = rx.recv();
+        }
+        Ok(())
+    };
+    let (control, _started) = ControlImpl::new();
+    let addr = rpc_tests::serve_on_own_runtime(
+        Server::builder()
+            .interceptor(interceptor)
+            .add_service(ControlServer::from_arc(control)),
+    );
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    let call = |n: u8| rpc_tests::request_frame(0, "Control", "fast", &[n]);
+    stream.write_all(&call(1)).await.unwrap();
+    entered_rx.recv().await.unwrap();
+    // Id 0 is in flight, in its interceptor. Before: the stand-in took
+    // this one as new, and id 0 was answered twice.
+    stream.write_all(&call(7)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+    let answers = responses(&rpc_tests::read_until_closed(&mut stream).await);
     assert!(
         !answers.contains(&(0x02, 0, 0, vec![7])),
         "the reused id was answered: {answers:?}"

@@ -339,7 +339,10 @@ impl ServerBuilder {
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT), 30 s). A
     /// client that stops reading for longer is disconnected and its
     /// running calls are dropped. The timer runs only while a write waits,
-    /// so a large reply sent to a slow but steady reader never trips it.
+    /// so a large reply sent to a slow but steady reader never trips it;
+    /// the reader must take 64 KiB per timeout (about 2 KiB/s at the
+    /// default) or all that was written, so that a client reading a byte
+    /// now and then cannot hold a write open for ever.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.limits.write_timeout = duration::capped(timeout);
         self

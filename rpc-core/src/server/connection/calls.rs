@@ -20,6 +20,7 @@ use crate::server::interceptor::{CallInfo, Peer};
 use crate::server::layer::{self, Call};
 use crate::server::rate::Rate;
 use crate::server::running::{Cancelled, Running};
+use crate::server::watchdog::Stamp;
 use crate::service::{Reply, Request, ResponseFuture, Service};
 
 /// Pings a client may send at once; after that, one per minimum ping
@@ -170,7 +171,17 @@ impl Calls {
     /// Handles the message a frame carries: a call that is started comes
     /// back to be polled; anything else is done here. An error says why the
     /// connection must close. Never waits.
-    pub(super) fn handle(&self, payload: Bytes) -> Result<Option<Started>, String> {
+    ///
+    /// The own reader passes its stamp: from the moment a request's id is
+    /// known to be free, the watchdog watches (the interceptor and the
+    /// service are user code), and the id counts as in flight until
+    /// [`Calls::handled_here`], so that a stand-in reading meanwhile
+    /// catches a request that reuses it.
+    pub(super) fn handle(
+        &self,
+        payload: Bytes,
+        own: Option<&Stamp>,
+    ) -> Result<Option<Started>, String> {
         let (id, service, method, deadline, metadata, body) = match envelope::decode(&payload) {
             Ok(Message::Request {
                 id,
@@ -195,6 +206,12 @@ impl Calls {
         }
         if self.running.contains(id) || self.polling.load(Ordering::Relaxed) == id {
             return Err(format!("request id {id} is already in flight"));
+        }
+        if let Some(stamp) = own {
+            // Stored before the watchdog's SeqCst stamp, which a stand-in
+            // is started after, so a stand-in always sees it.
+            self.polling.store(id, Ordering::Relaxed);
+            self.shared.watchdog.enter(stamp);
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
         let target = match self.admit(id, service, method, deadline, metadata) {
@@ -257,19 +274,23 @@ impl Calls {
         }
     }
 
+    /// The own reader is done with the frame it passed its stamp for: the
+    /// call it started has been answered or counted as running.
+    pub(super) fn handled_here(&self, stamp: &Stamp) {
+        self.polling.store(NOT_POLLING, Ordering::Relaxed);
+        self.shared.watchdog.leave(stamp);
+    }
+
     /// Polls a started call once; if it is not done, moves it to a task.
     pub(super) fn poll_here(&self, mut call: Started) -> Result<(), String> {
-        // Seen by a stand-in, should this poll not return: a request
-        // reusing the id meanwhile is one for a call in flight.
-        self.polling.store(call.id, Ordering::Relaxed);
-        let polled = poll_once(&mut call.future);
-        self.polling.store(NOT_POLLING, Ordering::Relaxed);
-        match polled {
+        match poll_once(&mut call.future) {
             Ok(Poll::Ready(reply)) => {
+                discard(call.id, call.future);
                 self.reply(reply);
                 Ok(())
             }
             Err(panic) => {
+                discard(call.id, call.future);
                 self.reply(panicked(call.id, panic));
                 Ok(())
             }
@@ -359,7 +380,7 @@ impl Calls {
     fn launch(&self, call: Registered) {
         let Registered {
             id,
-            future,
+            mut future,
             deadline,
             cancelled,
             running,
@@ -379,11 +400,12 @@ impl Calls {
                 {
                     Some(Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline"))
                 }
-                ended = AssertUnwindSafe(future).catch_unwind() => Some(match ended {
+                ended = AssertUnwindSafe(future.as_mut()).catch_unwind() => Some(match ended {
                     Ok(reply) => reply,
                     Err(panic) => panicked(id, panic),
                 }),
             };
+            discard(id, future);
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
             drop(running);
@@ -458,6 +480,18 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn poll_once(future: &mut ResponseFuture) -> Result<Poll<Reply>, Box<dyn Any + Send>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)))
+}
+
+/// Drops a call's future, which is user code too: a panic in its `Drop`
+/// would otherwise unwind the task that dropped it (the connection's
+/// reader, for a call answered where it was read) and lose the reply.
+fn discard(id: u64, future: ResponseFuture) {
+    if std::panic::catch_unwind(AssertUnwindSafe(move || drop(future))).is_err() {
+        tracing::warn!(
+            request_id = id,
+            "a handler's future panicked while it was dropped"
+        );
+    }
 }
 
 fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {

@@ -123,22 +123,19 @@ impl Connection {
     /// Starts the call `payload` carries and, in the own task, polls it
     /// here; inside user code the watchdog watches.
     fn handle(&self, payload: bytes::Bytes, role: Role) -> Result<(), String> {
-        let watchdog = &self.calls.shared.watchdog;
         if role == Role::StandIn {
-            return match self.calls.handle(payload)? {
+            return match self.calls.handle(payload, None)? {
                 Some(call) => self.calls.spawn(call),
                 None => Ok(()),
             };
         }
-        // The interceptor is user code too.
-        watchdog.enter(&self.stamp);
-        let handled = match self.calls.handle(payload) {
+        let handled = match self.calls.handle(payload, Some(&self.stamp)) {
             Ok(Some(call)) if call.inline => self.calls.poll_here(call),
             Ok(Some(call)) => self.calls.spawn(call),
             Ok(None) => Ok(()),
             Err(reason) => Err(reason),
         };
-        watchdog.leave(&self.stamp);
+        self.calls.handled_here(&self.stamp);
         if self.stamp.rescued() {
             self.back.notify_one();
         }

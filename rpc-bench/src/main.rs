@@ -2,7 +2,8 @@
 //! framing in one process and prints a table and a JSON line.
 //!
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
-//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]`
+//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]
+//! [--workloads w1,w2,w3,w4,w5]`
 
 mod alloc;
 mod fd_limit;
@@ -30,6 +31,8 @@ struct Options {
     quick: bool,
     pin: Pin,
     only: Vec<String>,
+    /// Only these workloads (the rest report zeros): for a profiler.
+    workloads: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -39,6 +42,7 @@ fn parse_args() -> Result<Options, String> {
         only: ["raw", "toolkit", "toolkit-tls", "tarpc", "tonic"]
             .map(String::from)
             .to_vec(),
+        workloads: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -58,9 +62,15 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or("--only takes a list such as raw,toolkit")?;
                 options.only = list.split(',').map(str::to_owned).collect();
             }
+            "--workloads" => {
+                let list = args
+                    .next()
+                    .ok_or("--workloads takes a list such as w2,w3")?;
+                options.workloads = Some(list.split(',').map(str::to_owned).collect());
+            }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]"
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic] [--workloads w1,w2,w3,w4,w5]"
                 ));
             }
         }
@@ -95,6 +105,7 @@ fn measure<I: Implementation>(options: &Options) -> workload::Figures {
         .expect("server start");
     let counts = workload::Counts {
         scale: if options.quick { 10 } else { 1 },
+        workloads: options.workloads.clone(),
     };
     let figures = client
         .block_on(async move {

@@ -38,16 +38,34 @@ pub struct Figures {
     pub server_bytes_per_idle_conn: f64,
 }
 
-/// Call counts; `--quick` divides them by ten.
+/// Call counts; `--quick` divides them by ten. `--workloads` picks some
+/// (for a profiler); the others report zeros.
 pub struct Counts {
     pub scale: usize,
+    pub workloads: Option<Vec<String>>,
 }
 
 impl Counts {
     fn n(&self, full: usize) -> usize {
         (full / self.scale).max(1)
     }
+
+    fn runs(&self, workload: &str) -> bool {
+        self.workloads
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|w| w == workload))
+    }
 }
+
+const SKIPPED_RATE: Rate = Rate {
+    calls_per_sec: 0.0,
+    p50_us: 0.0,
+    p99_us: 0.0,
+};
+const SKIPPED_THROUGHPUT: Throughput = Throughput {
+    mib_per_sec: 0.0,
+    p99_ms: 0.0,
+};
 
 /// Runs every workload against `I`'s server at `addr`.
 pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts) -> Figures {
@@ -58,25 +76,40 @@ pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts)
         assert_eq!(c.add(a, 7).await, a.wrapping_add(7));
     };
 
-    closed_loop(single, 1, counts.n(2_000), add).await;
-    let w1 = closed_loop(single, 1, counts.n(20_000), add).await.rate();
-
-    closed_loop(single, 64, counts.n(20_000), add).await;
-    let w2 = closed_loop(single, 64, counts.n(200_000), add).await.rate();
-
-    let mut eight = Vec::new();
-    for _ in 0..8 {
-        eight.push(I::connect(addr).await);
+    let mut w1 = SKIPPED_RATE;
+    if counts.runs("w1") {
+        closed_loop(single, 1, counts.n(2_000), add).await;
+        w1 = closed_loop(single, 1, counts.n(20_000), add).await.rate();
     }
-    closed_loop(&eight, 32, counts.n(20_000), add).await;
-    let w3 = closed_loop(&eight, 32, counts.n(200_000), add).await.rate();
-    drop(eight);
 
-    let w4_64k = echo_workload(&one, 64 * 1024, counts.n(10_000)).await;
-    let w4_1m = echo_workload(&one, 1024 * 1024, counts.n(500)).await;
+    let mut w2 = SKIPPED_RATE;
+    if counts.runs("w2") {
+        closed_loop(single, 64, counts.n(20_000), add).await;
+        w2 = closed_loop(single, 64, counts.n(200_000), add).await.rate();
+    }
 
-    w5(&one, 100).await;
-    let w5_ms = w5(&one, 500).await.as_secs_f64() * 1e3;
+    let mut w3 = SKIPPED_RATE;
+    if counts.runs("w3") {
+        let mut eight = Vec::new();
+        for _ in 0..8 {
+            eight.push(I::connect(addr).await);
+        }
+        closed_loop(&eight, 32, counts.n(20_000), add).await;
+        w3 = closed_loop(&eight, 32, counts.n(200_000), add).await.rate();
+    }
+
+    let mut w4_64k = SKIPPED_THROUGHPUT;
+    let mut w4_1m = SKIPPED_THROUGHPUT;
+    if counts.runs("w4") {
+        w4_64k = echo_workload(&one, 64 * 1024, counts.n(10_000)).await;
+        w4_1m = echo_workload(&one, 1024 * 1024, counts.n(500)).await;
+    }
+
+    let mut w5_ms = 0.0;
+    if counts.runs("w5") {
+        w5(&one, 100).await;
+        w5_ms = w5(&one, 500).await.as_secs_f64() * 1e3;
+    }
 
     let (client_allocs_per_call, server_allocs_per_call) = allocations_per_call(&one, 2_000).await;
     let server_bytes_per_idle_conn = idle_connection_bytes::<I>(addr, 1_000).await;

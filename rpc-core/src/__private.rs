@@ -53,7 +53,10 @@ impl Serialize for ByteBuf {
 
 impl<'de> serde::Deserialize<'de> for ByteBuf {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_byte_buf(ByteBufVisitor)
+        // Borrowed from the body, then copied once: `deserialize_byte_buf`
+        // makes bincode zero a vector before copying into it, which cost a
+        // fifth of the server's work on 64 KiB echo calls.
+        deserializer.deserialize_bytes(ByteBufVisitor)
     }
 }
 

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -241,9 +241,7 @@ pub(super) async fn read_loop(
                 () = connection.back.notified(), if role == Role::StandIn => continue 'reading,
                 () = backlog.below_limit(), if backlog.full() => {}
                 () = requests.below_limit(), if requests.full() => {}
-                _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
-                    if frame_deadline.is_some() =>
-                {
+                () = until(*frame_deadline), if frame_deadline.is_some() => {
                     break 'reading Err(frame_late(shared.frame_timeout));
                 }
             }
@@ -253,7 +251,19 @@ pub(super) async fn read_loop(
             // frame (and the receive budget) for ever by reading a little
             // now and then.
         }
-        let next = tokio::select! {
+        // Frames already buffered are taken without the select, whose
+        // other branches (a watch, a join handle, timers) cost more than a
+        // small call: up to MAX_DEFERRED in a row, after which the select
+        // runs again (the flush above resets `unflushed`).
+        let buffered = if unflushed > 0 {
+            frames.next().now_or_never()
+        } else {
+            None
+        };
+        let next = if let Some(next) = buffered {
+            next
+        } else {
+            tokio::select! {
             biased;
             _ = &mut draining => break Ok(Ended::Draining),
             reason = &mut writer_gone => break Err(reason),
@@ -271,14 +281,10 @@ pub(super) async fn read_loop(
                 }
                 continue;
             }
-            _ = tokio::time::sleep_until(frame_deadline.unwrap_or_else(Instant::now)),
-                if frame_deadline.is_some() =>
-            {
+            () = until(*frame_deadline), if frame_deadline.is_some() => {
                 break Err(frame_late(shared.frame_timeout));
             }
-            _ = tokio::time::sleep_until(release_buffer.unwrap_or_else(Instant::now)),
-                if release_buffer.is_some() =>
-            {
+            () = until(*release_buffer), if release_buffer.is_some() => {
                 *release_buffer = None;
                 let buffer = frames.read_buffer_mut();
                 // What is left is at most a frame being received.
@@ -293,6 +299,7 @@ pub(super) async fn read_loop(
                 requests_at_check = requests;
                 idle_check.as_mut().reset(Instant::now() + shared.idle_timeout);
                 continue;
+            }
             }
         };
         match next {
@@ -317,7 +324,11 @@ pub(super) async fn read_loop(
                 // stand-in can read if it gets stuck.
                 drop(state);
                 let handled = connection.handle(payload.freeze(), role);
-                state = connection.read.lock().await;
+                // Free unless a stand-in is reading: no future to build.
+                state = match connection.read.try_lock() {
+                    Ok(state) => state,
+                    Err(_) => connection.read.lock().await,
+                };
                 if let Some(outcome) = connection.take_outcome() {
                     break outcome;
                 }
@@ -337,6 +348,16 @@ pub(super) async fn read_loop(
             drop(state);
             Stop::Back
         }
+    }
+}
+
+/// Completes at `deadline`, or never without one. `select!` builds the
+/// future of a disabled branch too, and a `Sleep` made there costs a timer
+/// entry and a clock read per frame; this costs nothing until polled.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

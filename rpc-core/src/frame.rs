@@ -29,6 +29,9 @@ const PIN_RATIO: usize = 4;
 /// How far beyond the bytes received a partial frame's buffer is reserved.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
+/// Room made for the next read once a read has filled the buffer.
+const READ_CHUNK: usize = 8 * 1024;
+
 /// The first four bytes each side sends, so that a stray client (an HTTP
 /// request, a port scanner) is told apart from a peer at once.
 pub(crate) const MAGIC: [u8; 4] = *b"RKIT";
@@ -135,8 +138,18 @@ impl Decoder for FrameDecoder {
                 None => src.len(),
             };
             self.charge(held)?;
-            if src.capacity() < held {
-                src.reserve(held - src.len());
+            // A read that filled the buffer suggests more is waiting: read
+            // READ_CHUNK at a time then. Buffers start small so that idle
+            // connections are cheap, and reads of 1 KiB took a third more
+            // system calls than raw framing on many small calls.
+            let chunk = if src.len() == src.capacity() {
+                src.len() + READ_CHUNK
+            } else {
+                0
+            };
+            let want = held.max(chunk);
+            if src.capacity() < want {
+                src.reserve(want - src.len());
             }
             if src.is_empty() || self.started {
                 return Ok(None);
@@ -430,6 +443,26 @@ mod tests {
         let frame = frame.expect("the whole frame");
         assert_eq!(frame.len(), 40_000);
         assert_eq!(frame.as_ptr(), room.wrapping_add(PREFIX_LEN), "never moved");
+    }
+
+    #[test]
+    fn a_read_that_fills_the_buffer_makes_room_for_a_larger_one() {
+        let mut decoder = FrameDecoder::new(1000, None);
+        let mut src = BytesMut::with_capacity(64);
+        while src.len() + 10 <= src.capacity() {
+            src.extend_from_slice(&framed(&[5; 6]));
+        }
+        let next = framed(&[5; 6]);
+        let rest = src.capacity() - src.len();
+        src.extend_from_slice(&next[..rest]);
+        assert_eq!(src.len(), src.capacity(), "the read filled it");
+        while let Ok(Some(Incoming::Frame(_))) = decoder.decode(&mut src) {}
+        assert!(src.capacity() - src.len() >= READ_CHUNK);
+        // One that did not fill it leaves the buffer as it is.
+        let mut src = BytesMut::with_capacity(64);
+        src.extend_from_slice(&framed(&[5; 6]));
+        while let Ok(Some(Incoming::Frame(_))) = decoder.decode(&mut src) {}
+        assert!(src.capacity() < READ_CHUNK);
     }
 
     #[test]

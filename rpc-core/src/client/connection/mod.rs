@@ -154,11 +154,15 @@ impl Connection {
         if self.closed.is_closed() {
             return Err(self.not_processed());
         }
+        // Without a deadline each wait is awaited as it is: wrapping it
+        // costs a layer of future per wait on every call.
         let permit = match &self.permits {
             Some(permits) => Some(
-                Deadline::within(deadline, permits.acquire())
-                    .await?
-                    .map_err(|_| self.not_processed())?,
+                match deadline {
+                    None => permits.acquire().await,
+                    Some(_) => Deadline::within(deadline, permits.acquire()).await?,
+                }
+                .map_err(|_| self.not_processed())?,
             ),
             None => None,
         };
@@ -185,7 +189,10 @@ impl Connection {
             connection: self,
             id: Some(id),
         };
-        let answer = Deadline::within(deadline, answer).await?;
+        let answer = match deadline {
+            None => answer.await,
+            Some(_) => Deadline::within(deadline, answer).await?,
+        };
         give_up.id = None;
         match answer {
             Ok(Answer::Response(response)) => {

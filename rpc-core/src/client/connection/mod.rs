@@ -179,7 +179,7 @@ impl Connection {
             self.max_frame_length,
         )?;
         drop(args);
-        let (id, answer) = self
+        let id = self
             .pending
             .start(frame, permit, |frame| {
                 self.outgoing.send(frame).map_err(|unsent| unsent.0)
@@ -189,6 +189,7 @@ impl Connection {
             connection: self,
             id: Some(id),
         };
+        let answer = std::future::poll_fn(|cx| self.pending.poll_answer(id, cx));
         let answer = match deadline {
             None => answer.await,
             Some(_) => Deadline::within(deadline, answer).await?,

@@ -8,6 +8,10 @@ machine in the same hour (docs/PERFORMANCE.md says how the binaries are
 made). Alternating the runs spreads the machine's drift over both.
 
     python3 rpc-bench/side_by_side.py OLD_BINARY NEW_BINARY [ROUNDS] [--only raw,toolkit,tonic]
+        [--workloads w3,w4]
+
+`--workloads` needs builds that know it (from 2026-12-02 on); figures of
+workloads not run are left out.
 """
 
 import json
@@ -27,9 +31,9 @@ FIGURES = [
 ]
 
 
-def run(binary, only):
+def run(binary, only, extra):
     out = subprocess.run(
-        [binary, "--only", only], check=True, capture_output=True, text=True
+        [binary, "--only", only, *extra], check=True, capture_output=True, text=True
     ).stdout
     line = next(l for l in out.splitlines() if l.startswith("JSON "))
     return {f["name"]: f for f in json.loads(line[5:])["results"]}
@@ -42,6 +46,11 @@ def main():
         i = args.index("--only")
         only = args[i + 1]
         del args[i : i + 2]
+    extra = []
+    if "--workloads" in args:
+        i = args.index("--workloads")
+        extra = args[i : i + 2]
+        del args[i : i + 2]
     if len(args) < 2:
         sys.exit(__doc__)
     binaries = {"old": args[0], "new": args[1]}
@@ -50,11 +59,13 @@ def main():
     for r in range(rounds):
         for label, binary in binaries.items():
             print(f"round {r + 1}/{rounds}: {label}", file=sys.stderr)
-            seen[label].append(run(binary, only))
+            seen[label].append(run(binary, only, extra))
     names = [n for n in only.split(",") if n != "raw"]
     print(f"medians of {rounds} alternating runs; ratio = figure / raw's in the same run")
     print(f"{'figure':<14}" + "".join(f"{l + ' ' + n:>26}" for l in binaries for n in names))
     for title, get, higher_is_better in FIGURES:
+        if all(get(f["raw"]) == 0 for runs in seen.values() for f in runs):
+            continue
         cells = []
         for label in binaries:
             for name in names:

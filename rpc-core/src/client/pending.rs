@@ -19,11 +19,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::limit::Permit;
-use crate::envelope::{self, Status};
+use crate::envelope::Status;
 
 /// How long a call whose caller gave up keeps its permit while the server
 /// has not answered the cancel. The server counts the call until it
@@ -95,23 +95,23 @@ impl Pending {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gives the request in `frame` the next id, enters the call, and hands
-    /// the frame to `send`, all under one lock, so that ids go out in
-    /// order. `send` fails if the writer has gone. The answer is then
-    /// polled with [`Pending::poll_answer`].
+    /// Gives a call the next id, enters it, and has `queue` queue its
+    /// request with that id, all under one lock, so that ids go out in
+    /// order. `queue` returns `false` if the writer has gone. The answer is
+    /// then polled with [`Pending::poll_answer`].
     pub(crate) fn start(
         &self,
-        mut frame: BytesMut,
         permit: Option<Permit>,
-        send: impl FnOnce(BytesMut) -> Result<(), BytesMut>,
+        queue: impl FnOnce(u64) -> bool,
     ) -> Result<u64, Refused> {
         let mut state = self.lock();
         if state.refusing {
             return Err(Refused);
         }
         let id = state.next_id;
-        envelope::set_request_id(&mut frame, id);
-        send(frame).map_err(|_| Refused)?;
+        if !queue(id) {
+            return Err(Refused);
+        }
         state.next_id += 1;
         let entry = Entry {
             slot: Slot::Waiting(None),
@@ -327,22 +327,11 @@ mod tests {
         poll_fn(|cx| pending.poll_answer(id, cx)).await
     }
 
-    fn request() -> BytesMut {
-        let mut frame = BytesMut::new();
-        envelope::encode_request(&mut frame, "S", "m", None, &[], &(), 1 << 20).unwrap();
-        frame
-    }
-
     fn ok() -> Answer {
         Answer::Response(Response {
             status: Status::OK,
             body: Bytes::new(),
         })
-    }
-
-    /// The id a queued frame carries (prefix, kind, flags, then the id).
-    fn id_of(frame: &[u8]) -> u64 {
-        u64::from_le_bytes(frame[6..14].try_into().unwrap())
     }
 
     #[test]
@@ -351,22 +340,21 @@ mod tests {
         let mut queued = Vec::new();
         for expected in 0..3 {
             let id = pending
-                .start(request(), None, |frame| {
-                    queued.push(frame);
-                    Ok(())
+                .start(None, |id| {
+                    queued.push(id);
+                    true
                 })
                 .unwrap();
             assert_eq!(id, expected);
         }
-        let ids: Vec<u64> = queued.iter().map(|frame| id_of(frame)).collect();
-        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(queued, [0, 1, 2]);
     }
 
     #[test]
     fn a_call_the_writer_cannot_take_is_refused_and_uses_no_id() {
         let pending = Pending::default();
-        assert!(pending.start(request(), None, Err).is_err());
-        let id = pending.start(request(), None, |_| Ok(())).unwrap();
+        assert!(pending.start(None, |_| false).is_err());
+        let id = pending.start(None, |_| true).unwrap();
         assert_eq!(id, 0);
     }
 
@@ -375,7 +363,7 @@ mod tests {
         let limit = Arc::new(CallLimit::new(1));
         let pending = Pending::default();
         let permit = limit.acquire().await.unwrap();
-        let id = pending.start(request(), Some(permit), |_| Ok(())).unwrap();
+        let id = pending.start(Some(permit), |_| true).unwrap();
         assert!(
             limit.try_acquire().is_none(),
             "the call holds the only permit"
@@ -395,12 +383,8 @@ mod tests {
     async fn a_call_given_up_keeps_its_permit_until_answered_or_expired() {
         let limit = Arc::new(CallLimit::new(2));
         let pending = Pending::default();
-        let first = pending
-            .start(request(), limit.try_acquire(), |_| Ok(()))
-            .unwrap();
-        let second = pending
-            .start(request(), limit.try_acquire(), |_| Ok(()))
-            .unwrap();
+        let first = pending.start(limit.try_acquire(), |_| true).unwrap();
+        let second = pending.start(limit.try_acquire(), |_| true).unwrap();
         let until = pending.abandon(first).unwrap();
         pending.abandon(second).unwrap();
         assert!(limit.try_acquire().is_none());
@@ -419,10 +403,10 @@ mod tests {
     async fn a_drain_fails_unread_calls_and_refuses_new_ones() {
         let pending = Pending::default();
         for _ in 0..4 {
-            pending.start(request(), None, |_| Ok(())).unwrap();
+            pending.start(None, |_| true).unwrap();
         }
         pending.drain(2);
-        assert!(pending.start(request(), None, |_| Ok(())).is_err());
+        assert!(pending.start(None, |_| true).is_err());
         for unread in 2..4 {
             assert!(matches!(
                 answer(&pending, unread).await,
@@ -438,14 +422,10 @@ mod tests {
     async fn closing_wakes_every_caller_and_frees_every_permit() {
         let limit = Arc::new(CallLimit::new(2));
         let pending = Pending::default();
-        let waiting = pending
-            .start(request(), limit.try_acquire(), |_| Ok(()))
-            .unwrap();
-        let given_up = pending
-            .start(request(), limit.try_acquire(), |_| Ok(()))
-            .unwrap();
+        let waiting = pending.start(limit.try_acquire(), |_| true).unwrap();
+        let given_up = pending.start(limit.try_acquire(), |_| true).unwrap();
         pending.abandon(given_up);
-        let answered = pending.start(request(), None, |_| Ok(())).unwrap();
+        let answered = pending.start(None, |_| true).unwrap();
         assert!(pending.finish(answered, ok()));
         let mut call = Box::pin(answer(&pending, waiting));
         assert!(futures::FutureExt::now_or_never(&mut call).is_none());
@@ -456,13 +436,13 @@ mod tests {
             "an answer that came before the close is still taken"
         );
         assert!(limit.try_acquire().is_some() && limit.try_acquire().is_some());
-        assert!(pending.start(request(), None, |_| Ok(())).is_err());
+        assert!(pending.start(None, |_| true).is_err());
     }
 
     #[tokio::test]
     async fn a_waiting_caller_is_woken_by_its_answer() {
         let pending = Arc::new(Pending::default());
-        let id = pending.start(request(), None, |_| Ok(())).unwrap();
+        let id = pending.start(None, |_| true).unwrap();
         let caller = tokio::spawn({
             let pending = pending.clone();
             async move { answer(&pending, id).await }
@@ -475,11 +455,11 @@ mod tests {
     #[test]
     fn an_answered_call_given_up_leaves_nothing_behind() {
         let pending = Pending::default();
-        let id = pending.start(request(), None, |_| Ok(())).unwrap();
+        let id = pending.start(None, |_| true).unwrap();
         assert!(pending.finish(id, ok()));
         assert_eq!(pending.abandon(id), None, "nothing to cancel");
         assert_eq!(pending.len(), 0);
-        let id = pending.start(request(), None, |_| Ok(())).unwrap();
+        let id = pending.start(None, |_| true).unwrap();
         assert!(pending.abandon(id).is_some());
         assert!(pending.finish(id, ok()));
         assert_eq!(pending.len(), 0, "an answer nobody takes is dropped");

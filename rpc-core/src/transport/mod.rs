@@ -9,6 +9,7 @@
 
 mod connector;
 mod memory;
+mod outbox;
 mod stream;
 mod writer;
 
@@ -27,10 +28,11 @@ use crate::tls;
 pub use connector::Connector;
 pub(crate) use connector::Dial;
 pub use memory::{MemoryConnector, MemoryIncoming, memory};
+pub(crate) use outbox::{Buffer, Outbox};
 pub(crate) use stream::Io;
 pub use stream::{AsyncStream, BoxedStream, PeerAddr};
 use stream::{ReadHalf, WriteHalf};
-pub(crate) use writer::{FrameWriter, gather_ready};
+pub(crate) use writer::FrameWriter;
 
 /// First size of a connection's read buffer. It grows to fit the bursts
 /// that arrive (and the codec reserves a large frame's length itself), so a
@@ -247,7 +249,6 @@ fn framed(
     let reader = FramedRead::with_capacity(read, decoder, INITIAL_READ_BUFFER);
     let writer = FrameWriter {
         io: Box::new(StallTimeout::new(write, write_timeout)),
-        out: bytes::BytesMut::new(),
     };
     (reader, writer)
 }

@@ -11,13 +11,14 @@
 mod reader;
 mod writer;
 
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use super::CallOptions;
 use super::deadline::Deadline;
@@ -28,9 +29,16 @@ use crate::envelope::{self, Status};
 use crate::error::RpcError;
 use crate::status::{Code, Status as CallStatus};
 use crate::transport::Connected;
+use crate::transport::Outbox;
 
 /// Room for a request header, so that small calls fit their first buffer.
 const REQUEST_CAPACITY: usize = 128;
+
+thread_local! {
+    /// Where a request is encoded before it is queued: the outbox copies
+    /// small frames, so one buffer per thread serves every call.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(REQUEST_CAPACITY));
+}
 
 /// How often to probe a quiet connection, and how long to wait for any
 /// sign of life after a probe.
@@ -65,8 +73,9 @@ impl Closed {
 
 /// A connection and the tasks that run it.
 pub(crate) struct Connection {
-    /// Requests and cancels, in the order they go out.
-    outgoing: mpsc::UnboundedSender<BytesMut>,
+    /// Requests and cancels (and the reader's pings and pongs), in the
+    /// order they go out.
+    outbox: Arc<Outbox>,
     pending: Arc<Pending>,
     closed: Arc<Closed>,
     /// One permit per call the server will take in flight, when it limits
@@ -88,10 +97,7 @@ impl Connection {
             0 => None,
             limit => Some(Arc::new(CallLimit::new(limit.into()))),
         };
-        let (outgoing, calls) = mpsc::unbounded_channel();
-        // Pings and pongs from the reader; kept off the callers' queue so
-        // that the writer can tell when every caller is gone.
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::default());
         // Each task holds the sender of a oneshot the other waits on, so that
         // either one ending (and dropping it) ends the other.
         let (writer_alive, writer_done) = oneshot::channel::<()>();
@@ -101,8 +107,7 @@ impl Connection {
         let gave_up = Arc::new(Notify::new());
         tokio::spawn(writer::write_loop(
             connected.writer,
-            calls,
-            control_rx,
+            outbox.clone(),
             reader_done,
             writer_alive,
             closed.clone(),
@@ -110,13 +115,13 @@ impl Connection {
         let reader = reader::Reader {
             pending: pending.clone(),
             permits: permits.clone(),
-            control,
+            outbox: outbox.clone(),
             keepalive,
             gave_up: gave_up.clone(),
         };
         tokio::spawn(reader.run(connected.reader, writer_done, reader_alive, closed.clone()));
         Connection {
-            outgoing,
+            outbox,
             pending,
             closed,
             permits,
@@ -127,7 +132,7 @@ impl Connection {
 
     /// Whether the connection takes no more calls.
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_closed() || self.outgoing.is_closed()
+        self.closed.is_closed() || self.outbox.is_writer_gone()
     }
 
     /// Why it takes no more calls.
@@ -168,23 +173,30 @@ impl Connection {
         };
         // The server is given what is left of the call's time.
         let left = deadline.as_ref().map(Deadline::left);
-        let mut frame = BytesMut::with_capacity(REQUEST_CAPACITY);
-        envelope::encode_request(
-            &mut frame,
-            service,
-            method,
-            left,
-            options.metadata(),
-            &args,
-            self.max_frame_length,
-        )?;
+        let encode_and_queue = |frame: &mut BytesMut| {
+            frame.clear();
+            envelope::encode_request(
+                frame,
+                service,
+                method,
+                left,
+                options.metadata(),
+                &args,
+                self.max_frame_length,
+            )?;
+            self.pending
+                .start(permit, |id| {
+                    envelope::set_request_id(frame, id);
+                    self.outbox.push(frame, 0).is_ok()
+                })
+                .map_err(|_| self.not_processed())
+        };
+        let id = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut frame) => encode_and_queue(&mut frame),
+            // Only if encoding the arguments itself made a call.
+            Err(_) => encode_and_queue(&mut BytesMut::with_capacity(REQUEST_CAPACITY)),
+        })?;
         drop(args);
-        let id = self
-            .pending
-            .start(frame, permit, |frame| {
-                self.outgoing.send(frame).map_err(|unsent| unsent.0)
-            })
-            .map_err(|_| self.not_processed())?;
         let mut give_up = GiveUp {
             connection: self,
             id: Some(id),
@@ -219,6 +231,13 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The channel's last handle is gone, and every caller with it.
+        self.outbox.close();
+    }
+}
+
 /// Armed while a call waits for its answer; dropped armed (the caller's
 /// future dropped, or its deadline passed) it tells the server with a
 /// cancel, queued behind the request itself. The call keeps its permit
@@ -236,7 +255,7 @@ impl Drop for GiveUp<'_> {
         if self.connection.pending.abandon(id).is_some() {
             let mut cancel = BytesMut::new();
             envelope::encode_cancel(&mut cancel, id);
-            let _ = self.connection.outgoing.send(cancel);
+            let _ = self.connection.outbox.push(&mut cancel, 0);
             self.connection.gave_up.notify_one();
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::{Closed, Keepalive};
@@ -16,6 +16,7 @@ use crate::client::pending::{Answer, Pending, Response};
 use crate::envelope::{self, Message};
 use crate::frame::Incoming;
 use crate::transport::FrameReader;
+use crate::transport::Outbox;
 
 /// Why calls fail after the server announced its shutdown.
 const SHUTTING_DOWN: &str = "the server is shutting down";
@@ -24,8 +25,8 @@ const SHUTTING_DOWN: &str = "the server is shutting down";
 pub(super) struct Reader {
     pub(super) pending: Arc<Pending>,
     pub(super) permits: Option<Arc<CallLimit>>,
-    /// Frames for the writer that are not calls: pings and pongs.
-    pub(super) control: mpsc::UnboundedSender<BytesMut>,
+    /// Where its pings and pongs go out.
+    pub(super) outbox: Arc<Outbox>,
     pub(super) keepalive: Option<Keepalive>,
     /// Poked when a caller gives up, so that its call's expiry is timed.
     pub(super) gave_up: Arc<Notify>,
@@ -95,7 +96,7 @@ impl Reader {
                         Probe::Watching { .. } => {
                             let mut ping = BytesMut::new();
                             envelope::encode_ping(&mut ping, seen, false);
-                            let _ = self.control.send(ping);
+                            let _ = self.outbox.push(&mut ping, 0);
                             timer.as_mut().reset(now + keepalive.timeout);
                             Probe::Waiting { seen }
                         }
@@ -130,7 +131,7 @@ impl Reader {
                 Ok(Message::Ping { token }) => {
                     let mut pong = BytesMut::new();
                     envelope::encode_ping(&mut pong, token, true);
-                    let _ = self.control.send(pong);
+                    let _ = self.outbox.push(&mut pong, 0);
                 }
                 Ok(Message::Pong { token }) => tracing::trace!(token, "keepalive answered"),
                 Ok(Message::Request { .. } | Message::Cancel { .. }) => {

@@ -1,56 +1,59 @@
-//! The writing half of a client connection: requests and cancels from the
-//! callers, pings and pongs from the reader, written in batches.
+//! The writing half of a client connection: what the callers and the
+//! reader queue in the outbox, written in batches.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::Closed;
-use crate::transport::{self, FrameWriter};
+use crate::transport::{Buffer, FrameWriter, Outbox};
 
-/// Most frames taken off the queue for one write.
-const MAX_BATCH: usize = 256;
-
-/// Writes what the callers queue until every caller's queue handle is gone
-/// (then it half-closes) or the reader ends. Frames of the reader go first.
+/// Writes what is queued until every caller is gone (then it half-closes)
+/// or the reader ends.
 pub(super) async fn write_loop(
     mut writer: FrameWriter,
-    mut calls: mpsc::UnboundedReceiver<BytesMut>,
-    mut control: mpsc::UnboundedReceiver<BytesMut>,
+    outbox: Arc<Outbox>,
     mut reader_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
 ) {
-    // Empty until used; it grows to the batches actually seen.
-    let mut frames = Vec::new();
+    // However the loop ends, nothing more is queued for it.
+    let _stopped = Stopped(&outbox);
+    let mut buffers: Vec<Buffer> = Vec::new();
     loop {
-        let taken = tokio::select! {
+        let more = tokio::select! {
             biased;
             _ = &mut reader_done => return,
-            Some(frame) = control.recv() => {
-                frames.push(frame);
-                1
-            }
-            taken = calls.recv_many(&mut frames, MAX_BATCH) => {
-                if taken == 0 {
-                    // Every Channel clone is gone, and with them every caller.
-                    closed.set("the channel was dropped");
-                    writer.shutdown().await;
-                    return;
-                }
-                taken
-            }
+            more = std::future::poll_fn(|cx| outbox.poll_take(&mut buffers, cx)) => more,
         };
-        debug_assert!(taken > 0);
-        transport::gather_ready(&mut calls, &mut frames, MAX_BATCH).await;
+        if !more {
+            // Every Channel clone is gone, and with them every caller.
+            closed.set("the channel was dropped");
+            writer.shutdown().await;
+            return;
+        }
+        // The caller that woke the writer ran first; let the others that
+        // are ready queue their calls too, so that they go out together.
+        tokio::task::yield_now().await;
+        outbox.take_now(&mut buffers);
         tokio::select! {
             biased;
             _ = &mut reader_done => return,
-            written = writer.write_batch(&mut frames) => if let Err(e) = written {
+            written = writer.write_buffers(&buffers) => if let Err(e) = written {
                 closed.set(format!("writing to the server failed: {e}"));
                 return;
             },
         }
+        buffers.clear();
+    }
+}
+
+/// Marks the outbox's writer as stopped when the write loop ends.
+struct Stopped<'a>(&'a Outbox);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        // A client counts nothing against what it queues.
+        drop(self.0.writer_stopped());
     }
 }

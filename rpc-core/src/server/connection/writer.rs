@@ -4,24 +4,31 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::server::held::Held;
-use crate::transport::{self, FrameWriter};
+use crate::transport::{self, Buffer, FrameWriter};
 
-/// Most replies taken off the queue for one write.
-const MAX_BATCH: usize = 256;
-
-/// Bytes a queued reply costs beyond its buffer: a queue slot and the
-/// allocator's header, rounded up.
+/// Bytes a queued reply is counted beyond its buffer: the allocator's
+/// header and the queue's share, rounded up.
 const QUEUED_FRAME_OVERHEAD: usize = 64;
 
 /// Where calls put their replies; cloned into every call's task. The
 /// writer ends once every clone is dropped and the queue is written.
 #[derive(Clone)]
-pub(super) struct Outbox {
-    replies: mpsc::UnboundedSender<BytesMut>,
+pub(super) struct Outbox(Arc<Senders>);
+
+/// What every clone of an [`Outbox`] shares; the last one dropped tells
+/// the writer that nothing more is coming.
+struct Senders {
+    queue: Arc<transport::Outbox>,
     backlog: Arc<Held>,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl Outbox {
@@ -35,24 +42,25 @@ impl Outbox {
     /// Counts a frame against the backlog before it is queued: a reader
     /// that defers its replies must not read on past the limit meanwhile.
     pub(super) fn hold(&self, frame: &BytesMut) {
-        self.backlog.add(held_by(frame));
+        self.0.backlog.add(held_by(frame));
     }
 
     /// Queues a frame already counted by [`Outbox::hold`].
-    pub(super) fn send_held(&self, frame: BytesMut) {
+    pub(super) fn send_held(&self, mut frame: BytesMut) {
+        let cost = held_by(&frame);
         // Fails only if the connection already closed; nobody to tell.
-        if let Err(unsent) = self.replies.send(frame) {
-            self.backlog.sub(held_by(&unsent.0));
+        if self.0.queue.push(&mut frame, cost).is_err() {
+            self.0.backlog.sub(cost);
         }
     }
 
     pub(super) fn backlog(&self) -> &Held {
-        &self.backlog
+        &self.0.backlog
     }
 
     /// Completes when the writer has stopped.
     pub(super) async fn closed(&self) {
-        self.replies.closed().await;
+        self.0.queue.writer_gone().await;
     }
 }
 
@@ -67,48 +75,70 @@ pub(super) fn spawn(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<(), String>>,
 ) {
-    let (replies, queued) = mpsc::unbounded_channel();
+    let queue = Arc::new(transport::Outbox::default());
     let (stop, stopped) = oneshot::channel();
     let backlog = Arc::new(Held::new(max_queued_reply_bytes));
-    let task = tokio::spawn(write_loop(writer, queued, stopped, backlog.clone()));
-    (Outbox { replies, backlog }, stop, task)
+    let task = tokio::spawn(write_loop(writer, queue.clone(), stopped, backlog.clone()));
+    (Outbox(Arc::new(Senders { queue, backlog })), stop, task)
 }
 
-/// What a queued frame costs in memory: its allocation, not just its
-/// bytes (a 16-byte reply sits in a 128-byte buffer), plus its slot in the
-/// queue and the allocator's own bookkeeping. Counting only the bytes let
-/// 4 MiB of small replies take 44 MiB.
+/// What a queued frame is counted as: its allocation, not just its bytes
+/// (a 16-byte reply sits in a 128-byte buffer until it is queued), plus
+/// the allocator's own bookkeeping. Counting only the bytes let 4 MiB of
+/// small replies take 44 MiB.
 fn held_by(frame: &BytesMut) -> usize {
     frame.capacity() + QUEUED_FRAME_OVERHEAD
 }
 
 async fn write_loop(
     mut writer: FrameWriter,
-    mut replies: mpsc::UnboundedReceiver<BytesMut>,
+    queue: Arc<transport::Outbox>,
     mut stopped: oneshot::Receiver<()>,
     backlog: Arc<Held>,
 ) -> Result<(), String> {
+    // However it ends, what is left unsent stops counting.
+    let _stop = Stop {
+        queue: &queue,
+        backlog: &backlog,
+    };
     // Empty until used: an idle connection should cost next to nothing.
-    let mut frames = Vec::new();
+    let mut buffers: Vec<Buffer> = Vec::new();
     loop {
-        let taken = tokio::select! {
+        let more = tokio::select! {
             biased;
             _ = &mut stopped => return Ok(()),
-            taken = replies.recv_many(&mut frames, MAX_BATCH) => taken,
+            more = std::future::poll_fn(|cx| queue.poll_take(&mut buffers, cx)) => more,
         };
-        transport::gather_ready(&mut replies, &mut frames, MAX_BATCH).await;
-        if taken == 0 {
+        if !more {
             writer.shutdown().await;
             return Ok(());
         }
-        let bytes: usize = frames.iter().map(held_by).sum();
+        // The task that woke the writer ran first; let the others that are
+        // ready queue their replies too, so that they go out together.
+        tokio::task::yield_now().await;
+        queue.take_now(&mut buffers);
+        let cost: usize = buffers.iter().map(|buffer| buffer.cost).sum();
         tokio::select! {
             biased;
             _ = &mut stopped => return Ok(()),
-            written = writer.write_batch(&mut frames) => if let Err(e) = written {
+            written = writer.write_buffers(&buffers) => if let Err(e) = written {
                 return Err(format!("writing replies failed: {e}"));
             },
         }
-        backlog.sub(bytes);
+        buffers.clear();
+        backlog.sub(cost);
+    }
+}
+
+/// Marks the queue's writer as stopped, and gives back what it held.
+struct Stop<'a> {
+    queue: &'a transport::Outbox,
+    backlog: &'a Held,
+}
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let unsent: usize = self.queue.writer_stopped().iter().map(|b| b.cost).sum();
+        self.backlog.sub(unsent);
     }
 }

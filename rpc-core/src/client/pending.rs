@@ -97,11 +97,13 @@ impl Pending {
 
     /// Gives a call the next id, enters it, and has `queue` queue its
     /// request with that id, all under one lock, so that ids go out in
-    /// order. `queue` returns `false` if the writer has gone. The answer is
-    /// then polled with [`Pending::poll_answer`].
+    /// order. `queue` returns `false` if the writer has gone. `caller` is
+    /// woken when the answer comes, which is then taken with
+    /// [`Pending::poll_answer`].
     pub(crate) fn start(
         &self,
         permit: Option<Permit>,
+        caller: Waker,
         queue: impl FnOnce(u64) -> bool,
     ) -> Result<u64, Refused> {
         let mut state = self.lock();
@@ -114,7 +116,7 @@ impl Pending {
         }
         state.next_id += 1;
         let entry = Entry {
-            slot: Slot::Waiting(None),
+            slot: Slot::Waiting(Some(caller)),
             permit,
         };
         state.by_id.insert(id, entry);
@@ -323,6 +325,10 @@ mod tests {
     use std::future::poll_fn;
     use std::sync::Arc;
 
+    fn noop() -> Waker {
+        futures::task::noop_waker()
+    }
+
     async fn answer(pending: &Pending, id: u64) -> Result<Answer, Closed> {
         poll_fn(|cx| pending.poll_answer(id, cx)).await
     }
@@ -340,7 +346,7 @@ mod tests {
         let mut queued = Vec::new();
         for expected in 0..3 {
             let id = pending
-                .start(None, |id| {
+                .start(None, noop(), |id| {
                     queued.push(id);
                     true
                 })
@@ -353,8 +359,8 @@ mod tests {
     #[test]
     fn a_call_the_writer_cannot_take_is_refused_and_uses_no_id() {
         let pending = Pending::default();
-        assert!(pending.start(None, |_| false).is_err());
-        let id = pending.start(None, |_| true).unwrap();
+        assert!(pending.start(None, noop(), |_| false).is_err());
+        let id = pending.start(None, noop(), |_| true).unwrap();
         assert_eq!(id, 0);
     }
 
@@ -363,7 +369,7 @@ mod tests {
         let limit = Arc::new(CallLimit::new(1));
         let pending = Pending::default();
         let permit = limit.acquire().await.unwrap();
-        let id = pending.start(Some(permit), |_| true).unwrap();
+        let id = pending.start(Some(permit), noop(), |_| true).unwrap();
         assert!(
             limit.try_acquire().is_none(),
             "the call holds the only permit"
@@ -383,8 +389,12 @@ mod tests {
     async fn a_call_given_up_keeps_its_permit_until_answered_or_expired() {
         let limit = Arc::new(CallLimit::new(2));
         let pending = Pending::default();
-        let first = pending.start(limit.try_acquire(), |_| true).unwrap();
-        let second = pending.start(limit.try_acquire(), |_| true).unwrap();
+        let first = pending
+            .start(limit.try_acquire(), noop(), |_| true)
+            .unwrap();
+        let second = pending
+            .start(limit.try_acquire(), noop(), |_| true)
+            .unwrap();
         let until = pending.abandon(first).unwrap();
         pending.abandon(second).unwrap();
         assert!(limit.try_acquire().is_none());
@@ -403,10 +413,10 @@ mod tests {
     async fn a_drain_fails_unread_calls_and_refuses_new_ones() {
         let pending = Pending::default();
         for _ in 0..4 {
-            pending.start(None, |_| true).unwrap();
+            pending.start(None, noop(), |_| true).unwrap();
         }
         pending.drain(2);
-        assert!(pending.start(None, |_| true).is_err());
+        assert!(pending.start(None, noop(), |_| true).is_err());
         for unread in 2..4 {
             assert!(matches!(
                 answer(&pending, unread).await,
@@ -422,10 +432,14 @@ mod tests {
     async fn closing_wakes_every_caller_and_frees_every_permit() {
         let limit = Arc::new(CallLimit::new(2));
         let pending = Pending::default();
-        let waiting = pending.start(limit.try_acquire(), |_| true).unwrap();
-        let given_up = pending.start(limit.try_acquire(), |_| true).unwrap();
+        let waiting = pending
+            .start(limit.try_acquire(), noop(), |_| true)
+            .unwrap();
+        let given_up = pending
+            .start(limit.try_acquire(), noop(), |_| true)
+            .unwrap();
         pending.abandon(given_up);
-        let answered = pending.start(None, |_| true).unwrap();
+        let answered = pending.start(None, noop(), |_| true).unwrap();
         assert!(pending.finish(answered, ok()));
         let mut call = Box::pin(answer(&pending, waiting));
         assert!(futures::FutureExt::now_or_never(&mut call).is_none());
@@ -436,13 +450,13 @@ mod tests {
             "an answer that came before the close is still taken"
         );
         assert!(limit.try_acquire().is_some() && limit.try_acquire().is_some());
-        assert!(pending.start(None, |_| true).is_err());
+        assert!(pending.start(None, noop(), |_| true).is_err());
     }
 
     #[tokio::test]
     async fn a_waiting_caller_is_woken_by_its_answer() {
         let pending = Arc::new(Pending::default());
-        let id = pending.start(None, |_| true).unwrap();
+        let id = pending.start(None, noop(), |_| true).unwrap();
         let caller = tokio::spawn({
             let pending = pending.clone();
             async move { answer(&pending, id).await }
@@ -455,11 +469,11 @@ mod tests {
     #[test]
     fn an_answered_call_given_up_leaves_nothing_behind() {
         let pending = Pending::default();
-        let id = pending.start(None, |_| true).unwrap();
+        let id = pending.start(None, noop(), |_| true).unwrap();
         assert!(pending.finish(id, ok()));
         assert_eq!(pending.abandon(id), None, "nothing to cancel");
         assert_eq!(pending.len(), 0);
-        let id = pending.start(None, |_| true).unwrap();
+        let id = pending.start(None, noop(), |_| true).unwrap();
         assert!(pending.abandon(id).is_some());
         assert!(pending.finish(id, ok()));
         assert_eq!(pending.len(), 0, "an answer nobody takes is dropped");

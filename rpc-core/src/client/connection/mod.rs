@@ -13,6 +13,7 @@ mod writer;
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -173,6 +174,9 @@ impl Connection {
         };
         // The server is given what is left of the call's time.
         let left = deadline.as_ref().map(Deadline::left);
+        // Entered with the call, so that its answer can wake it without a
+        // first poll to register (a lock and a lookup per call).
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let encode_and_queue = |frame: &mut BytesMut| {
             frame.clear();
             envelope::encode_request(
@@ -185,7 +189,7 @@ impl Connection {
                 self.max_frame_length,
             )?;
             self.pending
-                .start(permit, |id| {
+                .start(permit, waker, |id| {
                     envelope::set_request_id(frame, id);
                     self.outbox.push(frame, 0).is_ok()
                 })
@@ -201,7 +205,16 @@ impl Connection {
             connection: self,
             id: Some(id),
         };
-        let answer = std::future::poll_fn(|cx| self.pending.poll_answer(id, cx));
+        // Polled first in the same poll of this future as the waker above
+        // was taken: the answer cannot have been taken yet, and its arrival
+        // wakes that waker, so the first poll need not look.
+        let mut first = true;
+        let answer = std::future::poll_fn(|cx| {
+            if std::mem::take(&mut first) {
+                return Poll::Pending;
+            }
+            self.pending.poll_answer(id, cx)
+        });
         let answer = match deadline {
             None => answer.await,
             Some(_) => Deadline::within(deadline, answer).await?,

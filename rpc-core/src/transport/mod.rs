@@ -28,7 +28,7 @@ use crate::tls;
 pub use connector::Connector;
 pub(crate) use connector::Dial;
 pub use memory::{MemoryConnector, MemoryIncoming, memory};
-pub(crate) use outbox::{Buffer, Outbox};
+pub(crate) use outbox::{Batch, Buffer, Outbox};
 pub(crate) use stream::Io;
 pub use stream::{AsyncStream, BoxedStream, PeerAddr};
 use stream::{ReadHalf, WriteHalf};

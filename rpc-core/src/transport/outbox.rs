@@ -37,16 +37,69 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct State {
-    /// Buffers in the order they go out, each with what the pushes into it
-    /// said it costs; small frames are appended to the last one.
-    queued: VecDeque<Buffer>,
-    /// Whether the last buffer takes more small frames: not once it holds
-    /// a large frame, nor once the writer has taken it.
-    tail_open: bool,
+    queued: Batch,
     /// The writer, waiting for something to send.
     writer: Option<Waker>,
     /// Nothing more will be queued: the writer sends what is and stops.
     closed: bool,
+}
+
+/// Frames in the order they go out, small ones copied together: what an
+/// outbox queues, and what a server's reader gathers before it hands a
+/// burst of replies on in one go.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Each buffer with the sum of the costs of its frames; small frames
+    /// are appended to the last one.
+    buffers: VecDeque<Buffer>,
+    /// Whether the last buffer takes more small frames: not once it holds
+    /// a large frame, nor once it has been taken.
+    tail_open: bool,
+}
+
+impl Batch {
+    /// Adds the whole frame in `frame`, copying it if it is small; a large
+    /// one is taken out of `frame`, which is left empty either way.
+    pub(crate) fn push(&mut self, frame: &mut BytesMut, cost: usize) {
+        if frame.len() >= COPY_LIMIT {
+            self.buffers.push_back(Buffer {
+                bytes: frame.split(),
+                cost,
+            });
+            self.tail_open = false;
+            return;
+        }
+        if !self.tail_open {
+            self.buffers.push_back(Buffer {
+                bytes: BytesMut::with_capacity(frame.len().max(FIRST_BUFFER)),
+                cost: 0,
+            });
+            self.tail_open = true;
+        }
+        let tail = self.buffers.back_mut().expect("an open tail");
+        tail.bytes.extend_from_slice(frame);
+        tail.cost += cost;
+        frame.clear();
+    }
+
+    /// Whether it holds nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    /// Drops what it holds, returning the sum of its costs.
+    pub(crate) fn clear(&mut self) -> usize {
+        let cost = self.buffers.iter().map(|b| b.cost).sum();
+        self.buffers.clear();
+        self.tail_open = false;
+        cost
+    }
+
+    /// Moves its buffers to the end of `into`.
+    fn drain_into(&mut self, into: &mut impl Extend<Buffer>) {
+        into.extend(self.buffers.drain(..));
+        self.tail_open = false;
+    }
 }
 
 /// Whole frames, ready for one write.
@@ -76,31 +129,30 @@ impl Outbox {
             frame.clear();
             return Err(WriterGone);
         }
-        if frame.len() >= COPY_LIMIT {
-            state.queued.push_back(Buffer {
-                bytes: frame.split(),
-                cost,
-            });
-            state.tail_open = false;
-        } else {
-            if !state.tail_open {
-                state.queued.push_back(Buffer {
-                    bytes: BytesMut::with_capacity(frame.len().max(FIRST_BUFFER)),
-                    cost: 0,
-                });
-                state.tail_open = true;
-            }
-            let tail = state.queued.back_mut().expect("an open tail");
-            tail.bytes.extend_from_slice(frame);
-            tail.cost += cost;
-            frame.clear();
+        state.queued.push(frame, cost);
+        self.wake(state);
+        Ok(())
+    }
+
+    /// Queues everything in `batch`, leaving it empty: one lock for a whole
+    /// burst. On `WriterGone` the batch is left as it was.
+    pub(crate) fn push_batch(&self, batch: &mut Batch) -> Result<(), WriterGone> {
+        let mut state = self.lock();
+        if self.writer_gone.load(Ordering::Relaxed) {
+            return Err(WriterGone);
         }
+        batch.drain_into(&mut state.queued.buffers);
+        state.queued.tail_open = false;
+        self.wake(state);
+        Ok(())
+    }
+
+    fn wake(&self, mut state: MutexGuard<'_, State>) {
         let writer = state.writer.take();
         drop(state);
         if let Some(writer) = writer {
             writer.wake();
         }
-        Ok(())
     }
 
     /// Moves everything queued into `into`; pending while nothing is,
@@ -143,8 +195,9 @@ impl Outbox {
         let dropped = {
             let mut state = self.lock();
             self.writer_gone.store(true, Ordering::Relaxed);
-            state.tail_open = false;
-            state.queued.drain(..).collect()
+            let mut dropped = Vec::new();
+            state.queued.drain_into(&mut dropped);
+            dropped
         };
         self.stopped.notify_waiters();
         dropped
@@ -172,8 +225,7 @@ impl State {
         if self.queued.is_empty() {
             return false;
         }
-        into.extend(self.queued.drain(..));
-        self.tail_open = false;
+        self.queued.drain_into(into);
         true
     }
 }
@@ -207,6 +259,25 @@ mod tests {
         assert_eq!(seen, [(20, 1, 20), (COPY_LIMIT, 3, 7), (10, 4, 1)]);
         assert_eq!(taken[0].bytes[10], 2);
         assert!(!outbox.take_now(&mut taken), "nothing left");
+    }
+
+    #[test]
+    fn a_batch_goes_in_whole_and_behind_what_was_queued() {
+        let outbox = Outbox::default();
+        outbox.push(&mut frame(10, 1), 1).unwrap();
+        let mut batch = Batch::default();
+        batch.push(&mut frame(10, 2), 2);
+        batch.push(&mut frame(10, 3), 3);
+        outbox.push_batch(&mut batch).unwrap();
+        assert!(batch.is_empty());
+        outbox.push(&mut frame(10, 4), 4).unwrap();
+        let mut taken = Vec::new();
+        assert!(outbox.take_now(&mut taken));
+        let seen: Vec<(usize, u8, usize)> = taken
+            .iter()
+            .map(|b| (b.bytes.len(), b.bytes[0], b.cost))
+            .collect();
+        assert_eq!(seen, [(10, 1, 1), (20, 2, 5), (10, 4, 4)]);
     }
 
     #[test]

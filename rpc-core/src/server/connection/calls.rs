@@ -22,6 +22,7 @@ use crate::server::rate::Rate;
 use crate::server::running::{Cancelled, Running};
 use crate::server::watchdog::Stamp;
 use crate::service::{Reply, Request, ResponseFuture, Service};
+use crate::transport::Batch;
 
 /// Pings a client may send at once; after that, one per minimum ping
 /// interval, or it is disconnected for flooding.
@@ -86,7 +87,7 @@ pub(super) struct Calls {
 /// task of this connection queued behind it.
 #[derive(Default)]
 struct Deferred {
-    frames: Vec<BytesMut>,
+    replies: Batch,
     calls: Vec<Registered>,
 }
 
@@ -149,8 +150,8 @@ impl Calls {
     /// backlog from now on: 64 deferred replies to calls answered at once
     /// could otherwise be 64 frames of the largest size.
     fn defer(&self, frame: BytesMut) {
-        self.outbox.hold(&frame);
-        lock(&self.deferred).frames.push(frame);
+        self.outbox
+            .hold_in(&mut lock(&self.deferred).replies, frame);
     }
 
     /// Queues the replies and starts the calls the readers have deferred.
@@ -159,10 +160,10 @@ impl Calls {
         // vectors keep their room, so deferring costs no allocation per
         // call (taking them out cost one: 2 -> 3 per call in rpc-bench).
         let mut deferred = lock(&self.deferred);
-        let Deferred { frames, calls } = &mut *deferred;
-        for frame in frames.drain(..) {
-            self.outbox.send_held(frame);
-        }
+        let Deferred { replies, calls } = &mut *deferred;
+        // One hand-over for the whole burst: the small replies are already
+        // copied together.
+        self.outbox.send_batch(replies);
         for call in calls.drain(..) {
             self.launch(call);
         }

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use crate::server::held::Held;
-use crate::transport::{self, Buffer, FrameWriter};
+use crate::transport::{self, Batch, Buffer, FrameWriter};
 
 /// Bytes a queued reply is counted beyond its buffer: the allocator's
 /// header and the queue's share, rounded up.
@@ -51,6 +51,27 @@ impl Outbox {
         // Fails only if the connection already closed; nobody to tell.
         if self.0.queue.push(&mut frame, cost).is_err() {
             self.0.backlog.sub(cost);
+        }
+    }
+
+    /// Adds a frame to `batch`, a burst to queue in one go with
+    /// [`Outbox::send_batch`], counting it against the backlog from now on:
+    /// a reader that defers its replies must not read on past the limit
+    /// meanwhile.
+    pub(super) fn hold_in(&self, batch: &mut Batch, mut frame: BytesMut) {
+        let cost = held_by(&frame);
+        self.0.backlog.add(cost);
+        batch.push(&mut frame, cost);
+    }
+
+    /// Queues a batch made with [`Outbox::hold_in`], leaving it empty.
+    pub(super) fn send_batch(&self, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        // Fails only if the connection already closed; nobody to tell.
+        if self.0.queue.push_batch(batch).is_err() {
+            self.0.backlog.sub(batch.clear());
         }
     }
 

@@ -238,4 +238,28 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
         "an idle connection kept {} KiB after one large call",
         kept / 1024
     );
+    drop(stream);
+
+    // The same from an rpc-core client: neither side may keep what one
+    // large call needed (found while making the buffers per thread: the
+    // request and the reply were carved from buffers each thread keeps).
+    let client = SinkClient::new(Channel::connect(addr).await.unwrap());
+    let before = LIVE.load(Ordering::Relaxed);
+    let back = client.echo(vec![1; 12 * MIB]).await.unwrap();
+    assert_eq!(back.len(), 12 * MIB);
+    drop(back);
+    assert_eq!(client.echo(vec![2]).await.unwrap(), [2]);
+    let mut kept = usize::MAX;
+    for _ in 0..500 {
+        kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        if kept < MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        kept < MIB,
+        "client and server kept {} KiB after one large call",
+        kept / 1024
+    );
 }

@@ -35,6 +35,9 @@ use crate::transport::Outbox;
 /// Room for a request header, so that small calls fit their first buffer.
 const REQUEST_CAPACITY: usize = 128;
 
+/// Room the encoding buffer keeps between calls.
+const SCRATCH_KEPT: usize = 16 * 1024;
+
 thread_local! {
     /// Where a request is encoded before it is queued: the outbox copies
     /// small frames, so one buffer per thread serves every call.
@@ -196,7 +199,16 @@ impl Connection {
                 .map_err(|_| self.not_processed())
         };
         let id = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut frame) => encode_and_queue(&mut frame),
+            Ok(mut frame) => {
+                let queued = encode_and_queue(&mut frame);
+                if frame.capacity() > SCRATCH_KEPT {
+                    // A large request grew it (and took its bytes along,
+                    // sharing the allocation): the thread must not keep
+                    // what is left of that.
+                    *frame = BytesMut::with_capacity(REQUEST_CAPACITY);
+                }
+                queued
+            }
             // Only if encoding the arguments itself made a call.
             Err(_) => encode_and_queue(&mut BytesMut::with_capacity(REQUEST_CAPACITY)),
         })?;

@@ -26,8 +26,9 @@ const PIN_FREE: usize = 64 * 1024;
 /// own size alive; smaller frames are copied out.
 const PIN_RATIO: usize = 4;
 
-/// How far beyond the bytes received a partial frame's buffer is reserved.
-const RESERVE_AHEAD: usize = 64 * 1024;
+/// A partial frame's nearly full buffer grows to twice what has arrived,
+/// or by this, whichever is more (and never past the frame).
+const GROWTH_FLOOR: usize = 8 * 1024;
 
 /// Room made for the next read once a read has filled the buffer.
 const READ_CHUNK: usize = 8 * 1024;
@@ -58,11 +59,11 @@ pub(crate) enum Incoming {
 ///
 /// tokio-util's `LengthDelimitedCodec` reserves a frame's whole claimed
 /// length as soon as it reads the prefix, so a thousand peers each claiming
-/// 16 MiB and sending one byte would pin 16 GiB. This decoder reserves at
-/// most [`RESERVE_AHEAD`] beyond the bytes received: it splits a frame off
-/// only once the whole frame has arrived, so the read buffer grows with the
-/// bytes actually received, and what it holds for a partial frame is
-/// charged to an optional shared budget meanwhile.
+/// 16 MiB and sending one byte would pin 16 GiB. This decoder's buffer
+/// grows with the bytes actually received (to at most twice them, see
+/// [`GROWTH_FLOOR`]): it splits a frame off only once the whole frame has
+/// arrived, and the bytes of a partial frame are charged to an optional
+/// shared budget meanwhile.
 #[derive(Debug)]
 pub(crate) struct FrameDecoder {
     max_frame_length: usize,
@@ -71,6 +72,10 @@ pub(crate) struct FrameDecoder {
     budget: Option<Arc<ReceiveBudget>>,
     /// Bytes of the partial frame charged to the budget.
     charged: usize,
+    /// Size of the last whole frame received, prefix included.
+    last: usize,
+    /// Room taken for the partial frame on the strength of the last one.
+    paid: usize,
 }
 
 impl FrameDecoder {
@@ -80,6 +85,8 @@ impl FrameDecoder {
             started: false,
             budget,
             charged: 0,
+            last: 0,
+            paid: 0,
         }
     }
 
@@ -105,6 +112,21 @@ impl FrameDecoder {
     }
 }
 
+/// Makes room for `capacity` bytes in `src`: in place if its allocation
+/// has it, else in a new one of exactly that size (`reserve` may double
+/// it, and a buffer must stay within twice what its frame has sent).
+fn grow(src: &mut BytesMut, capacity: usize) {
+    if src.capacity() >= capacity {
+        return;
+    }
+    if src.try_reclaim(capacity - src.len()) {
+        return;
+    }
+    let mut grown = BytesMut::with_capacity(capacity);
+    grown.extend_from_slice(src);
+    *src = grown;
+}
+
 impl Decoder for FrameDecoder {
     type Item = Incoming;
     type Error = io::Error;
@@ -128,29 +150,39 @@ impl Decoder for FrameDecoder {
         };
         let complete = claimed.filter(|&len| src.len() - PREFIX_LEN >= len);
         let Some(len) = complete else {
-            // Room for the rest of the frame, but never more than
-            // RESERVE_AHEAD beyond what has arrived: growing the buffer a
-            // read at a time copied each large frame about once more
-            // (a quarter of the server's work on 64 KiB calls), and a
-            // claim alone must not pin memory. What is reserved is charged.
-            let held = match claimed {
-                Some(len) => (PREFIX_LEN + len).min(src.len() + RESERVE_AHEAD),
-                None => src.len(),
+            // Room for more of the frame. Growing a read at a time copied
+            // each large frame over and over (a quarter of the server's
+            // work on 64 KiB calls), and room for the whole claim at once
+            // let a 4-byte claim pin 64 KiB (found in review). So a nearly
+            // full buffer grows to twice what has arrived (or GROWTH_FLOOR
+            // more), or at once to the size of the connection's previous
+            // frame: a client that has sent a frame that large has paid
+            // for the room, and bulk calls then land in one buffer.
+            let received = src.len();
+            let nearly_full = src.capacity() - received < GROWTH_FLOOR / 2;
+            let room = match claimed {
+                Some(len) if nearly_full => {
+                    let whole = PREFIX_LEN + len;
+                    let grown = (received * 2).max(received + GROWTH_FLOOR);
+                    self.paid = self.paid.max(whole.min(self.last));
+                    whole.min(grown).max(self.paid)
+                }
+                _ => received,
             };
-            self.charge(held)?;
+            // What is charged is what was received, or the room taken on
+            // the strength of the previous frame if more: a claim costs
+            // the budget what was sent for it.
+            self.charge(received.max(self.paid))?;
             // A read that filled the buffer suggests more is waiting: read
             // READ_CHUNK at a time then. Buffers start small so that idle
             // connections are cheap, and reads of 1 KiB took a third more
             // system calls than raw framing on many small calls.
-            let chunk = if src.len() == src.capacity() {
-                src.len() + READ_CHUNK
+            let chunk = if received == src.capacity() {
+                received + READ_CHUNK
             } else {
                 0
             };
-            let want = held.max(chunk);
-            if src.capacity() < want {
-                src.reserve(want - src.len());
-            }
+            grow(src, room.max(chunk));
             if src.is_empty() || self.started {
                 return Ok(None);
             }
@@ -159,6 +191,8 @@ impl Decoder for FrameDecoder {
         };
         self.charge(0)?;
         self.started = false;
+        self.paid = 0;
+        self.last = PREFIX_LEN + len;
         let room = src.capacity();
         src.advance(PREFIX_LEN);
         // A frame split off a buffer keeps the whole buffer alive for as
@@ -388,8 +422,8 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_frame_reserves_a_bounded_amount_and_is_charged_for_it() {
-        let budget = Arc::new(ReceiveBudget::with_allowance(RESERVE_AHEAD + 100, 0));
+    fn a_partial_frame_reserves_little_and_its_bytes_are_charged() {
+        let budget = Arc::new(ReceiveBudget::new(100));
         let mut decoder = FrameDecoder::new(1 << 30, Some(budget.clone()));
         // Claims 1 GiB, sends 10 bytes of it.
         let mut src = BytesMut::new();
@@ -401,19 +435,11 @@ mod tests {
         ));
         assert!(matches!(decoder.decode(&mut src), Ok(None)));
         assert!(
-            src.capacity() >= 14 + RESERVE_AHEAD,
-            "room for what follows"
-        );
-        assert!(
-            src.capacity() < 4 * RESERVE_AHEAD,
+            src.capacity() <= 2 * GROWTH_FLOOR,
             "nothing like the claim reserved: {}",
             src.capacity()
         );
-        assert_eq!(
-            budget.used(),
-            14 + RESERVE_AHEAD,
-            "what is reserved is charged"
-        );
+        assert_eq!(budget.used(), 14);
         // More than the budget allows fails this connection.
         src.put_slice(&[0; 100]);
         assert!(decoder.decode(&mut src).is_err());
@@ -422,27 +448,52 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_arriving_in_pieces_is_read_into_one_buffer() {
-        let mut decoder = FrameDecoder::new(1 << 20, None);
-        let whole = framed(&[3; 40_000]);
+    fn a_buffer_holds_at_most_twice_what_its_partial_frame_sent() {
+        let mut decoder = FrameDecoder::new(1 << 30, None);
+        let whole = framed(&[9; 300_000]);
+        let mut src = BytesMut::new();
+        for piece in whole[..200_000].chunks(10_000) {
+            src.extend_from_slice(piece);
+            let _ = decoder.decode(&mut src);
+            let most = (2 * src.len()).max(2 * GROWTH_FLOOR) + READ_CHUNK;
+            assert!(
+                src.capacity() <= most,
+                "{} bytes of room for {} received",
+                src.capacity(),
+                src.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_arriving_in_pieces_is_moved_a_few_times_not_every_read() {
+        let mut decoder = FrameDecoder::new(1 << 22, None);
+        let whole = framed(&[3; 1 << 20]);
         let mut src = BytesMut::from(&whole[..1000]);
         assert!(matches!(
             decoder.decode(&mut src),
             Ok(Some(Incoming::Started))
         ));
-        let room = src.as_ptr();
-        // Before: the buffer grew a read at a time, copying the frame again.
-        let mut frame = None;
-        for piece in whole[1000..].chunks(7000) {
-            assert!(src.capacity() - src.len() >= piece.len(), "reserved ahead");
-            src.extend_from_slice(piece);
-            if let Ok(Some(Incoming::Frame(f))) = decoder.decode(&mut src) {
-                frame = Some(f);
+        // Before: the buffer grew a read at a time, and each growth copied
+        // what had arrived.
+        let (mut moves, mut reads, mut sent) = (0, 0, 1000);
+        let mut at = src.as_ptr();
+        while sent < whole.len() {
+            // A read fills at most the room the decoder made.
+            let room = src.capacity() - src.len();
+            assert!(room > 0, "room for the next read");
+            let n = room.min(7000).min(whole.len() - sent);
+            src.extend_from_slice(&whole[sent..sent + n]);
+            sent += n;
+            reads += 1;
+            let _ = decoder.decode(&mut src);
+            if src.as_ptr() != at {
+                moves += 1;
+                at = src.as_ptr();
             }
         }
-        let frame = frame.expect("the whole frame");
-        assert_eq!(frame.len(), 40_000);
-        assert_eq!(frame.as_ptr(), room.wrapping_add(PREFIX_LEN), "never moved");
+        assert!(reads > 100);
+        assert!(moves <= 12, "moved {moves} times in {reads} reads");
     }
 
     #[test]
@@ -466,8 +517,36 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_like_the_last_gets_its_room_at_once_and_is_charged_for_it() {
+        let budget = Arc::new(ReceiveBudget::with_allowance(1 << 20, 0));
+        let mut decoder = FrameDecoder::new(1 << 20, Some(budget.clone()));
+        let whole = framed(&[4; 100_000]);
+        let mut src = BytesMut::from(&whole[..]);
+        // Kept, as a running call keeps its frame: its buffer is not free.
+        let Ok(Some(Incoming::Frame(_first))) = decoder.decode(&mut src) else {
+            panic!("a whole frame");
+        };
+        // The next one of the same size: its prefix and a few bytes, in a
+        // buffer they nearly fill.
+        let mut src = BytesMut::with_capacity(16);
+        src.extend_from_slice(&whole[..10]);
+        assert!(matches!(
+            decoder.decode(&mut src),
+            Ok(Some(Incoming::Started))
+        ));
+        assert!(src.capacity() >= whole.len(), "room for all of it");
+        assert_eq!(budget.used(), whole.len(), "and charged for it");
+        src.extend_from_slice(&whole[10..]);
+        assert!(matches!(
+            decoder.decode(&mut src),
+            Ok(Some(Incoming::Frame(_)))
+        ));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn partial_frames_within_the_allowance_are_free() {
-        let budget = Arc::new(ReceiveBudget::with_allowance(0, 600));
+        let budget = Arc::new(ReceiveBudget::with_allowance(0, 100));
         let mut decoder = FrameDecoder::new(1000, Some(budget.clone()));
         let mut src = BytesMut::from(&framed(&[1; 500])[..100]);
         assert!(matches!(
@@ -475,12 +554,10 @@ mod tests {
             Ok(Some(Incoming::Started))
         ));
         assert_eq!(budget.used(), 0);
-        // A frame whose room is over the allowance, with no budget left.
-        let mut decoder = FrameDecoder::new(1000, Some(budget.clone()));
-        let mut src = BytesMut::from(&framed(&[1; 1000])[..100]);
+        src.extend_from_slice(&[1]);
         assert!(
             decoder.decode(&mut src).is_err(),
-            "its room is over the allowance, and nothing is left"
+            "one byte over, nothing left"
         );
     }
 
@@ -494,7 +571,7 @@ mod tests {
             decoder.decode(&mut src),
             Ok(Some(Incoming::Started))
         ));
-        assert_eq!(budget.used(), 54, "the whole frame's room");
+        assert_eq!(budget.used(), 20);
         src.extend_from_slice(&whole[20..]);
         assert!(matches!(decoder.decode(&mut src), Ok(Some(Incoming::Frame(f))) if f.len() == 50));
         assert_eq!(budget.used(), 0);

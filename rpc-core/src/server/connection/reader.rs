@@ -234,6 +234,7 @@ pub(super) async fn read_loop(
         // always read first, so no frame is too large to get through.
         while backlog.full() || requests.full() {
             connection.calls.flush();
+            unflushed = 0;
             tokio::select! {
                 biased;
                 _ = &mut draining => break 'reading Ok(Ended::Draining),
@@ -243,6 +244,12 @@ pub(super) async fn read_loop(
                 () = requests.below_limit(), if requests.full() => {}
                 () = until(*frame_deadline), if frame_deadline.is_some() => {
                     break 'reading Err(frame_late(shared.frame_timeout));
+                }
+                // A pause can last; the buffer of a large frame read just
+                // before it must not (a review held three 16 MiB frames).
+                () = until(*release_buffer), if release_buffer.is_some() => {
+                    *release_buffer = None;
+                    release(frames);
                 }
             }
             // A partial frame's deadline keeps running through the pause:
@@ -286,9 +293,7 @@ pub(super) async fn read_loop(
             }
             () = until(*release_buffer), if release_buffer.is_some() => {
                 *release_buffer = None;
-                let buffer = frames.read_buffer_mut();
-                // What is left is at most a frame being received.
-                *buffer = BytesMut::from(&buffer[..]);
+                release(frames);
                 continue;
             }
             () = &mut idle_check, if role == Role::Own => {
@@ -349,6 +354,13 @@ pub(super) async fn read_loop(
             Stop::Back
         }
     }
+}
+
+/// Lets go of a read buffer grown for a large frame: what is left in it is
+/// at most a frame being received.
+fn release(frames: &mut FrameReader) {
+    let buffer = frames.read_buffer_mut();
+    *buffer = BytesMut::from(&buffer[..]);
 }
 
 /// Completes at `deadline`, or never without one. `select!` builds the

@@ -124,31 +124,34 @@ async fn write_loop(
     };
     // Empty until used: an idle connection should cost next to nothing.
     let mut buffers: Vec<Buffer> = Vec::new();
-    loop {
+    let ended = loop {
         let more = tokio::select! {
             biased;
-            _ = &mut stopped => return Ok(()),
+            _ = &mut stopped => break Ok(()),
             more = std::future::poll_fn(|cx| queue.poll_take(&mut buffers, cx)) => more,
         };
         if !more {
             writer.shutdown().await;
-            return Ok(());
+            break Ok(());
         }
         // The task that woke the writer ran first; let the others that are
         // ready queue their replies too, so that they go out together.
         tokio::task::yield_now().await;
         queue.take_now(&mut buffers);
-        let cost: usize = buffers.iter().map(|buffer| buffer.cost).sum();
-        tokio::select! {
+        let written = tokio::select! {
             biased;
-            _ = &mut stopped => return Ok(()),
-            written = writer.write_buffers(&buffers) => if let Err(e) = written {
-                return Err(format!("writing replies failed: {e}"));
-            },
+            _ = &mut stopped => break Ok(()),
+            written = writer.write_buffers(&buffers) => written,
+        };
+        backlog.sub(buffers.drain(..).map(|buffer| buffer.cost).sum());
+        if let Err(e) = written {
+            break Err(format!("writing replies failed: {e}"));
         }
-        buffers.clear();
-        backlog.sub(cost);
-    }
+    };
+    // Taken but not written: the connection is ending, but a reader
+    // waiting for room must not see them held.
+    backlog.sub(buffers.iter().map(|buffer| buffer.cost).sum());
+    ended
 }
 
 /// Marks the queue's writer as stopped, and gives back what it held.

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -51,6 +52,9 @@ pub(super) struct Connection {
     back: Notify,
     /// How a stand-in's reading ended, for the connection's task to act on.
     outcome: Mutex<Option<Result<Ended, String>>>,
+    /// Whether `outcome` holds one: read after every frame, where taking
+    /// the lock cost more than the rest of the check.
+    recorded: AtomicBool,
     /// Where a stand-in runs: the watchdog that starts one is a thread of
     /// its own.
     runtime: tokio::runtime::Handle,
@@ -86,16 +90,21 @@ impl Connection {
             stamp: Stamp::default(),
             back: Notify::new(),
             outcome: Mutex::new(None),
+            recorded: AtomicBool::new(false),
             runtime: tokio::runtime::Handle::current(),
         }
     }
 
     fn take_outcome(&self) -> Option<Result<Ended, String>> {
+        if !self.recorded.load(Ordering::Acquire) {
+            return None;
+        }
         let outcome = self
             .outcome
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.recorded.store(false, Ordering::Release);
         if outcome.is_some() {
             // The stand-in that recorded it left `rescued` set, so that no
             // other one would read a connection that has ended.
@@ -105,10 +114,7 @@ impl Connection {
     }
 
     fn has_ended(&self) -> bool {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.recorded.load(Ordering::Acquire)
     }
 
     /// Whether the connection has nothing to do: no request since `seen`,
@@ -350,6 +356,7 @@ pub(super) async fn read_loop(
             // Recorded before the read state is let go, so that the own
             // task finds it as soon as it can read again.
             *connection.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
+            connection.recorded.store(true, Ordering::Release);
             drop(state);
             Stop::Back
         }

@@ -72,6 +72,7 @@
 //! side and [`Server`] on the other, which meet only in the [`Service`]
 //! trait that generated servers implement.
 
+mod arena;
 mod client;
 mod codec;
 mod depth;

@@ -16,9 +16,9 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::envelope::{self, Status};
 use crate::status::Code;
+use crate::{arena, codec};
 
 /// A named set of methods the server can route calls to.
 pub trait Service: Send + Sync + 'static {
@@ -36,46 +36,6 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
 /// Where a reply frame's status byte sits: after the length prefix (4),
 /// kind and flags (2) and the request id (8). Replies carry no extensions.
 const STATUS_OFFSET: usize = 4 + 2 + 8;
-
-/// Replies are encoded at the end of a per-thread buffer of this size and
-/// split off it, so that a small reply costs no allocation of its own (a
-/// malloc and a free were a twentieth of a server's work per small call).
-/// Replies live only until they are queued, where small ones are copied,
-/// so a buffer is soon free again.
-const ARENA: usize = 16 * 1024;
-
-/// Below this much room left, a thread starts a new buffer.
-const ARENA_LOW: usize = 1024;
-
-std::thread_local! {
-    static REPLIES: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
-
-/// Runs `encode` on an empty buffer carved from this thread's arena, and
-/// returns what it wrote as a buffer of its own.
-fn encode_reply<T>(encode: impl FnOnce(&mut BytesMut) -> T) -> (BytesMut, T) {
-    REPLIES.with(|arena| match arena.try_borrow_mut() {
-        Ok(mut arena) => {
-            if arena.capacity() - arena.len() < ARENA_LOW {
-                *arena = BytesMut::with_capacity(ARENA);
-            }
-            let done = encode(&mut arena);
-            let frame = arena.split();
-            if frame.len() > ARENA / 2 {
-                // A large reply grew the buffer for itself: let it take the
-                // whole allocation with it, or the thread would keep it.
-                *arena = BytesMut::new();
-            }
-            (frame, done)
-        }
-        // Only if encoding a value itself made a reply.
-        Err(_) => {
-            let mut frame = BytesMut::new();
-            let done = encode(&mut frame);
-            (frame, done)
-        }
-    })
-}
 
 /// One incoming call: its id and its encoded arguments.
 #[derive(Debug)]
@@ -128,7 +88,7 @@ impl Request {
     /// A value that cannot be encoded, or is larger than the server's frame
     /// limit, becomes an "internal error" reply that says so.
     pub fn reply<R: Serialize + ?Sized>(&self, value: &R) -> Reply {
-        let (frame, encoded) = encode_reply(|frame| {
+        let (frame, encoded) = arena::encode(|frame| {
             envelope::encode_response(frame, self.id, value, self.max_frame_length)
         });
         match encoded {
@@ -149,7 +109,7 @@ pub struct Reply {
 
 impl Reply {
     pub(crate) fn error(id: u64, status: Status, message: &str) -> Self {
-        let (frame, ()) = encode_reply(|frame| envelope::encode_error(frame, id, status, message));
+        let (frame, ()) = arena::encode(|frame| envelope::encode_error(frame, id, status, message));
         Self { frame }
     }
 

@@ -40,6 +40,13 @@ async fn clients_hold_calls_beyond_the_advertised_limit() {
 /// How long a negative check waits for something that must not happen.
 const NOT_MEANWHILE: Duration = Duration::from_millis(200);
 
+/// Whether no call starts for [`NOT_MEANWHILE`].
+async fn none_starts(started: &mut tokio::sync::mpsc::UnboundedReceiver<u32>) -> bool {
+    tokio::time::timeout(NOT_MEANWHILE, started.recv())
+        .await
+        .is_err()
+}
+
 #[tokio::test]
 async fn running_calls_cannot_hold_more_request_bytes_than_the_limit() {
     const KIB: usize = 1024;
@@ -63,9 +70,7 @@ async fn running_calls_cannot_hold_more_request_bytes_than_the_limit() {
     // running calls hold the limit. Without the bound it would start.
     let small = upload(KIB);
     assert!(
-        tokio::time::timeout(NOT_MEANWHILE, started.recv())
-            .await
-            .is_err(),
+        none_starts(&mut started).await,
         "a call was read while the running calls held more than the limit"
     );
     control.open();
@@ -86,9 +91,7 @@ async fn running_calls_cannot_hold_more_request_bytes_than_the_limit() {
     }
     let late = upload(100 * KIB);
     assert!(
-        tokio::time::timeout(NOT_MEANWHILE, started.recv())
-            .await
-            .is_err(),
+        none_starts(&mut started).await,
         "1,200 KiB held: nothing more is read"
     );
     control.open();
@@ -121,9 +124,7 @@ async fn a_call_is_charged_its_whole_frame_not_only_its_arguments() {
     // 1,200 KiB held. Charged only their arguments, this call would start.
     stream.write_all(&frame(2)).await.unwrap();
     assert!(
-        tokio::time::timeout(NOT_MEANWHILE, started.recv())
-            .await
-            .is_err(),
+        none_starts(&mut started).await,
         "a call was read while the running calls' frames held more than the limit"
     );
     control.open();

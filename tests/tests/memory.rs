@@ -78,6 +78,20 @@ impl Sink for SinkImpl {
     }
 }
 
+/// Live bytes above `before` once buffers kept after a large call have
+/// been let go (a second after it), or after 10 s if they never are.
+async fn kept_above(before: usize) -> usize {
+    let mut kept = usize::MAX;
+    for _ in 0..500 {
+        kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        if kept < MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kept
+}
+
 /// An `echo` request for `len` bytes, as bincode encodes a `Vec<u8>` of
 /// that length (a varint length, then the bytes).
 fn echo_request(id: u64, len: u32) -> Vec<u8> {
@@ -223,16 +237,8 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
     stream.write_all(&echo_request(2, 1)).await.unwrap();
     let (id, status, _) = read_response(&mut stream).await;
     assert_eq!((id, status), (2, 0));
-    // The server lets go of the buffer a second after the large frame;
-    // poll for that, with a safety net of 10 s.
-    let mut kept = usize::MAX;
-    for _ in 0..500 {
-        kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-        if kept < MIB {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The server lets go of the buffer a second after the large frame.
+    let kept = kept_above(before).await;
     assert!(
         kept < MIB,
         "an idle connection kept {} KiB after one large call",
@@ -249,14 +255,7 @@ async fn one_connection_holds_a_bounded_amount_of_server_memory() {
     assert_eq!(back.len(), 12 * MIB);
     drop(back);
     assert_eq!(client.echo(vec![2]).await.unwrap(), [2]);
-    let mut kept = usize::MAX;
-    for _ in 0..500 {
-        kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-        if kept < MIB {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let kept = kept_above(before).await;
     assert!(
         kept < MIB,
         "client and server kept {} KiB after one large call",

@@ -10,6 +10,7 @@
 mod connector;
 mod memory;
 mod outbox;
+mod release;
 mod stream;
 mod writer;
 
@@ -29,6 +30,7 @@ pub use connector::Connector;
 pub(crate) use connector::Dial;
 pub use memory::{MemoryConnector, MemoryIncoming, memory};
 pub(crate) use outbox::{Batch, Buffer, Outbox};
+pub(crate) use release::Release;
 pub(crate) use stream::Io;
 pub use stream::{AsyncStream, BoxedStream, PeerAddr};
 use stream::{ReadHalf, WriteHalf};

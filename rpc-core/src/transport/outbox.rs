@@ -240,6 +240,14 @@ mod tests {
         BytesMut::from(&vec![byte; len][..])
     }
 
+    /// Each buffer's length, first byte and cost.
+    fn lengths_firsts_costs(taken: &[Buffer]) -> Vec<(usize, u8, usize)> {
+        taken
+            .iter()
+            .map(|b| (b.bytes.len(), b.bytes[0], b.cost))
+            .collect()
+    }
+
     #[test]
     fn small_frames_share_a_buffer_and_large_ones_keep_their_place() {
         let outbox = Outbox::default();
@@ -252,10 +260,7 @@ mod tests {
         outbox.push(&mut frame(10, 4), 1).unwrap();
         let mut taken = Vec::new();
         assert!(outbox.take_now(&mut taken));
-        let seen: Vec<(usize, u8, usize)> = taken
-            .iter()
-            .map(|b| (b.bytes.len(), b.bytes[0], b.cost))
-            .collect();
+        let seen = lengths_firsts_costs(&taken);
         assert_eq!(seen, [(20, 1, 20), (COPY_LIMIT, 3, 7), (10, 4, 1)]);
         assert_eq!(taken[0].bytes[10], 2);
         assert!(!outbox.take_now(&mut taken), "nothing left");
@@ -273,10 +278,7 @@ mod tests {
         outbox.push(&mut frame(10, 4), 4).unwrap();
         let mut taken = Vec::new();
         assert!(outbox.take_now(&mut taken));
-        let seen: Vec<(usize, u8, usize)> = taken
-            .iter()
-            .map(|b| (b.bytes.len(), b.bytes[0], b.cost))
-            .collect();
+        let seen = lengths_firsts_costs(&taken);
         assert_eq!(seen, [(10, 1, 1), (20, 2, 5), (10, 4, 4)]);
     }
 

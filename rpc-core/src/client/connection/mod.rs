@@ -11,7 +11,6 @@
 mod reader;
 mod writer;
 
-use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -25,24 +24,12 @@ use super::CallOptions;
 use super::deadline::Deadline;
 use super::limit::CallLimit;
 use super::pending::{Answer, Pending, Response};
-use crate::codec;
 use crate::envelope::{self, Status};
 use crate::error::RpcError;
 use crate::status::{Code, Status as CallStatus};
 use crate::transport::Connected;
 use crate::transport::Outbox;
-
-/// Room for a request header, so that small calls fit their first buffer.
-const REQUEST_CAPACITY: usize = 128;
-
-/// Room the encoding buffer keeps between calls.
-const SCRATCH_KEPT: usize = 16 * 1024;
-
-thread_local! {
-    /// Where a request is encoded before it is queued: the outbox copies
-    /// small frames, so one buffer per thread serves every call.
-    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(REQUEST_CAPACITY));
-}
+use crate::{arena, codec};
 
 /// How often to probe a quiet connection, and how long to wait for any
 /// sign of life after a probe.
@@ -180,8 +167,7 @@ impl Connection {
         // Entered with the call, so that its answer can wake it without a
         // first poll to register (a lock and a lookup per call).
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let encode_and_queue = |frame: &mut BytesMut| {
-            frame.clear();
+        let (mut frame, encoded) = arena::encode(|frame| {
             envelope::encode_request(
                 frame,
                 service,
@@ -190,28 +176,16 @@ impl Connection {
                 options.metadata(),
                 &args,
                 self.max_frame_length,
-            )?;
-            self.pending
-                .start(permit, waker, |id| {
-                    envelope::set_request_id(frame, id);
-                    self.outbox.push(frame, 0).is_ok()
-                })
-                .map_err(|_| self.not_processed())
-        };
-        let id = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut frame) => {
-                let queued = encode_and_queue(&mut frame);
-                if frame.capacity() > SCRATCH_KEPT {
-                    // A large request grew it (and took its bytes along,
-                    // sharing the allocation): the thread must not keep
-                    // what is left of that.
-                    *frame = BytesMut::with_capacity(REQUEST_CAPACITY);
-                }
-                queued
-            }
-            // Only if encoding the arguments itself made a call.
-            Err(_) => encode_and_queue(&mut BytesMut::with_capacity(REQUEST_CAPACITY)),
-        })?;
+            )
+        });
+        encoded?;
+        let id = self
+            .pending
+            .start(permit, waker, |id| {
+                envelope::set_request_id(&mut frame, id);
+                self.outbox.push(&mut frame, 0).is_ok()
+            })
+            .map_err(|_| self.not_processed())?;
         drop(args);
         let mut give_up = GiveUp {
             connection: self,

@@ -15,18 +15,10 @@ use crate::client::limit::CallLimit;
 use crate::client::pending::{Answer, Pending, Response};
 use crate::envelope::{self, Message};
 use crate::frame::Incoming;
-use crate::transport::FrameReader;
-use crate::transport::Outbox;
+use crate::transport::{FrameReader, Outbox, Release};
 
 /// Why calls fail after the server announced its shutdown.
 const SHUTTING_DOWN: &str = "the server is shutting down";
-
-/// A read buffer that held a frame at least this large is replaced once
-/// no such frame has arrived for [`BUFFER_KEPT`], as on the server: a
-/// client that received one 12 MiB reply kept 16 MiB for as long as its
-/// connection lived (found by `memory.rs`).
-const LARGE_FRAME: usize = 64 * 1024;
-const BUFFER_KEPT: Duration = Duration::from_secs(1);
 
 /// What the reader works with.
 pub(super) struct Reader {
@@ -71,17 +63,14 @@ impl Reader {
         // Notify takes its lock, and this loop runs once per frame.
         let gave_up = self.gave_up.clone();
         let mut poked = Box::pin(gave_up.notified());
-        // Set after a large frame: when to let go of the buffer it grew.
-        let mut release_buffer: Option<Instant> = None;
+        // When to let go of the buffer a large reply grew.
+        let mut release = Release::default();
         let reason = loop {
             let frame = tokio::select! {
                 biased;
                 frame = frames.next() => frame,
-                () = until(release_buffer), if release_buffer.is_some() => {
-                    release_buffer = None;
-                    let buffer = frames.read_buffer_mut();
-                    // What is left is at most a frame being received.
-                    *buffer = BytesMut::from(&buffer[..]);
+                () = release.due(), if release.pending() => {
+                    release.release(&mut frames);
                     continue;
                 }
                 // The writer records its own reason before it ends.
@@ -129,9 +118,7 @@ impl Reader {
                 None => break Some("the server closed the connection".to_owned()),
                 Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
                 Some(Ok(Incoming::Frame(payload))) => {
-                    if payload.len() >= LARGE_FRAME {
-                        release_buffer = Some(Instant::now() + BUFFER_KEPT);
-                    }
+                    release.saw(payload.len());
                     payload.freeze()
                 }
                 Some(Ok(Incoming::Started)) => continue,
@@ -172,14 +159,5 @@ impl Reader {
         if let Some(permits) = &self.permits {
             permits.close();
         }
-    }
-}
-
-/// Completes at `deadline`, or never without one; costs nothing until
-/// polled (a `Sleep` built for a disabled branch costs a timer entry).
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

@@ -12,24 +12,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::Ended;
 use super::calls::{Calls, MAX_DEFERRED};
+use crate::duration::until;
 use crate::frame::Incoming;
 use crate::server::watchdog::{Stamp, Watched};
-use crate::transport::FrameReader;
-
-/// A read buffer that held a frame at least this large is replaced once
-/// the connection has received no such frame for [`BUFFER_KEPT`]. While
-/// large frames keep coming the buffer is reused in place, which is what
-/// makes bulk calls fast; an idle connection must not keep the memory of
-/// the largest call it ever sent.
-const LARGE_FRAME: usize = 64 * 1024;
-const BUFFER_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+use crate::transport::{FrameReader, Release};
 
 /// What reading needs to carry from one frame to the next, whichever task
 /// reads.
@@ -37,8 +29,8 @@ pub(super) struct ReadState {
     pub(super) frames: FrameReader,
     /// Set while a frame has begun to arrive but not finished.
     frame_deadline: Option<Instant>,
-    /// Set after a large frame: when to let go of the buffer it grew.
-    release_buffer: Option<Instant>,
+    /// When to let go of the buffer a large frame grew.
+    release: Release,
 }
 
 /// One connection as its reading tasks share it.
@@ -85,7 +77,7 @@ impl Connection {
             read: tokio::sync::Mutex::new(Some(ReadState {
                 frames,
                 frame_deadline: None,
-                release_buffer: None,
+                release: Release::default(),
             })),
             stamp: Stamp::default(),
             back: Notify::new(),
@@ -227,7 +219,7 @@ pub(super) async fn read_loop(
         let Some(ReadState {
             frames,
             frame_deadline,
-            release_buffer,
+            release,
         }) = &mut *state
         else {
             // A stand-in that comes after reading ended.
@@ -253,10 +245,7 @@ pub(super) async fn read_loop(
                 }
                 // A pause can last; the buffer of a large frame read just
                 // before it must not (a review held three 16 MiB frames).
-                () = until(*release_buffer), if release_buffer.is_some() => {
-                    *release_buffer = None;
-                    release(frames);
-                }
+                () = release.due(), if release.pending() => release.release(frames),
             }
             // A partial frame's deadline keeps running through the pause:
             // the pause lasts only while the client does not read, and
@@ -297,9 +286,8 @@ pub(super) async fn read_loop(
             () = until(*frame_deadline), if frame_deadline.is_some() => {
                 break Err(frame_late(shared.frame_timeout));
             }
-            () = until(*release_buffer), if release_buffer.is_some() => {
-                *release_buffer = None;
-                release(frames);
+            () = release.due(), if release.pending() => {
+                release.release(frames);
                 continue;
             }
             () = &mut idle_check, if role == Role::Own => {
@@ -321,9 +309,7 @@ pub(super) async fn read_loop(
             }
             Some(Ok(Incoming::Frame(payload))) => {
                 *frame_deadline = None;
-                if payload.len() >= LARGE_FRAME {
-                    *release_buffer = Some(Instant::now() + BUFFER_KEPT);
-                }
+                release.saw(payload.len());
                 unflushed += 1;
                 if role == Role::StandIn {
                     if let Err(reason) = connection.handle(payload.freeze(), role) {
@@ -360,23 +346,6 @@ pub(super) async fn read_loop(
             drop(state);
             Stop::Back
         }
-    }
-}
-
-/// Lets go of a read buffer grown for a large frame: what is left in it is
-/// at most a frame being received.
-fn release(frames: &mut FrameReader) {
-    let buffer = frames.read_buffer_mut();
-    *buffer = BytesMut::from(&buffer[..]);
-}
-
-/// Completes at `deadline`, or never without one. `select!` builds the
-/// future of a disabled branch too, and a `Sleep` made there costs a timer
-/// entry and a clock read per frame; this costs nothing until polled.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

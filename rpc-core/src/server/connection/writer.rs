@@ -34,20 +34,9 @@ impl Drop for Senders {
 impl Outbox {
     /// Queues a frame for the writer, counting it against the backlog until
     /// it is written.
-    pub(super) fn send(&self, frame: BytesMut) {
-        self.hold(&frame);
-        self.send_held(frame);
-    }
-
-    /// Counts a frame against the backlog before it is queued: a reader
-    /// that defers its replies must not read on past the limit meanwhile.
-    pub(super) fn hold(&self, frame: &BytesMut) {
-        self.0.backlog.add(held_by(frame));
-    }
-
-    /// Queues a frame already counted by [`Outbox::hold`].
-    pub(super) fn send_held(&self, mut frame: BytesMut) {
+    pub(super) fn send(&self, mut frame: BytesMut) {
         let cost = held_by(&frame);
+        self.0.backlog.add(cost);
         // Fails only if the connection already closed; nobody to tell.
         if self.0.queue.push(&mut frame, cost).is_err() {
             self.0.backlog.sub(cost);

@@ -155,11 +155,16 @@ impl Outbox {
         }
     }
 
-    /// Moves everything queued into `into`; pending while nothing is,
-    /// ready with `false` once nothing more will be.
-    pub(crate) fn poll_take(&self, into: &mut Vec<Buffer>, cx: &mut Context<'_>) -> Poll<bool> {
+    /// Ready with `true` once something is queued, with `false` once
+    /// nothing is and nothing more will be. Takes nothing: the writer
+    /// first lets the other tasks that are ready queue theirs, and small
+    /// frames queued meanwhile are copied into the same buffer, so that
+    /// the burst goes out in one write (taking the first frame at once
+    /// cost a second write per burst, 20,355 writes for 222,000 calls
+    /// against raw framing's 11,907).
+    pub(crate) fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<bool> {
         let mut state = self.lock();
-        if state.take(into) {
+        if !state.queued.is_empty() {
             return Poll::Ready(true);
         }
         if state.closed {
@@ -287,11 +292,19 @@ mod tests {
         let outbox = Outbox::default();
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut taken = Vec::new();
-        assert!(outbox.poll_take(&mut taken, &mut cx).is_pending());
+        assert!(outbox.poll_queued(&mut cx).is_pending());
         outbox.push(&mut frame(5, 1), 0).unwrap();
         outbox.close();
-        assert_eq!(outbox.poll_take(&mut taken, &mut cx), Poll::Ready(true));
-        assert_eq!(outbox.poll_take(&mut taken, &mut cx), Poll::Ready(false));
+        assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true));
+        assert_eq!(
+            outbox.poll_queued(&mut cx),
+            Poll::Ready(true),
+            "still queued"
+        );
+        outbox.push(&mut frame(5, 2), 0).unwrap();
+        assert!(outbox.take_now(&mut taken));
+        assert_eq!(lengths_firsts_costs(&taken), [(10, 1, 0)], "one buffer");
+        assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(false));
     }
 
     #[test]

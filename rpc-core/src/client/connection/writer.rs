@@ -24,7 +24,7 @@ pub(super) async fn write_loop(
         let more = tokio::select! {
             biased;
             _ = &mut reader_done => return,
-            more = std::future::poll_fn(|cx| outbox.poll_take(&mut buffers, cx)) => more,
+            more = std::future::poll_fn(|cx| outbox.poll_queued(cx)) => more,
         };
         if !more {
             // Every Channel clone is gone, and with them every caller.

@@ -117,7 +117,7 @@ async fn write_loop(
         let more = tokio::select! {
             biased;
             _ = &mut stopped => break Ok(()),
-            more = std::future::poll_fn(|cx| queue.poll_take(&mut buffers, cx)) => more,
+            more = std::future::poll_fn(|cx| queue.poll_queued(cx)) => more,
         };
         if !more {
             writer.shutdown().await;

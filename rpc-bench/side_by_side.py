@@ -80,6 +80,22 @@ def main():
                     f"{statistics.median(values):>14,.0f} ({statistics.median(ratios):.2f}x)"
                 )
         print(f"{title:<14}" + "".join(f"{c:>26}" for c in cells))
+    # The spread says how far a median can be trusted on a noisy machine.
+    print("ratio to raw, lowest-highest of the runs")
+    for title, get, higher_is_better in FIGURES:
+        if all(get(f["raw"]) == 0 for runs in seen.values() for f in runs):
+            continue
+        cells = []
+        for label in binaries:
+            for name in names:
+                ratios = [
+                    get(figures[name]) / get(figures["raw"])
+                    if higher_is_better
+                    else get(figures["raw"]) / get(figures[name])
+                    for figures in seen[label]
+                ]
+                cells.append(f"{min(ratios):.2f}-{max(ratios):.2f}")
+        print(f"{title:<14}" + "".join(f"{c:>26}" for c in cells))
 
 
 if __name__ == "__main__":

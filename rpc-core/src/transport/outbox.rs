@@ -294,14 +294,11 @@ mod tests {
         let mut taken = Vec::new();
         assert!(outbox.poll_queued(&mut cx).is_pending());
         outbox.push(&mut frame(5, 1), 0).unwrap();
-        outbox.close();
         assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true));
-        assert_eq!(
-            outbox.poll_queued(&mut cx),
-            Poll::Ready(true),
-            "still queued"
-        );
+        assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true), "still queued");
         outbox.push(&mut frame(5, 2), 0).unwrap();
+        outbox.close();
+        assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true), "sent first");
         assert!(outbox.take_now(&mut taken));
         assert_eq!(lengths_firsts_costs(&taken), [(10, 1, 0)], "one buffer");
         assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(false));

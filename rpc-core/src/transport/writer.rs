@@ -99,4 +99,104 @@ mod tests {
         assert_eq!(all.len(), expected.len());
         assert!(all == expected, "bytes reordered or lost");
     }
+
+    /// Takes at most `step` bytes a call, vectored or not; 0 means it
+    /// takes nothing at all.
+    struct Trickle {
+        step: usize,
+        vectored: bool,
+        got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.got.lock().unwrap().extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let mut left = self.step;
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.got.lock().unwrap().extend_from_slice(&buf[..n]);
+                left -= n;
+            }
+            std::task::Poll::Ready(Ok(self.step - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Writes `buffers` of these sizes (buffer `i` filled with byte `i`)
+    /// through a [`Trickle`]; what it got, or the error.
+    async fn through(step: usize, vectored: bool, sizes: &[usize]) -> io::Result<Vec<u8>> {
+        let buffers: Vec<Buffer> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Buffer {
+                bytes: BytesMut::from(&vec![i as u8; len][..]),
+                cost: 0,
+            })
+            .collect();
+        let got = std::sync::Arc::default();
+        let mut writer = FrameWriter {
+            io: Box::new(Trickle {
+                step,
+                vectored,
+                got: std::sync::Arc::clone(&got),
+            }),
+        };
+        writer.write_buffers(&buffers).await?;
+        let got = got.lock().unwrap().clone();
+        Ok(got)
+    }
+
+    #[tokio::test]
+    async fn partial_writes_of_every_size_lose_nothing_vectored_or_not() {
+        let sizes = [3, 0, 7, 0, 0, 1, 5];
+        let expected: Vec<u8> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &len)| std::iter::repeat_n(i as u8, len))
+            .collect();
+        for vectored in [true, false] {
+            for step in 1..=17 {
+                let got = through(step, vectored, &sizes).await.unwrap();
+                assert_eq!(got, expected, "step {step}, vectored {vectored}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_takes_nothing_is_an_error_not_a_spin() {
+        for vectored in [true, false] {
+            let err = through(0, vectored, &[2, 3]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+        }
+    }
 }

@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 pub use crate::client::Channel;
 pub use crate::error::RpcError;
 pub use crate::service::{Request, ResponseFuture, Service};
+pub use crate::stream::Streaming;
+pub use crate::stream::serve::{Opened, Output, Stream, StreamOrError, Unary, handle_streaming};
 pub use serde::de::DeserializeOwned as SerdeDeserializeOwned;
 pub use serde::{Deserialize as SerdeDeserialize, Serialize as SerdeSerialize};
 pub use std::sync::Arc;
@@ -23,6 +25,12 @@ where
     Fut: Future<Output = R> + Send + 'static,
 {
     Box::pin(async move {
+        if request.streams.is_some() {
+            return crate::service::Reply::bad_request(
+                request.id(),
+                "the method takes and returns no stream, but the request opens one",
+            );
+        }
         let args = match request.decode::<A>() {
             Ok(args) => args,
             Err(rejection) => return rejection,

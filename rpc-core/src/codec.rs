@@ -56,28 +56,40 @@ pub(crate) enum EncodeFailure {
 /// nested deeper than [`MAX_DEPTH`](crate::depth::MAX_DEPTH) levels.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, CodecError> {
     let len = body.len();
-    let result = if len <= RUNGS[0] {
-        decode_limited::<T, { RUNGS[0] }>(body)
-    } else if len <= RUNGS[1] {
-        decode_limited::<T, { RUNGS[1] }>(body)
-    } else if len <= RUNGS[2] {
-        decode_limited::<T, { RUNGS[2] }>(body)
-    } else if len <= RUNGS[3] {
-        decode_limited::<T, { RUNGS[3] }>(body)
-    } else {
-        decode_limited::<T, { RUNGS[4] }>(body)
-    };
-    match result {
+    match decode_prefix(body) {
         Ok((value, read)) if read == len => Ok(value),
         Ok((_, read)) => Err(CodecError::new(format!(
             "{} trailing bytes after the value",
             len - read
         ))),
-        Err(DecodeError::LimitExceeded) => Err(CodecError::new(format!(
-            "a length prefix claims more memory than a {len}-byte message can hold"
-        ))),
-        Err(e) => Err(CodecError::new(e.to_string())),
+        Err(e) => Err(e),
     }
+}
+
+/// Decodes one `T` from the front of `bytes`, which may hold more after
+/// it (the items of a stream follow each other); returns it and the bytes
+/// it took.
+pub(crate) fn decode_prefix<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<(T, usize), CodecError> {
+    let len = bytes.len();
+    let result = if len <= RUNGS[0] {
+        decode_limited::<T, { RUNGS[0] }>(bytes)
+    } else if len <= RUNGS[1] {
+        decode_limited::<T, { RUNGS[1] }>(bytes)
+    } else if len <= RUNGS[2] {
+        decode_limited::<T, { RUNGS[2] }>(bytes)
+    } else if len <= RUNGS[3] {
+        decode_limited::<T, { RUNGS[3] }>(bytes)
+    } else {
+        decode_limited::<T, { RUNGS[4] }>(bytes)
+    };
+    result.map_err(|e| match e {
+        DecodeError::LimitExceeded => CodecError::new(format!(
+            "a length prefix claims more memory than a {len}-byte message can hold"
+        )),
+        e => CodecError::new(e.to_string()),
+    })
 }
 
 fn decode_limited<'de, T: Deserialize<'de>, const LIMIT: usize>(

@@ -29,9 +29,21 @@ const KIND_PING: u8 = 0x05;
 const KIND_PONG: u8 = 0x06;
 /// Message kind of a server's notice that it is shutting down.
 const KIND_DRAIN: u8 = 0x07;
+/// Message kind of a batch of stream items, either way.
+pub(crate) const KIND_ITEMS: u8 = 0x08;
+/// Message kind of the end of a client's stream.
+pub(crate) const KIND_END: u8 = 0x09;
+/// Message kind of a grant of stream credit, either way.
+pub(crate) const KIND_CREDIT: u8 = 0x0A;
+/// Message kind of a server's notice that it reads no more of a client's stream.
+pub(crate) const KIND_STOP: u8 = 0x0B;
 
 /// Flag bit: an extension block follows the fixed header.
 const FLAG_EXTENSIONS: u8 = 0x01;
+/// Request flag bit: the client streams items to the call.
+pub(crate) const FLAG_STREAM_IN: u8 = 0x02;
+/// Request flag bit: the client reads a stream of items from the call.
+pub(crate) const FLAG_STREAM_OUT: u8 = 0x04;
 /// Extension tags with this bit set must be understood by the receiver.
 const TAG_CRITICAL: u16 = 0x8000;
 /// Request extension: the time left for the call, in microseconds (u64).
@@ -48,7 +60,7 @@ pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
 const MAX_ERROR_MESSAGE: usize = 4096;
 
 /// Bytes of `kind, flags, id`.
-const COMMON_HEADER_LEN: usize = 10;
+pub(crate) const COMMON_HEADER_LEN: usize = 10;
 
 /// How a call ended, as carried in a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +91,8 @@ pub(crate) enum Message<'a> {
         /// Time the client gives the call, capped at [`MAX_DEADLINE`].
         deadline: Option<Duration>,
         metadata: Metadata<'a>,
+        /// [`FLAG_STREAM_IN`] and [`FLAG_STREAM_OUT`], as the client set them.
+        streams: u8,
         body: Bytes,
     },
     /// The answer to the call with the same id.
@@ -96,6 +110,20 @@ pub(crate) enum Message<'a> {
     Ping { token: u64 },
     /// The answer to a ping.
     Pong { token: u64 },
+    /// Items of the stream of call `id`: `count` of them, one after the
+    /// other in `items`. `cost` is what they take of the stream's credit.
+    Items {
+        id: u64,
+        count: u32,
+        items: Bytes,
+        cost: usize,
+    },
+    /// The client's stream to call `id` has ended.
+    End { id: u64 },
+    /// The receiver of call `id`'s stream allows `bytes` more.
+    Credit { id: u64, bytes: u32 },
+    /// The server reads no more of the client's stream to call `id`.
+    Stop { id: u64 },
 }
 
 /// A frame that does not follow the protocol.
@@ -123,23 +151,29 @@ const REQUEST_ID_OFFSET: usize = frame::PREFIX_LEN + 2;
 ///
 /// `metadata` holds whole extension entries made by
 /// [`metadata::put_entry`].
+///
+/// `streams` holds the request's stream flags ([`FLAG_STREAM_IN`],
+/// [`FLAG_STREAM_OUT`]); 0 for a unary call.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf: &mut BytesMut,
     service: &str,
     method: &str,
     deadline: Option<Duration>,
     metadata: &[u8],
+    streams: u8,
     args: &A,
     max_frame_length: usize,
 ) -> Result<(), RpcError> {
     let start = frame::begin(buf);
     buf.put_u8(KIND_REQUEST);
     let extensions_len = deadline.map_or(0, |_| DEADLINE_ENTRY_LEN) + metadata.len();
-    buf.put_u8(if extensions_len > 0 {
+    let extensions = if extensions_len > 0 {
         FLAG_EXTENSIONS
     } else {
         0
-    });
+    };
+    buf.put_u8(extensions | streams);
     buf.put_u64_le(0);
     put_name(buf, service, "service")?;
     put_name(buf, method, "method")?;
@@ -175,6 +209,47 @@ pub(crate) fn encode_drain(buf: &mut BytesMut, first_unread: u64) {
 /// Appends a whole ping or pong frame to `buf`.
 pub(crate) fn encode_ping(buf: &mut BytesMut, token: u64, pong: bool) {
     encode_header_only(buf, if pong { KIND_PONG } else { KIND_PING }, token);
+}
+
+/// Appends a whole end-of-stream frame to `buf`.
+pub(crate) fn encode_end(buf: &mut BytesMut, id: u64) {
+    encode_header_only(buf, KIND_END, id);
+}
+
+/// Appends a whole stop frame to `buf`.
+pub(crate) fn encode_stop(buf: &mut BytesMut, id: u64) {
+    encode_header_only(buf, KIND_STOP, id);
+}
+
+/// Appends a whole credit frame to `buf`.
+pub(crate) fn encode_credit(buf: &mut BytesMut, id: u64, bytes: u32) {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_CREDIT);
+    buf.put_u8(0);
+    buf.put_u64_le(id);
+    buf.put_u32_le(bytes);
+    frame::finish(buf, start);
+}
+
+/// Starts an items frame in `buf` with a count of 0; returns where it
+/// starts, for [`finish_items`].
+pub(crate) fn begin_items(buf: &mut BytesMut, id: u64) -> usize {
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_ITEMS);
+    buf.put_u8(0);
+    buf.put_u64_le(id);
+    buf.put_u32_le(0);
+    start
+}
+
+/// Where an items frame begun at `start` holds its item count.
+const ITEMS_COUNT_OFFSET: usize = frame::PREFIX_LEN + COMMON_HEADER_LEN;
+
+/// Closes an items frame begun at `start`, holding `count` items.
+pub(crate) fn finish_items(buf: &mut BytesMut, start: usize, count: u32) {
+    let at = start + ITEMS_COUNT_OFFSET;
+    buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
+    frame::finish(buf, start);
 }
 
 /// A message that is its common header alone, `id` carrying its meaning.
@@ -293,7 +368,12 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
     let kind = cursor.u8()?;
     let flags = cursor.u8()?;
     let id = cursor.u64()?;
-    if flags & !FLAG_EXTENSIONS != 0 {
+    let allowed = if kind == KIND_REQUEST {
+        FLAG_EXTENSIONS | FLAG_STREAM_IN | FLAG_STREAM_OUT
+    } else {
+        FLAG_EXTENSIONS
+    };
+    if flags & !allowed != 0 {
         return Err(ProtocolError(format!(
             "reserved flag bits set: {flags:#04x}"
         )));
@@ -309,8 +389,29 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 method,
                 deadline: extensions.deadline,
                 metadata: extensions.metadata,
+                streams: flags & (FLAG_STREAM_IN | FLAG_STREAM_OUT),
                 body: payload.slice(cursor.pos..),
             }
+        }
+        KIND_ITEMS => {
+            cursor.extensions(flags)?;
+            let count = cursor.u32()?;
+            Message::Items {
+                id,
+                count,
+                items: payload.slice(cursor.pos..),
+                cost: payload.len(),
+            }
+        }
+        KIND_CREDIT => {
+            cursor.extensions(flags)?;
+            let bytes = cursor.u32()?;
+            if cursor.pos != payload.len() {
+                return Err(ProtocolError(
+                    "a credit message carries nothing after its grant".to_owned(),
+                ));
+            }
+            Message::Credit { id, bytes }
         }
         KIND_RESPONSE => {
             let status = Status(cursor.u8()?);
@@ -321,7 +422,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 body: payload.slice(cursor.pos..),
             }
         }
-        KIND_CANCEL | KIND_DRAIN | KIND_PING | KIND_PONG => {
+        KIND_CANCEL | KIND_DRAIN | KIND_PING | KIND_PONG | KIND_END | KIND_STOP => {
             cursor.extensions(flags)?;
             if cursor.pos != payload.len() {
                 return Err(ProtocolError(format!(
@@ -332,6 +433,8 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 KIND_CANCEL => Message::Cancel { id },
                 KIND_DRAIN => Message::Drain { first_unread: id },
                 KIND_PING => Message::Ping { token: id },
+                KIND_END => Message::End { id },
+                KIND_STOP => Message::Stop { id },
                 _ => Message::Pong { token: id },
             }
         }
@@ -450,7 +553,17 @@ mod tests {
         let mut pairs = Vec::new();
         metadata::put_entry(&mut pairs, "authorization", b"Bearer t");
         let sent = Some(Duration::from_millis(5));
-        encode_request(&mut buf, "Calc", "add", sent, &pairs, &(2i64, 3i64), 1024).unwrap();
+        encode_request(
+            &mut buf,
+            "Calc",
+            "add",
+            sent,
+            &pairs,
+            0,
+            &(2i64, 3i64),
+            1024,
+        )
+        .unwrap();
         set_request_id(&mut buf, 7);
         let payload = payload(buf);
         match decode(&payload).unwrap() {
@@ -460,9 +573,11 @@ mod tests {
                 method,
                 deadline,
                 metadata,
+                streams,
                 body,
             } => {
                 assert_eq!((id, service, method, deadline), (7, "Calc", "add", sent));
+                assert_eq!(streams, 0);
                 assert_eq!(metadata.get_str("authorization"), Some("Bearer t"));
                 assert_eq!(codec::decode::<(i64, i64)>(&body).unwrap(), (2, 3));
             }
@@ -489,7 +604,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Svc", "method", None, &[], &(), 1024).unwrap();
+        encode_request(&mut buf, "Svc", "method", None, &[], 0, &(), 1024).unwrap();
         let full = payload(buf);
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
@@ -518,7 +633,7 @@ mod tests {
             (Duration::MAX, MAX_DEADLINE),
         ] {
             let mut buf = BytesMut::new();
-            encode_request(&mut buf, "S", "m", Some(sent), &[], &(1u8,), 1024).unwrap();
+            encode_request(&mut buf, "S", "m", Some(sent), &[], 0, &(1u8,), 1024).unwrap();
             match decode(&payload(buf)).unwrap() {
                 Message::Request { deadline, body, .. } => {
                     assert_eq!(deadline, Some(read));
@@ -543,7 +658,7 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_flags_are_errors() {
-        let mut frame = vec![0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut frame = vec![0x0C, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         assert!(decode(&Bytes::from(frame.clone())).is_err());
         frame[0] = KIND_RESPONSE;
         frame[1] = 0x80;
@@ -575,7 +690,8 @@ mod tests {
     #[test]
     fn oversize_request_fails_locally_and_leaves_buffer_clean() {
         let mut buf = BytesMut::new();
-        let err = encode_request(&mut buf, "S", "m", None, &[], &vec![0u8; 100], 50).unwrap_err();
+        let err =
+            encode_request(&mut buf, "S", "m", None, &[], 0, &vec![0u8; 100], 50).unwrap_err();
         assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
         assert!(buf.is_empty());
     }
@@ -590,6 +706,7 @@ mod tests {
             "add",
             None,
             &[],
+            0,
             &(2i64, 3i64),
             1024,
         )

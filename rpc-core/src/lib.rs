@@ -81,10 +81,12 @@ mod envelope;
 mod error;
 mod frame;
 mod metadata;
+mod panic;
 mod server;
 mod service;
 mod stall;
 mod status;
+mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transport;
@@ -115,6 +117,7 @@ pub use server::{
 };
 pub use service::{Reply, Request, ResponseFuture, Service};
 pub use status::{Code, Status};
+pub use stream::{DEFAULT_STREAM_WINDOW, SendError, StreamSender, Streaming};
 pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 
 /// Turns a trait into an RPC service: a typed client, a server, and the

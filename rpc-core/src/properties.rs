@@ -31,7 +31,7 @@ fn args() -> impl Strategy<Value = Args> {
 
 fn request(id: u64, service: &str, method: &str, value: &Args) -> BytesMut {
     let mut buf = BytesMut::new();
-    envelope::encode_request(&mut buf, service, method, None, &[], value, usize::MAX).unwrap();
+    envelope::encode_request(&mut buf, service, method, None, &[], 0, value, usize::MAX).unwrap();
     envelope::set_request_id(&mut buf, id);
     buf
 }

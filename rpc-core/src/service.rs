@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Status};
 use crate::status::Code;
+use crate::stream::CallStreams;
 use crate::{arena, codec};
 
 /// A named set of methods the server can route calls to.
@@ -43,6 +44,8 @@ pub struct Request {
     id: u64,
     pub(crate) body: Bytes,
     max_frame_length: usize,
+    /// The call's streams, if the client opened it as a stream call.
+    pub(crate) streams: Option<CallStreams>,
 }
 
 impl Request {
@@ -56,7 +59,13 @@ impl Request {
             id,
             body,
             max_frame_length,
+            streams: None,
         }
+    }
+
+    /// The largest reply frame the server sends.
+    pub(crate) fn max_frame_length(&self) -> usize {
+        self.max_frame_length
     }
 
     /// The request id the client chose; the reply carries it back.
@@ -129,6 +138,18 @@ impl Reply {
     /// The encoded value (status OK) or the UTF-8 error message.
     pub fn body(&self) -> &[u8] {
         self.frame.get(STATUS_OFFSET + 1..).unwrap_or_default()
+    }
+
+    pub(crate) fn bad_request(id: u64, message: &str) -> Self {
+        Self::error(id, Status::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn panicked(id: u64, message: &str) -> Self {
+        Self::error(id, Status::HANDLER_PANICKED, message)
+    }
+
+    pub(crate) fn internal(id: u64, message: &str) -> Self {
+        Self::error(id, Status::INTERNAL, message)
     }
 
     pub(crate) fn into_frame(self) -> BytesMut {

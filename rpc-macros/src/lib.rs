@@ -7,6 +7,7 @@ mod expand;
 mod model;
 mod names;
 mod parse;
+mod streams;
 mod validate;
 
 use proc_macro::TokenStream;

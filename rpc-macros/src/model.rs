@@ -43,6 +43,12 @@ pub(crate) struct Arg<'a> {
 }
 
 impl Arg<'_> {
+    /// Whether the argument is a `Streaming<T>`, sent item by item after
+    /// the others.
+    pub(crate) fn is_stream(&self) -> bool {
+        crate::streams::item_of(self.ty).is_some()
+    }
+
     /// Whether the argument is a `Vec<u8>`, which travels as bytes.
     pub(crate) fn is_bytes(&self) -> bool {
         is_byte_vec(self.ty)
@@ -101,6 +107,13 @@ impl Method<'_> {
     /// Whether the method has a doc comment.
     pub(crate) fn has_docs(&self) -> bool {
         self.original.attrs.iter().any(|a| a.path().is_ident("doc"))
+    }
+
+    /// The stream argument's name and item type, if the method takes one.
+    pub(crate) fn stream_arg(&self) -> Option<(&Ident, &Type)> {
+        self.args
+            .iter()
+            .find_map(|arg| Some((arg.ident?, crate::streams::item_of(arg.ty)?)))
     }
 
     /// The arguments' names (validation has made sure every one has one).

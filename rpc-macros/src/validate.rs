@@ -7,6 +7,7 @@ use syn::{Pat, Type};
 use crate::errors::Errors;
 use crate::model::{Method, Receiver, Service};
 use crate::names::RESERVED_CLIENT_METHODS;
+use crate::streams;
 
 /// Checks every rule, recording each violation.
 pub(crate) fn check(service: &Service<'_>, errors: &mut Errors) {
@@ -19,6 +20,7 @@ pub(crate) fn check(service: &Service<'_>, errors: &mut Errors) {
         check_generics(method, errors);
         check_arg_patterns(method, errors);
         check_types(method, errors);
+        check_streams(method, errors);
         check_default_body(method, errors);
     }
     check_names(service, errors);
@@ -189,6 +191,38 @@ fn owned_suggestion(borrowed: &Type) -> String {
         Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
         Type::Slice(s) => format!("Vec<{}>", s.elem.to_token_stream()),
         other => other.to_token_stream().to_string(),
+    }
+}
+
+/// At most one argument is a `Streaming<T>`, and the return type is
+/// `Streaming<T>` or `Result<Streaming<T>, E>` if it holds one at all.
+fn check_streams(method: &Method<'_>, errors: &mut Errors) {
+    const RULE: &str = "a method takes at most one `Streaming<T>` argument, as the argument's \
+        whole type, and returns `Streaming<T>`, `Result<Streaming<T>, E>` or a value without streams";
+    let mut taken = false;
+    for arg in &method.args {
+        if streams::item_of(arg.ty).is_some() {
+            if taken {
+                errors.push(
+                    arg.ty,
+                    format!("a second stream argument; {RULE}: send one stream of a struct or enum instead"),
+                );
+            }
+            taken = true;
+        } else if let Some(inner) = streams::find(arg.ty) {
+            errors.push(inner, format!("a stream inside an argument's type; {RULE}"));
+        }
+    }
+    let Some(output) = method.output else { return };
+    let inner = match streams::returns(Some(output)) {
+        streams::Returns::Value => streams::find(output),
+        streams::Returns::Stream(item) => streams::find(item),
+        streams::Returns::StreamOrError(item, error) => {
+            streams::find(item).or_else(|| streams::find(error))
+        }
+    };
+    if let Some(inner) = inner {
+        errors.push(inner, format!("a stream inside the return type; {RULE}"));
     }
 }
 

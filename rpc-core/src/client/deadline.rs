@@ -31,6 +31,16 @@ impl Deadline {
         }))
     }
 
+    /// When the call must be done by.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// The time the call was given.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Time left, for the server.
     pub(crate) fn left(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())

@@ -24,6 +24,7 @@ use crate::duration;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::metadata;
+use crate::stream::Streaming;
 #[cfg(feature = "tls")]
 use crate::tls::ClientTlsConfig;
 use crate::transport::{self, ConnectSettings, Connector, Dial};
@@ -211,14 +212,105 @@ impl Channel {
     {
         // The deadline runs from here: the wait for a reconnect and for a
         // permit count against it, not only the wait for the reply.
+        let (connection, deadline) = self.connection().await?;
+        connection
+            .call(service, method, args, &self.options, deadline)
+            .await
+    }
+
+    /// Calls `method` of `service` with `args` and the stream `input`
+    /// (the method's [`Streaming`] argument), and decodes the reply as `R`.
+    ///
+    /// Generated clients call this for methods that take a stream and
+    /// return one value. The stream is sent on a task of its own, as fast
+    /// as the server grants credit; the call's timeout covers all of it.
+    pub async fn call_with_stream<A, U, R>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        input: Streaming<U>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let (connection, deadline) = self.connection().await?;
+        connection
+            .open(
+                service,
+                method,
+                args,
+                &self.options,
+                deadline,
+                Some(input),
+                false,
+            )
+            .await?
+            .answer()
+            .await
+    }
+
+    /// Calls `method` of `service`, whose reply is a stream of `T`; `input`
+    /// is the method's own stream argument, if it takes one.
+    ///
+    /// Generated clients call this for methods that return
+    /// `Streaming<T>`. It returns once the stream is open; the call's
+    /// timeout then bounds the reading too.
+    pub async fn call_streaming<A, U, T>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        input: Option<Streaming<U>>,
+    ) -> Result<Streaming<T>, RpcError>
+    where
+        A: Serialize,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let opened = self.call_streaming_result::<A, U, T, ()>(service, method, args, input);
+        opened.await?.map_err(|()| {
+            RpcError::Protocol(format!(
+                "{service}.{method} answered with an error it does not have"
+            ))
+        })
+    }
+
+    /// Like [`Channel::call_streaming`], for a method that returns
+    /// `Result<Streaming<T>, E>`: `Ok(Err(e))` is the method's own error,
+    /// sent before any item.
+    pub async fn call_streaming_result<A, U, T, E>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        input: Option<Streaming<U>>,
+    ) -> Result<Result<Streaming<T>, E>, RpcError>
+    where
+        A: Serialize,
+        U: Serialize + DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+        E: DeserializeOwned,
+    {
+        let (connection, deadline) = self.connection().await?;
+        connection
+            .open(service, method, args, &self.options, deadline, input, true)
+            .await?
+            .stream()
+            .await
+    }
+
+    /// The connection to call over, reconnected if need be, and the call's
+    /// deadline, which runs from here.
+    async fn connection(&self) -> Result<(Arc<Connection>, Option<Deadline>), RpcError> {
         let deadline = Deadline::start(self.options.timeout)?;
         let mut connection = self.inner.current.load_full();
         if connection.is_closed() && self.inner.settings.reconnect {
             connection = Deadline::within(deadline, self.reconnect(connection)).await??;
         }
-        connection
-            .call(service, method, args, &self.options, deadline)
-            .await
+        Ok((connection, deadline))
     }
 
     /// Replaces the dead connection `dead`, unless another caller already

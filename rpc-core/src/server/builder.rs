@@ -76,6 +76,7 @@ struct Limits {
     min_ping_interval: Duration,
     max_queued_reply_bytes: usize,
     max_running_request_bytes: usize,
+    stream_window: usize,
     write_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -117,6 +118,7 @@ impl ServerBuilder {
                 min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
                 max_queued_reply_bytes: DEFAULT_MAX_QUEUED_REPLY_BYTES,
                 max_running_request_bytes: DEFAULT_MAX_RUNNING_REQUEST_BYTES,
+                stream_window: crate::DEFAULT_STREAM_WINDOW,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
             },
@@ -335,6 +337,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of a client's stream that one call lets be in flight: items
+    /// the handler has not read yet plus those on their way (default
+    /// [`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW), 256 KiB;
+    /// at least 64 KiB, the credit every stream starts with). A larger
+    /// window is faster over a long link; what the window holds counts
+    /// against [`max_running_request_bytes`](ServerBuilder::max_running_request_bytes).
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.limits.stream_window = bytes;
+        self
+    }
+
     /// Time a write may wait for the client to take bytes (default
     /// [`DEFAULT_WRITE_TIMEOUT`](crate::DEFAULT_WRITE_TIMEOUT), 30 s). A
     /// client that stops reading for longer is disconnected and its
@@ -440,6 +453,7 @@ impl ServerBuilder {
             min_ping_interval: limits.min_ping_interval,
             max_queued_reply_bytes: limits.max_queued_reply_bytes,
             max_running_request_bytes: limits.max_running_request_bytes,
+            stream_window: limits.stream_window,
             idle_timeout: limits.idle_timeout,
             shutdown_grace: limits.shutdown_grace,
             watchdog: super::watchdog::global(),

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_queued_reply_bytes: usize,
     pub(crate) max_running_request_bytes: usize,
+    /// Bytes of a client's stream one call lets be in flight.
+    pub(crate) stream_window: usize,
     pub(crate) idle_timeout: Duration,
     /// How long calls may run on after a shutdown starts, or after their
     /// client has finished sending.

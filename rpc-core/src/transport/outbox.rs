@@ -295,7 +295,11 @@ mod tests {
         assert!(outbox.poll_queued(&mut cx).is_pending());
         outbox.push(&mut frame(5, 1), 0).unwrap();
         assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true));
-        assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true), "still queued");
+        assert_eq!(
+            outbox.poll_queued(&mut cx),
+            Poll::Ready(true),
+            "still queued"
+        );
         outbox.push(&mut frame(5, 2), 0).unwrap();
         outbox.close();
         assert_eq!(outbox.poll_queued(&mut cx), Poll::Ready(true), "sent first");

@@ -7,6 +7,7 @@ use syn::spanned::Spanned;
 
 use crate::model::{Method, Service};
 use crate::names::Names;
+use crate::streams::{self, Returns};
 
 pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
     let Names {
@@ -89,34 +90,69 @@ fn emit_method(
         Some(ty) => quote!(#ty),
         None => quote!(()),
     };
-    let packed = method.args.iter().filter_map(|arg| {
-        let ident = arg.ident?;
-        Some(if arg.is_bytes() {
-            quote!(#private::ByteBuf(#ident))
-        } else {
-            quote!(#ident)
-        })
-    });
-    let call = if method.returns_bytes() {
-        quote! {
-            self.#channel
-                .call::<_, #private::ByteBuf>(#wire_service, #wire_method, (#(#packed,)*))
-                .await
-                .map(|__bytes| __bytes.0)
-        }
-    } else {
-        quote! {
-            self.#channel
-                .call::<_, #output>(#wire_service, #wire_method, (#(#packed,)*))
-                .await
-        }
-    };
-    let checks = method
+    let packed = method
         .args
         .iter()
-        .map(|a| a.ty)
-        .chain(method.output)
-        .map(|ty| quote_spanned!(ty.span()=> #private::assert_wire_type::<#ty>();));
+        .filter(|arg| !arg.is_stream())
+        .filter_map(|arg| {
+            let ident = arg.ident?;
+            Some(if arg.is_bytes() {
+                quote!(#private::ByteBuf(#ident))
+            } else {
+                quote!(#ident)
+            })
+        });
+    let stream_arg = method.stream_arg();
+    let (item, input) = match stream_arg {
+        Some((ident, item)) => (quote!(#item), quote!(::core::option::Option::Some(#ident))),
+        None => (quote!(()), quote!(::core::option::Option::None)),
+    };
+    let returns = streams::returns(method.output);
+    let call = match returns {
+        Returns::Stream(t) => quote! {
+            self.#channel
+                .call_streaming::<_, #item, #t>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .await
+        },
+        Returns::StreamOrError(t, e) => quote! {
+            self.#channel
+                .call_streaming_result::<_, #item, #t, #e>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .await
+        },
+        Returns::Value => {
+            let (reply, unwrap) = if method.returns_bytes() {
+                (quote!(#private::ByteBuf), quote!(.map(|__bytes| __bytes.0)))
+            } else {
+                (output.clone(), quote!())
+            };
+            match stream_arg {
+                Some((ident, _)) => quote! {
+                    self.#channel
+                        .call_with_stream::<_, #item, #reply>(#wire_service, #wire_method, (#(#packed,)*), #ident)
+                        .await
+                        #unwrap
+                },
+                None => quote! {
+                    self.#channel
+                        .call::<_, #reply>(#wire_service, #wire_method, (#(#packed,)*))
+                        .await
+                        #unwrap
+                },
+            }
+        }
+    };
+    // What crosses the wire: a stream's items rather than the stream.
+    let wire_types = method
+        .args
+        .iter()
+        .map(|a| streams::item_of(a.ty).unwrap_or(a.ty))
+        .chain(match returns {
+            Returns::Value => method.output.into_iter().collect::<Vec<_>>(),
+            Returns::Stream(t) => vec![t],
+            Returns::StreamOrError(t, e) => vec![t, e],
+        });
+    let checks =
+        wire_types.map(|ty| quote_spanned!(ty.span()=> #private::assert_wire_type::<#ty>();));
     quote! {
         #(#attrs)*
         #default_doc

@@ -5,6 +5,7 @@ use quote::quote;
 
 use crate::model::{Method, Service};
 use crate::names::Names;
+use crate::streams::{self, Returns};
 
 pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
     let Names {
@@ -95,10 +96,12 @@ fn emit_arm(
     let wire_method = Names::wire_method(method);
     let cfgs = method.cfgs();
     let arg_idents: Vec<_> = method.arg_idents().collect();
-    // `Vec<u8>` arguments arrive as bytes, in one copy; see `ByteBuf`.
+    // `Vec<u8>` arguments arrive as bytes, in one copy; see `ByteBuf`. A
+    // stream argument is not among the encoded ones.
     let (patterns, types): (Vec<_>, Vec<_>) = method
         .args
         .iter()
+        .filter(|arg| !arg.is_stream())
         .filter_map(|arg| {
             let ident = arg.ident?;
             let ty = arg.ty;
@@ -111,18 +114,60 @@ fn emit_arm(
         .unzip();
     let service = Names::local("service");
     let run = quote!(<T as #trait_ident>::#ident(&*#service, #(#arg_idents),*).await);
-    let output = if method.returns_bytes() {
-        quote!(#private::ByteBuf(#run))
-    } else {
-        run
+    let stream_arg = method.stream_arg();
+    let returns = streams::returns(method.output);
+    if stream_arg.is_none() && matches!(returns, Returns::Value) {
+        let output = if method.returns_bytes() {
+            quote!(#private::ByteBuf(#run))
+        } else {
+            run
+        };
+        return quote! {
+            #(#cfgs)*
+            #wire_method => {
+                let #service = ::core::clone::Clone::clone(&self.#inner);
+                ::core::option::Option::Some(#private::handle(
+                    #request,
+                    move |(#(#patterns,)*): (#(#types,)*)| async move { #output },
+                ))
+            }
+        };
+    }
+    let output = match returns {
+        Returns::Value if method.returns_bytes() => {
+            quote!(#private::Unary(#private::ByteBuf(#run)))
+        }
+        Returns::Value => quote!(#private::Unary(#run)),
+        Returns::Stream(_) => quote!(#private::Stream(#run)),
+        Returns::StreamOrError(..) => quote!(#private::StreamOrError(#run)),
+    };
+    let input = Names::local("input");
+    let (takes, item, unpack) = match stream_arg {
+        Some((arg_ident, item)) => (
+            true,
+            quote!(#item),
+            // Always `Some` for a method that takes a stream; an empty
+            // stream rather than a panic if that ever changed.
+            quote! {
+                let #arg_ident = match #input {
+                    ::core::option::Option::Some(stream) => stream,
+                    ::core::option::Option::None => #private::Streaming::from_iter(::std::vec::Vec::new()),
+                };
+            },
+        ),
+        None => (false, quote!(()), quote!(let _ = #input;)),
     };
     quote! {
         #(#cfgs)*
         #wire_method => {
             let #service = ::core::clone::Clone::clone(&self.#inner);
-            ::core::option::Option::Some(#private::handle(
+            ::core::option::Option::Some(#private::handle_streaming::<_, #item, _, _, _>(
                 #request,
-                move |(#(#patterns,)*): (#(#types,)*)| async move { #output },
+                #takes,
+                move |(#(#patterns,)*): (#(#types,)*), #input: ::core::option::Option<#private::Streaming<#item>>| async move {
+                    #unpack
+                    #output
+                },
             ))
         }
     }

@@ -9,6 +9,7 @@
 //! runs out of time) queues a cancel behind its own request.
 
 mod reader;
+mod streams;
 mod writer;
 
 use std::sync::{Arc, OnceLock};
@@ -27,6 +28,7 @@ use super::pending::{Answer, Pending, Response};
 use crate::envelope::{self, Status};
 use crate::error::RpcError;
 use crate::status::{Code, Status as CallStatus};
+use crate::stream::Streams;
 use crate::transport::Connected;
 use crate::transport::Outbox;
 use crate::{arena, codec};
@@ -74,6 +76,8 @@ pub(crate) struct Connection {
     permits: Option<Arc<CallLimit>>,
     /// Pokes the reader to time the expiry of a call given up.
     gave_up: Arc<Notify>,
+    /// The streams of calls in flight, for the reader to route to.
+    streams: Arc<Streams>,
     max_frame_length: usize,
 }
 
@@ -96,6 +100,7 @@ impl Connection {
         let closed = Arc::new(Closed::default());
         let pending = Arc::new(Pending::default());
         let gave_up = Arc::new(Notify::new());
+        let streams = Arc::new(Streams::default());
         tokio::spawn(writer::write_loop(
             connected.writer,
             outbox.clone(),
@@ -109,6 +114,7 @@ impl Connection {
             outbox: outbox.clone(),
             keepalive,
             gave_up: gave_up.clone(),
+            streams: streams.clone(),
         };
         tokio::spawn(reader.run(connected.reader, writer_done, reader_alive, closed.clone()));
         Connection {
@@ -117,6 +123,7 @@ impl Connection {
             closed,
             permits,
             gave_up,
+            streams,
             max_frame_length,
         }
     }
@@ -174,6 +181,7 @@ impl Connection {
                 method,
                 left,
                 options.metadata(),
+                0,
                 &args,
                 self.max_frame_length,
             )

@@ -14,7 +14,9 @@ use super::{Closed, Keepalive};
 use crate::client::limit::CallLimit;
 use crate::client::pending::{Answer, Pending, Response};
 use crate::envelope::{self, Message};
+use crate::error::RpcError;
 use crate::frame::Incoming;
+use crate::stream::Streams;
 use crate::transport::{FrameReader, Outbox, Release};
 
 /// Why calls fail after the server announced its shutdown.
@@ -29,6 +31,8 @@ pub(super) struct Reader {
     pub(super) keepalive: Option<Keepalive>,
     /// Poked when a caller gives up, so that its call's expiry is timed.
     pub(super) gave_up: Arc<Notify>,
+    /// The streams of calls in flight.
+    pub(super) streams: Arc<Streams>,
 }
 
 /// Where the keepalive stands.
@@ -125,16 +129,38 @@ impl Reader {
             };
             match envelope::decode(&payload) {
                 Ok(Message::Response { id, status, body }) => {
+                    // The call is over: a stream it was sending stops.
+                    self.streams.remove(id);
                     let answer = Answer::Response(Response { status, body });
                     if !self.pending.finish(id, answer) {
                         // Late for a call given up long ago, or a server bug.
                         tracing::debug!(id, "reply for a request id not in flight; ignored");
                     }
                 }
+                Ok(Message::Items {
+                    id,
+                    count,
+                    items,
+                    cost,
+                }) => match self.streams.items(id, count, items, cost) {
+                    Ok(_) => {}
+                    Err(e) => break Some(format!("protocol violation: {e}")),
+                },
+                Ok(Message::Credit { id, bytes }) => {
+                    if let Err(e) = self.streams.credit(id, bytes) {
+                        break Some(format!("protocol violation: {e}"));
+                    }
+                }
+                Ok(Message::Stop { id }) => {
+                    self.streams.stop(id);
+                }
                 Ok(Message::Drain { first_unread }) => {
                     tracing::debug!(first_unread, "{SHUTTING_DOWN}");
                     closed.set(SHUTTING_DOWN);
                     self.pending.drain(first_unread);
+                    self.streams.drain(first_unread, || RpcError::NotProcessed {
+                        reason: SHUTTING_DOWN.to_owned(),
+                    });
                 }
                 Ok(Message::Ping { token }) => {
                     let mut pong = BytesMut::new();
@@ -142,7 +168,7 @@ impl Reader {
                     let _ = self.outbox.push(&mut pong, 0);
                 }
                 Ok(Message::Pong { token }) => tracing::trace!(token, "keepalive answered"),
-                Ok(Message::Request { .. } | Message::Cancel { .. }) => {
+                Ok(Message::Request { .. } | Message::Cancel { .. } | Message::End { .. }) => {
                     break Some(
                         "protocol violation: the server sent a client's message".to_owned(),
                     );
@@ -156,6 +182,10 @@ impl Reader {
         }
         // After the reason is set: the callers woken here read it.
         self.pending.close();
+        let reason = closed.reason();
+        self.streams.close(|| RpcError::ConnectionClosed {
+            reason: reason.clone(),
+        });
         if let Some(permits) = &self.permits {
             permits.close();
         }

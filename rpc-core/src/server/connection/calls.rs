@@ -12,6 +12,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::streams::{self, ServerLink};
 use super::writer::Outbox;
 use crate::envelope::{self, Message, Status};
 use crate::metadata::Metadata;
@@ -22,6 +23,7 @@ use crate::server::rate::Rate;
 use crate::server::running::{Cancelled, Running};
 use crate::server::watchdog::Stamp;
 use crate::service::{Reply, Request, ResponseFuture, Service};
+use crate::stream::{Routed, Streams};
 use crate::transport::Batch;
 
 /// Pings a client may send at once; after that, one per minimum ping
@@ -73,6 +75,10 @@ pub(super) struct Calls {
     /// What the reader has made since it last waited: replies to queue and
     /// calls to start on tasks (see [`Calls::flush`]).
     deferred: std::sync::Mutex<Deferred>,
+    /// The open streams of the calls, by id.
+    streams: Arc<Streams>,
+    /// What those streams send through.
+    link: Arc<ServerLink>,
 }
 
 /// Work a reader hands on only when it is about to wait.
@@ -117,10 +123,17 @@ pub(super) struct Started {
 
 impl Calls {
     pub(super) fn new(shared: Arc<Shared>, outbox: Outbox, peer: Peer) -> Self {
+        let running = Arc::new(Running::new(shared.max_running_request_bytes));
+        let link = Arc::new(ServerLink {
+            outbox: outbox.clone(),
+            running: running.clone(),
+        });
         Calls {
             pings: std::sync::Mutex::new(Rate::new(shared.min_ping_interval, PING_BURST)),
             control: std::sync::Mutex::new(Rate::new(CONTROL_EVERY, CONTROL_BURST)),
-            running: Arc::new(Running::new(shared.max_running_request_bytes)),
+            running,
+            streams: Arc::default(),
+            link,
             shared,
             outbox,
             first_unread: AtomicU64::new(0),
@@ -183,23 +196,42 @@ impl Calls {
         payload: Bytes,
         own: Option<&Stamp>,
     ) -> Result<Option<Started>, String> {
-        let (id, service, method, deadline, metadata, body) = match envelope::decode(&payload) {
-            Ok(Message::Request {
-                id,
-                service,
-                method,
-                deadline,
-                metadata,
-                body,
-            }) => (id, service, method, deadline, metadata, body),
-            Ok(Message::Cancel { id }) => return self.cancel(id).map(|()| None),
-            Ok(Message::Ping { token }) => return self.pong(token).map(|()| None),
-            Ok(Message::Pong { .. }) => return self.control_frame("pongs").map(|()| None),
-            Ok(Message::Response { .. } | Message::Drain { .. }) => {
-                return Err("the client sent a message only servers send".to_owned());
-            }
-            Err(e) => return Err(format!("protocol violation: {e}")),
-        };
+        let (id, service, method, deadline, metadata, streams, body) =
+            match envelope::decode(&payload) {
+                Ok(Message::Request {
+                    id,
+                    service,
+                    method,
+                    deadline,
+                    metadata,
+                    streams,
+                    body,
+                }) => (id, service, method, deadline, metadata, streams, body),
+                Ok(Message::Items {
+                    id,
+                    count,
+                    items,
+                    cost,
+                }) => {
+                    let routed = self.streams.items(id, count, items, cost)?;
+                    return self.routed(routed, "stream items for calls not running");
+                }
+                Ok(Message::End { id }) => {
+                    let routed = self.streams.end(id)?;
+                    return self.routed(routed, "stream ends for calls not running");
+                }
+                Ok(Message::Credit { id, bytes }) => {
+                    let routed = self.streams.credit(id, bytes)?;
+                    return self.routed(routed, "stream credit for calls not running");
+                }
+                Ok(Message::Cancel { id }) => return self.cancel(id).map(|()| None),
+                Ok(Message::Ping { token }) => return self.pong(token).map(|()| None),
+                Ok(Message::Pong { .. }) => return self.control_frame("pongs").map(|()| None),
+                Ok(Message::Response { .. } | Message::Drain { .. } | Message::Stop { .. }) => {
+                    return Err("the client sent a message only servers send".to_owned());
+                }
+                Err(e) => return Err(format!("protocol violation: {e}")),
+            };
         if id == u64::MAX {
             // A drain announces one more than the highest id read, which
             // this id would overflow.
@@ -232,7 +264,16 @@ impl Calls {
         // extensions come with it, and a layered call keeps all of them.
         let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
-        let request = Request::new(id, body, self.shared.accept.max_frame_length);
+        let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
+        if streams != 0 {
+            request.streams = Some(streams::open(
+                &self.streams,
+                &self.link,
+                id,
+                streams,
+                self.shared.stream_window,
+            ));
+        }
         if let Some(layered) = &self.shared.layered {
             let call = Call::new(
                 request,
@@ -411,7 +452,7 @@ impl Calls {
             // runs, and its id may be used again.
             drop(running);
             if let Some(reply) = reply {
-                outbox.send(reply.into_frame());
+                let _ = outbox.send(reply.into_frame());
             }
         });
     }
@@ -430,6 +471,14 @@ impl Calls {
         }
         tracing::trace!(request_id = id, "cancel for a call not running; ignored");
         self.control_frame("cancels of calls not running")
+    }
+
+    /// A stream message that found no stream is free work, counted as such.
+    fn routed(&self, routed: Routed, what: &str) -> Result<Option<Started>, String> {
+        match routed {
+            Routed::Done => Ok(None),
+            Routed::Unknown => self.control_frame(what).map(|()| None),
+        }
     }
 
     /// Counts a frame that costs work but carries no call.
@@ -496,11 +545,7 @@ fn discard(id: u64, future: ResponseFuture) {
 }
 
 fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+    let message = crate::panic::message(&*panic);
     tracing::warn!(request_id = id, "handler panicked: {message}");
     Reply::error(id, Status::HANDLER_PANICKED, &message)
 }

@@ -10,6 +10,7 @@
 
 mod calls;
 mod reader;
+mod streams;
 mod writer;
 
 use std::sync::{Arc, Weak};

@@ -34,13 +34,15 @@ impl Drop for Senders {
 impl Outbox {
     /// Queues a frame for the writer, counting it against the backlog until
     /// it is written.
-    pub(super) fn send(&self, mut frame: BytesMut) {
+    /// `false` if the connection already closed.
+    pub(super) fn send(&self, mut frame: BytesMut) -> bool {
         let cost = held_by(&frame);
         self.0.backlog.add(cost);
-        // Fails only if the connection already closed; nobody to tell.
         if self.0.queue.push(&mut frame, cost).is_err() {
             self.0.backlog.sub(cost);
+            return false;
         }
+        true
     }
 
     /// Adds a frame to `batch`, a burst to queue in one go with

@@ -1,0 +1,373 @@
+//! The receiving end of one stream: item frames as the connection's reader
+//! hands them over, items as the consumer takes them, and the credit that
+//! taking them gives back to the sender.
+//!
+//! The reader never waits here: what it hands over was paid for with
+//! credit, so the bytes held are bounded by the window plus one frame.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+
+use super::INITIAL_CREDIT;
+use crate::codec;
+use crate::envelope;
+use crate::error::RpcError;
+
+/// What a stream's receiving end needs of its connection.
+pub(crate) trait Link: Send + Sync {
+    /// Queues a whole frame for the peer; `false` once the connection is
+    /// gone.
+    fn send(&self, frame: BytesMut) -> bool;
+
+    /// The consumer let go of stream `id` before its end: tell the peer
+    /// (a client cancels the call, a server stops the client's stream).
+    fn abandon(&self, id: u64);
+
+    /// Bytes of received items now held (`true`) or let go (`false`), for a
+    /// connection that bounds what its streams hold all together.
+    fn hold(&self, bytes: usize, held: bool) {
+        let _ = (bytes, held);
+    }
+
+    /// Ready with how stream `id` ended, for a side that learns it other
+    /// than by [`Inbound::finish`] (a client, from the call's answer).
+    fn poll_end(&self, id: u64, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let _ = (id, cx);
+        Poll::Pending
+    }
+}
+
+/// One stream's receiving end, shared by the connection's reader (which
+/// fills it) and the [`Streaming`](super::Streaming) that reads it.
+#[derive(Clone)]
+pub(crate) struct Inbound(Arc<Shared>);
+
+struct Shared {
+    id: u64,
+    window: usize,
+    link: Arc<dyn Link>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    /// What the sender may still send as the receiver counts it: credit
+    /// given minus item bytes received. Never below the cost of one frame
+    /// under zero, since a frame is refused once it is not positive.
+    allowance: i64,
+    /// Bytes taken by the consumer since credit was last granted.
+    taken: usize,
+    /// Bytes of unread frames.
+    held: usize,
+    /// Whether any item frame arrived: a server stream is open from then on.
+    opened: bool,
+    /// How the stream ended, once it has; taken by the consumer after the
+    /// last item.
+    end: Option<Result<(), RpcError>>,
+    /// The consumer saw the end.
+    finished: bool,
+    /// The consumer let go.
+    dropped: bool,
+    waker: Option<Waker>,
+}
+
+/// An item frame not yet read to its end.
+struct Frame {
+    items: Bytes,
+    /// Where the next item starts.
+    at: usize,
+    /// Items left in it.
+    left: u32,
+    /// What it took of the credit.
+    cost: usize,
+}
+
+impl Inbound {
+    /// The receiving end of stream `id`, granting the sender up to
+    /// `window` bytes in flight; the grant beyond the initial credit goes
+    /// out at once.
+    pub(crate) fn new(id: u64, window: usize, link: Arc<dyn Link>) -> Self {
+        let window = window.clamp(INITIAL_CREDIT as usize, i32::MAX as usize);
+        let more = window - INITIAL_CREDIT as usize;
+        if more > 0 {
+            let mut frame = BytesMut::new();
+            envelope::encode_credit(&mut frame, id, more as u32);
+            link.send(frame);
+        }
+        Inbound(Arc::new(Shared {
+            id,
+            window,
+            link,
+            state: Mutex::new(State {
+                allowance: window as i64,
+                ..State::default()
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned state is still sound.
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes an item frame off the wire. An error is a protocol violation
+    /// that closes the connection: items after the end, or beyond credit.
+    pub(crate) fn push(&self, count: u32, items: Bytes, cost: usize) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.end.is_some() {
+            if state.dropped {
+                return Ok(());
+            }
+            return Err(format!("stream items for call {} after its end", self.0.id));
+        }
+        if state.allowance <= 0 {
+            return Err(format!(
+                "stream items for call {} beyond the credit granted",
+                self.0.id
+            ));
+        }
+        state.allowance -= cost as i64;
+        state.opened = true;
+        if state.dropped || count == 0 {
+            // Nothing to keep: the credit goes back as if it were read.
+            drop(state);
+            self.taken(cost);
+            return self.wake_result();
+        }
+        if items.is_empty() {
+            return Err(format!(
+                "a frame of {count} stream items for call {} holds no bytes",
+                self.0.id
+            ));
+        }
+        state.held += cost;
+        state.frames.push_back(Frame {
+            items,
+            at: 0,
+            left: count,
+            cost,
+        });
+        let waker = state.waker.take();
+        drop(state);
+        self.0.link.hold(cost, true);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn wake_result(&self) -> Result<(), String> {
+        if let Some(waker) = self.lock().waker.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// The stream ended as `end` says (the items already pushed are still
+    /// read first). Only the first end counts.
+    pub(crate) fn finish(&self, end: Result<(), RpcError>) {
+        let mut state = self.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the sender has ended the stream (an end, not an error).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.lock().end.is_some()
+    }
+
+    /// Ready once the stream is open (an item frame arrived) or has ended.
+    pub(crate) fn poll_opened(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.opened || state.end.is_some() {
+            return Poll::Ready(());
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Whether an item frame has arrived.
+    pub(crate) fn opened(&self) -> bool {
+        self.lock().opened
+    }
+
+    /// The next item, decoded; the end's error, if any, after the last.
+    pub(crate) fn poll_item<T: DeserializeOwned>(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, RpcError>>> {
+        let mut state = self.lock();
+        if state.finished {
+            return Poll::Ready(None);
+        }
+        let Some(frame) = state.frames.front_mut() else {
+            return match state.end.take() {
+                Some(Ok(())) => {
+                    state.finished = true;
+                    Poll::Ready(None)
+                }
+                Some(Err(e)) => {
+                    state.finished = true;
+                    Poll::Ready(Some(Err(e)))
+                }
+                None => {
+                    state.waker = Some(cx.waker().clone());
+                    drop(state);
+                    // Items come before the answer on the wire, so once
+                    // the answer is here no item is still to come.
+                    match self.0.link.poll_end(self.0.id, cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(end) => {
+                            let mut state = self.lock();
+                            if !state.frames.is_empty() {
+                                // Pushed in between: read them first.
+                                state.end.get_or_insert(end);
+                                drop(state);
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            state.finished = true;
+                            Poll::Ready(end.err().map(Err))
+                        }
+                    }
+                }
+            };
+        };
+        let decoded = codec::decode_prefix::<T>(&frame.items[frame.at..]);
+        let item = match decoded {
+            Ok((item, read)) => {
+                frame.at += read;
+                frame.left -= 1;
+                let done = frame.left == 0;
+                if done && frame.at != frame.items.len() {
+                    Err(format!(
+                        "{} bytes after the last item of a stream frame",
+                        frame.items.len() - frame.at
+                    ))
+                } else if !done && frame.at == frame.items.len() {
+                    Err(format!(
+                        "a stream frame holds {} items fewer than it says",
+                        frame.left
+                    ))
+                } else {
+                    Ok((item, done))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match item {
+            Ok((item, done)) => {
+                if done {
+                    let cost = state.frames.pop_front().map_or(0, |f| f.cost);
+                    state.held -= cost;
+                    drop(state);
+                    self.0.link.hold(cost, false);
+                    self.taken(cost);
+                }
+                Poll::Ready(Some(Ok(item)))
+            }
+            Err(reason) => {
+                // Nothing after an item that does not decode can be trusted.
+                let held = std::mem::take(&mut state.held);
+                state.frames.clear();
+                state.finished = true;
+                state.dropped = true;
+                drop(state);
+                self.0.link.hold(held, false);
+                self.0.link.abandon(self.0.id);
+                Poll::Ready(Some(Err(RpcError::Decode {
+                    what: format!("an item of the stream of call {}", self.0.id),
+                    source: crate::error::CodecError::new(reason),
+                })))
+            }
+        }
+    }
+
+    /// Counts `cost` bytes as taken, granting them back once half the
+    /// window is: a grant per half window, not per item.
+    fn taken(&self, cost: usize) {
+        let mut state = self.lock();
+        state.taken += cost;
+        if state.taken < self.0.window / 2 || state.dropped || state.end.is_some() {
+            return;
+        }
+        let grant = std::mem::take(&mut state.taken);
+        state.allowance += grant as i64;
+        drop(state);
+        let mut frame = BytesMut::new();
+        envelope::encode_credit(&mut frame, self.0.id, grant as u32);
+        self.0.link.send(frame);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if state.held > 0 {
+            self.link.hold(state.held, false);
+        }
+    }
+}
+
+/// The consumer's hold on a stream: the deadline it reads by, if any, and
+/// dropped, a stream let go before its end tells the peer.
+pub(crate) struct Reader {
+    pub(crate) inbound: Inbound,
+    pub(crate) deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+}
+
+impl Reader {
+    pub(crate) fn poll_item<T: DeserializeOwned>(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T, RpcError>>> {
+        if let Some((sleep, timeout)) = &mut self.deadline {
+            if sleep.as_mut().poll(cx).is_ready() {
+                let timeout = *timeout;
+                self.deadline = None;
+                let mut state = self.inbound.lock();
+                if !state.finished {
+                    state.finished = true;
+                    state.dropped = true;
+                    let held = std::mem::take(&mut state.held);
+                    state.frames.clear();
+                    drop(state);
+                    self.inbound.0.link.hold(held, false);
+                    self.inbound.0.link.abandon(self.inbound.0.id);
+                    return Poll::Ready(Some(Err(RpcError::DeadlineExceeded { timeout })));
+                }
+            }
+        }
+        self.inbound.poll_item(cx)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let inbound = &self.inbound;
+        let mut state = inbound.lock();
+        let early = !state.finished && state.end.is_none();
+        state.dropped = true;
+        let held = std::mem::take(&mut state.held);
+        state.frames.clear();
+        drop(state);
+        if held > 0 {
+            inbound.0.link.hold(held, false);
+        }
+        if early {
+            inbound.0.link.abandon(inbound.0.id);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The sending end of one stream: pulls items from the local source only
+//! while there is credit, and packs those that are ready into one frame.
+
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::BytesMut;
+use futures::{FutureExt, Stream, StreamExt};
+use serde::Serialize;
+
+use super::Credit;
+use super::inbound::Link;
+use crate::codec::{self, EncodeFailure};
+use crate::envelope;
+use crate::frame;
+
+/// Item bytes packed into one frame at most, unless credit is shorter: many
+/// small items to a frame (tonic's HTTP/2 does the same), while a frame
+/// stays small enough to be copied into the connection's outbox.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// Why a pump could not send every item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// The source panicked, saying this; the items before were sent.
+    Panicked(String),
+    /// An item could not be sent: why.
+    Item(String),
+}
+
+/// How a pump ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// The source ended; every item was sent.
+    Ended,
+    /// The receiver stopped the stream, or the connection went away.
+    Stopped,
+}
+
+/// Sends every item of `source` as stream `id` over `link`, within
+/// `credit`. With `open`, the first frame goes out at once, even empty, to
+/// tell the receiver the stream is open. An error says why an item could
+/// not be sent (it does not encode, or no frame can hold it).
+pub(crate) async fn pump<T: Serialize>(
+    source: &mut Pin<Box<dyn Stream<Item = T> + Send>>,
+    id: u64,
+    credit: &Credit,
+    link: &dyn Link,
+    max_frame_length: usize,
+    open: bool,
+) -> Result<Pumped, Failed> {
+    let limit = frame::payload_limit(max_frame_length);
+    let mut frame = BytesMut::new();
+    // An item that did not fit in the last frame: the first of the next.
+    let mut carried: Option<T> = None;
+    let mut opening = open;
+    loop {
+        // Nothing is pulled without credit: a producer waits for its reader.
+        let Some(available) = std::future::poll_fn(|cx| credit.poll_available(cx)).await else {
+            return Ok(Pumped::Stopped);
+        };
+        let mut next = carried.take();
+        let mut ended = false;
+        if next.is_none() && !opening {
+            let pulled = std::future::poll_fn(|cx| {
+                if credit.poll_stopped(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                // The source is user code.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| source.as_mut().poll_next(cx))) {
+                    Ok(polled) => polled.map(|item| Some(Ok(item))),
+                    Err(panic) => Poll::Ready(Some(Err(panic))),
+                }
+            })
+            .await;
+            match pulled {
+                None => return Ok(Pumped::Stopped),
+                Some(Ok(None)) => ended = true,
+                Some(Ok(Some(item))) => next = Some(item),
+                Some(Err(panic)) => return Err(Failed::Panicked(crate::panic::message(&*panic))),
+            }
+        }
+        let start = envelope::begin_items(&mut frame, id);
+        let mut count: u32 = 0;
+        let mut panicked = None;
+        let budget = available.min(BATCH_BYTES);
+        loop {
+            if let Some(item) = next.take() {
+                let used = frame.len() - start - frame::PREFIX_LEN;
+                match codec::encode(&item, &mut frame, limit.saturating_sub(used)) {
+                    Ok(()) => count += 1,
+                    Err(EncodeFailure::TooLarge) if count > 0 => {
+                        carried = Some(item);
+                        break;
+                    }
+                    Err(EncodeFailure::TooLarge) => {
+                        return Err(Failed::Item(format!(
+                            "a stream item does not fit in a frame of at most {max_frame_length} bytes"
+                        )));
+                    }
+                    Err(EncodeFailure::Codec(e)) => {
+                        return Err(Failed::Item(format!(
+                            "a stream item could not be encoded: {e}"
+                        )));
+                    }
+                }
+            }
+            if ended || frame.len() - start >= budget || count == u32::MAX {
+                break;
+            }
+            match std::panic::catch_unwind(AssertUnwindSafe(|| source.next().now_or_never())) {
+                Ok(Some(Some(item))) => next = Some(item),
+                Ok(Some(None)) => ended = true,
+                Ok(None) => break,
+                Err(panic) => {
+                    // What came before the panic still goes out.
+                    panicked = Some(crate::panic::message(&*panic));
+                    break;
+                }
+            }
+        }
+        if count > 0 || opening {
+            envelope::finish_items(&mut frame, start, count);
+            credit.spend(frame.len() - start - frame::PREFIX_LEN);
+            if !link.send(frame.split()) {
+                return Ok(Pumped::Stopped);
+            }
+        } else {
+            frame.truncate(start);
+        }
+        opening = false;
+        if let Some(message) = panicked {
+            return Err(Failed::Panicked(message));
+        }
+        if ended {
+            return Ok(Pumped::Ended);
+        }
+    }
+}

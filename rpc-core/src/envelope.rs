@@ -730,6 +730,82 @@ mod tests {
         assert_eq!(hello, [0x52, 0x4B, 0x49, 0x54, 0x01, 0x00]);
     }
 
+    /// docs/PROTOCOL.md §8, "Example", byte for byte.
+    #[test]
+    fn protocol_doc_stream_example() {
+        let mut request = BytesMut::new();
+        encode_request(
+            &mut request,
+            "Counter",
+            "count",
+            None,
+            &[],
+            FLAG_STREAM_OUT,
+            &(2u32,),
+            1024,
+        )
+        .unwrap();
+        set_request_id(&mut request, 1);
+        let mut expected = vec![0x19, 0, 0, 0, 0x01, 0x04, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        expected.extend_from_slice(b"Counter");
+        expected.push(5);
+        expected.extend_from_slice(b"count");
+        expected.push(2);
+        assert_eq!(&request[..], &expected[..]);
+
+        let mut credit = BytesMut::new();
+        encode_credit(&mut credit, 1, 196_608);
+        let expected = [14, 0, 0, 0, 0x0A, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0];
+        assert_eq!(&credit[..], &expected[..]);
+
+        let mut items = BytesMut::new();
+        let start = begin_items(&mut items, 1);
+        for n in 0u32..2 {
+            codec::encode(&n, &mut items, usize::MAX).unwrap();
+        }
+        finish_items(&mut items, start, 2);
+        let expected = [
+            16, 0, 0, 0, 0x08, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1,
+        ];
+        assert_eq!(&items[..], &expected[..]);
+        match decode(&payload(items)).unwrap() {
+            Message::Items {
+                id: 1,
+                count: 2,
+                items,
+                cost: 16,
+            } => assert_eq!(&items[..], &[0, 1]),
+            other => panic!("{other:?}"),
+        }
+
+        let mut end = BytesMut::new();
+        encode_response(&mut end, 1, &(), 1024).unwrap();
+        assert_eq!(&end[..], &[11, 0, 0, 0, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn stream_messages_round_trip_and_bad_ones_are_errors() {
+        for (kind, encode) in [
+            (KIND_END, encode_end as fn(&mut BytesMut, u64)),
+            (KIND_STOP, encode_stop),
+        ] {
+            let mut buf = BytesMut::new();
+            encode(&mut buf, 9);
+            match (kind, decode(&payload(buf)).unwrap()) {
+                (KIND_END, Message::End { id: 9 }) | (KIND_STOP, Message::Stop { id: 9 }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // A credit without its grant, or with bytes after it.
+        let short = [KIND_CREDIT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0];
+        assert!(decode(&Bytes::copy_from_slice(&short)).is_err());
+        let long = [KIND_CREDIT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 9];
+        assert!(decode(&Bytes::copy_from_slice(&long)).is_err());
+        // Stream flags belong to requests only.
+        let flagged = [KIND_END, FLAG_STREAM_IN, 1, 0, 0, 0, 0, 0, 0, 0];
+        assert!(decode(&Bytes::copy_from_slice(&flagged)).is_err());
+    }
+
     #[test]
     fn long_error_messages_are_cut_on_a_char_boundary() {
         let long = "é".repeat(MAX_ERROR_MESSAGE);

@@ -43,6 +43,8 @@ pub trait Market {
     async fn endless(&self) -> Streaming<u64>;
     /// `ok` items, then a panic in the producer.
     async fn broken(&self, ok: u32) -> Streaming<u32>;
+    /// Holds the client's stream unread, for ever.
+    async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64;
 }
 
 #[derive(Default)]
@@ -109,6 +111,11 @@ impl Market for Exchange {
             produced.fetch_add(1, Ordering::SeqCst);
             n
         }))
+    }
+
+    async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64 {
+        let _unread = chunks;
+        std::future::pending().await
     }
 
     async fn broken(&self, ok: u32) -> Streaming<u32> {
@@ -297,4 +304,188 @@ async fn a_deadline_ends_an_endless_stream_with_an_error() {
         dropped.load(Ordering::SeqCst)
     })
     .await;
+}
+
+/// A request frame with stream flags set: byte 1 of the payload.
+fn stream_request(id: u64, method: &str, flags: u8, body: &[u8]) -> Vec<u8> {
+    let mut frame = rpc_tests::request_frame(id, "Market", method, body);
+    frame[5] = flags;
+    frame
+}
+
+/// A stream message with `rest` after its header.
+fn stream_message(kind: u8, id: u64, rest: &[u8]) -> Vec<u8> {
+    let mut payload = vec![kind, 0];
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.extend_from_slice(rest);
+    let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// An items message of `count` one-byte-length strings of `len` bytes.
+fn items(id: u64, count: u32, len: usize) -> Vec<u8> {
+    let mut rest = count.to_le_bytes().to_vec();
+    for _ in 0..count {
+        rest.push(len as u8);
+        rest.extend(std::iter::repeat_n(b'x', len));
+    }
+    stream_message(0x08, id, &rest)
+}
+
+async fn raw_market() -> tokio::net::TcpStream {
+    let addr = serve(Server::builder().add_service(MarketServer::new(Exchange::default()))).await;
+    rpc_tests::raw_connect(addr).await
+}
+
+/// `frames` sent on a fresh connection to the market make the server close it.
+async fn closes(what: &str, frames: Vec<Vec<u8>>) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = raw_market().await;
+    for frame in frames {
+        // The server may close before it has read everything.
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    within_10s(what, rpc_tests::read_until_closed(&mut stream)).await;
+}
+
+/// The body of `echo`'s request: no arguments besides the stream.
+const NO_ARGS: &[u8] = &[];
+
+#[tokio::test]
+async fn items_beyond_the_credit_close_the_connection() {
+    // `hold` reads nothing, so no grant comes after the first: 256 KiB in
+    // all, and 2,000 frames of 214 bytes (428 KB) overrun it.
+    let mut frames = vec![stream_request(1, "hold", 0x02, NO_ARGS)];
+    frames.extend((0..2_000).map(|_| items(1, 1, 200)));
+    closes("a close for items beyond credit", frames).await;
+}
+
+#[tokio::test]
+async fn items_within_the_credit_are_held_and_the_connection_stays() {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = raw_market().await;
+    stream
+        .write_all(&stream_request(1, "hold", 0x02, NO_ARGS))
+        .await
+        .unwrap();
+    // 1,000 x 214 bytes: within 256 KiB.
+    for _ in 0..1_000 {
+        stream.write_all(&items(1, 1, 200)).await.unwrap();
+    }
+    stream
+        .write_all(&rpc_tests::request_frame(
+            2,
+            "Market",
+            "price",
+            &[4, b'A', b'C', b'M', b'E'],
+        ))
+        .await
+        .unwrap();
+    loop {
+        let payload = within_10s("the unary answer", rpc_tests::read_frame(&mut stream)).await;
+        if payload[0] == 0x02 {
+            assert_eq!(payload[2], 2, "the answer to the unary call");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_grant_past_the_largest_credit_closes_the_connection() {
+    let frames = vec![
+        stream_request(1, "endless", 0x04, NO_ARGS),
+        stream_message(0x0A, 1, &u32::MAX.to_le_bytes()),
+    ];
+    closes("a close for a huge grant", frames).await;
+}
+
+#[tokio::test]
+async fn items_after_the_end_and_a_second_end_close_the_connection() {
+    let after_end = vec![
+        stream_request(1, "hold", 0x02, NO_ARGS),
+        stream_message(0x09, 1, &[]),
+        items(1, 1, 3),
+    ];
+    closes("a close for items after the end", after_end).await;
+    let two_ends = vec![
+        stream_request(1, "hold", 0x02, NO_ARGS),
+        stream_message(0x09, 1, &[]),
+        stream_message(0x09, 1, &[]),
+    ];
+    closes("a close for a second end", two_ends).await;
+}
+
+#[tokio::test]
+async fn a_stop_sent_to_the_server_closes_the_connection() {
+    closes("a close for a stop", vec![stream_message(0x0B, 1, &[])]).await;
+}
+
+#[tokio::test]
+async fn items_that_lie_about_their_count_end_the_stream_not_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = raw_market().await;
+    // Says two strings, holds one.
+    let mut lying = items(1, 1, 3);
+    lying[14..18].copy_from_slice(&2u32.to_le_bytes());
+    stream
+        .write_all(&stream_request(1, "upload", 0x02, &[1, b'f']))
+        .await
+        .unwrap();
+    stream.write_all(&lying).await.unwrap();
+    stream
+        .write_all(&stream_message(0x09, 1, &[]))
+        .await
+        .unwrap();
+    // The handler sees an error item, stops reading, and answers; the
+    // server tells the client to stop, and the connection stays up.
+    let mut stopped = false;
+    loop {
+        let payload = within_10s("the answer", rpc_tests::read_frame(&mut stream)).await;
+        match payload[0] {
+            0x0A => {}
+            0x0B => stopped = true,
+            0x02 => break,
+            other => panic!("unexpected message kind {other:#04x}"),
+        }
+    }
+    assert!(stopped, "the server did not stop the stream");
+    stream
+        .write_all(&rpc_tests::request_frame(
+            2,
+            "Market",
+            "price",
+            &[4, b'A', b'C', b'M', b'E'],
+        ))
+        .await
+        .unwrap();
+    let (id, status, _) = within_10s("the next call", rpc_tests::read_response(&mut stream)).await;
+    assert_eq!((id, status), (2, 0));
+}
+
+#[tokio::test]
+async fn stream_flags_that_do_not_match_the_method_are_a_bad_request() {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = raw_market().await;
+    // `price` is unary; `ticks` returns a stream but is called as unary.
+    stream
+        .write_all(&stream_request(1, "price", 0x04, &[1, b'A']))
+        .await
+        .unwrap();
+    stream
+        .write_all(&rpc_tests::request_frame(
+            2,
+            "Market",
+            "ticks",
+            &[1, b'A', 3],
+        ))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (id, status, body) =
+            within_10s("an answer", rpc_tests::read_response(&mut stream)).await;
+        assert_eq!(status, 3, "call {id}: {}", String::from_utf8_lossy(&body));
+    }
 }

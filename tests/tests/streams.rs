@@ -489,3 +489,84 @@ async fn stream_flags_that_do_not_match_the_method_are_a_bad_request() {
         assert_eq!(status, 3, "call {id}: {}", String::from_utf8_lossy(&body));
     }
 }
+
+#[tokio::test]
+async fn dropping_a_stream_gives_its_call_slot_back() {
+    let exchange = Exchange::default();
+    let dropped = exchange.dropped.clone();
+    // One call at a time: the next call runs only once the dropped stream's
+    // call has ended on the server and its answer freed the client's permit.
+    let addr = serve(
+        Server::builder()
+            .max_concurrent_calls(1)
+            .add_service(MarketServer::new(exchange)),
+    )
+    .await;
+    let client = MarketClient::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        let mut stream = client.endless().await.unwrap();
+        assert_eq!(
+            within_10s("an item", stream.next()).await.unwrap().unwrap(),
+            0
+        );
+        drop(stream);
+        let price = within_10s("the next call", client.price("ACME".into())).await;
+        assert_eq!(price.unwrap(), 4.2);
+    }
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_cut_connection_ends_a_stream_with_an_error() {
+    let addr = serve(Server::builder().add_service(MarketServer::new(Exchange::default()))).await;
+    let proxy = rpc_tests::CutProxy::start(addr).await;
+    let client = MarketClient::connect(proxy.addr()).await.unwrap();
+    let mut stream = client.endless().await.unwrap();
+    within_10s("an item", stream.next()).await.unwrap().unwrap();
+    proxy.cut();
+    let mut last = None;
+    while let Some(item) = within_10s("the stream's end", stream.next()).await {
+        if let Err(e) = item {
+            last = Some(e);
+        }
+    }
+    assert!(
+        matches!(last, Some(RpcError::ConnectionClosed { .. })),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_lets_short_streams_finish_and_ends_long_ones_with_an_error() {
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(300))
+        .add_service(MarketServer::new(Exchange::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let client = MarketClient::connect(addr).await.unwrap();
+    let mut endless = client.endless().await.unwrap();
+    within_10s("an item", endless.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let short = client.ticks("ACME".into(), 10).await.unwrap();
+    stop.send(()).unwrap();
+    assert_eq!(collect(short).await.len(), 10);
+    let mut last = None;
+    while let Some(item) = within_10s("the endless stream's end", endless.next()).await {
+        if let Err(e) = item {
+            last = Some(e);
+        }
+    }
+    assert!(last.is_some(), "a stream cut by the shutdown ended cleanly");
+    within_10s("the server to stop", serving)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -164,6 +164,29 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// A method may not be called `new` or `connect`. Breaking a rule is a
 /// compile error at the offending tokens that says what to write instead.
 ///
+/// # Streams
+///
+/// A method may take one [`Streaming<T>`] argument, in any position (the
+/// client sends a stream), and may return `Streaming<T>` or
+/// `Result<Streaming<T>, E>` (the server sends one; `Err` comes before any
+/// item). The client's method takes the `Streaming` it sends by value and
+/// returns the one it reads: `client.ticks(s, n).await?` is a
+/// `Streaming<Tick>`. `T` and `E` follow the rules for values. A second
+/// stream argument, or a `Streaming` anywhere else (`Option<Streaming<T>>`,
+/// a tuple, a struct field) is a compile error.
+///
+/// ```
+/// # use rpc_core::{rpc_service, Streaming};
+/// /// Moves files.
+/// #[rpc_service]
+/// pub trait Files {
+///     /// The lines of `path`, as they are read.
+///     async fn read(&self, path: String) -> Streaming<String>;
+///     /// Writes `chunks` to `path`; the bytes written.
+///     async fn write(&self, path: String, chunks: Streaming<Vec<u8>>) -> u64;
+/// }
+/// ```
+///
 /// # Arguments
 ///
 /// `#[rpc_service(crate = "path::to::rpc_core")]` names the runtime when it

@@ -42,6 +42,17 @@ where
     })
 }
 
+/// A stream of byte vectors as it travels: each item as bytes, in one copy
+/// (see [`ByteBuf`]). The macro wraps `Streaming<Vec<u8>>` in it.
+pub fn byte_stream(stream: crate::Streaming<Vec<u8>>) -> crate::Streaming<ByteBuf> {
+    stream.retyped(ByteBuf)
+}
+
+/// The other way from [`byte_stream`].
+pub fn vec_stream(stream: crate::Streaming<ByteBuf>) -> crate::Streaming<Vec<u8>> {
+    stream.retyped(|bytes| bytes.0)
+}
+
 /// Fails to compile, at the offending type, unless `T` can cross the wire
 /// as an argument or return value.
 pub fn assert_wire_type<T: Serialize + DeserializeOwned + Send + 'static>() {}

@@ -58,7 +58,7 @@ impl Arg<'_> {
 /// `Vec<u8>`, `std::vec::Vec<u8>` or `alloc::vec::Vec<u8>`: types whose
 /// values the generated code hands to serde as bytes, in one copy, rather
 /// than element by element. The encoding on the wire is the same.
-fn is_byte_vec(ty: &Type) -> bool {
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     if path.qself.is_some() {
         return false;

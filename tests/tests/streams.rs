@@ -43,6 +43,8 @@ pub trait Market {
     async fn endless(&self) -> Streaming<u64>;
     /// `ok` items, then a panic in the producer.
     async fn broken(&self, ok: u32) -> Streaming<u32>;
+    /// `n` chunks of bytes, chunk `i` holding `i` bytes of value `i`.
+    async fn chunks(&self, n: u8) -> Result<Streaming<Vec<u8>>, MarketError>;
     /// Holds the client's stream unread, for ever.
     async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64;
 }
@@ -111,6 +113,12 @@ impl Market for Exchange {
             produced.fetch_add(1, Ordering::SeqCst);
             n
         }))
+    }
+
+    async fn chunks(&self, n: u8) -> Result<Streaming<Vec<u8>>, MarketError> {
+        Ok(Streaming::from_iter(
+            (0..n).map(|i| vec![i; usize::from(i)]),
+        ))
     }
 
     async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64 {
@@ -197,6 +205,16 @@ async fn a_client_stream_is_read_to_its_end() {
         .await
         .unwrap();
     assert_eq!(empty, 0);
+}
+
+#[tokio::test]
+async fn streams_of_bytes_travel_both_ways() {
+    let (client, ..) = market().await;
+    let chunks = collect(client.chunks(200).await.unwrap().unwrap()).await;
+    assert_eq!(chunks.len(), 200);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        assert_eq!(chunk.unwrap(), vec![i as u8; i]);
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,17 @@ use crate::codec;
 use crate::envelope;
 use crate::error::RpcError;
 
+/// Decodes one item from the front of the bytes, returning it and the
+/// bytes it took.
+pub(crate) type Decode<T> = fn(&[u8]) -> Result<(T, usize), crate::error::CodecError>;
+
+/// [`Decode`] for any `T` through serde.
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), crate::error::CodecError> {
+    codec::decode_prefix(bytes)
+}
+
 /// What a stream's receiving end needs of its connection.
 pub(crate) trait Link: Send + Sync {
     /// Queues a whole frame for the peer; `false` once the connection is
@@ -204,9 +215,10 @@ impl Inbound {
     }
 
     /// The next item, decoded; the end's error, if any, after the last.
-    pub(crate) fn poll_item<T: DeserializeOwned>(
+    pub(crate) fn poll_item<T>(
         &self,
         cx: &mut Context<'_>,
+        decode: Decode<T>,
     ) -> Poll<Option<Result<T, RpcError>>> {
         let mut state = self.lock();
         if state.finished {
@@ -245,7 +257,7 @@ impl Inbound {
                 }
             };
         };
-        let decoded = codec::decode_prefix::<T>(&frame.items[frame.at..]);
+        let decoded = decode(&frame.items[frame.at..]);
         let item = match decoded {
             Ok((item, read)) => {
                 frame.at += read;
@@ -329,9 +341,10 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn poll_item<T: DeserializeOwned>(
+    pub(crate) fn poll_item<T>(
         &mut self,
         cx: &mut Context<'_>,
+        decode: Decode<T>,
     ) -> Poll<Option<Result<T, RpcError>>> {
         if let Some((sleep, timeout)) = &mut self.deadline {
             if sleep.as_mut().poll(cx).is_ready() {
@@ -350,7 +363,7 @@ impl Reader {
                 }
             }
         }
-        self.inbound.poll_item(cx)
+        self.inbound.poll_item(cx, decode)
     }
 }
 

@@ -70,8 +70,8 @@ pub struct Streaming<T> {
 enum Source<T> {
     /// Items made on this side.
     Local(Pin<Box<dyn Stream<Item = T> + Send>>),
-    /// Items arriving from the other side.
-    Remote(inbound::Reader),
+    /// Items arriving from the other side, and how each is decoded.
+    Remote(inbound::Reader, inbound::Decode<T>),
 }
 
 impl<T> Streaming<T> {
@@ -114,11 +114,29 @@ impl<T> Streaming<T> {
     pub(crate) fn remote(
         inbound: Inbound,
         deadline: Option<(tokio::time::Instant, std::time::Duration)>,
-    ) -> Self {
+    ) -> Self
+    where
+        T: DeserializeOwned,
+    {
         let deadline =
             deadline.map(|(at, timeout)| (Box::pin(tokio::time::sleep_until(at)), timeout));
         Streaming {
-            source: Source::Remote(inbound::Reader { inbound, deadline }),
+            source: Source::Remote(inbound::Reader { inbound, deadline }, inbound::decode::<T>),
+        }
+    }
+
+    /// The same stream with items of type `U`, which travels as `T` does:
+    /// local items are converted with `local`, remote ones decoded as `U`.
+    pub(crate) fn retyped<U>(self, local: fn(T) -> U) -> Streaming<U>
+    where
+        T: Send + 'static,
+        U: DeserializeOwned + Send + 'static,
+    {
+        match self.source {
+            Source::Local(stream) => Streaming::from_stream(stream.map(local)),
+            Source::Remote(reader, _) => Streaming {
+                source: Source::Remote(reader, inbound::decode::<U>),
+            },
         }
     }
 
@@ -130,7 +148,7 @@ impl<T> Streaming<T> {
     {
         match self.source {
             Source::Local(stream) => stream,
-            source @ Source::Remote(_) => {
+            source @ Source::Remote(..) => {
                 let remote = Streaming { source };
                 Box::pin(
                     remote
@@ -149,7 +167,7 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
         // Neither variant is structurally pinned: the local stream is boxed.
         match &mut self.get_mut().source {
             Source::Local(stream) => stream.as_mut().poll_next(cx).map(|item| item.map(Ok)),
-            Source::Remote(reader) => reader.poll_item(cx),
+            Source::Remote(reader, decode) => reader.poll_item(cx, *decode),
         }
     }
 }
@@ -158,7 +176,7 @@ impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.source {
             Source::Local(_) => "Streaming(local)",
-            Source::Remote(_) => "Streaming(remote)",
+            Source::Remote(..) => "Streaming(remote)",
         })
     }
 }

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::model::{Method, Service};
+use crate::model::{Method, Service, is_byte_vec};
 use crate::names::Names;
 use crate::streams::{self, Returns};
 
@@ -103,16 +103,38 @@ fn emit_method(
             })
         });
     let stream_arg = method.stream_arg();
-    let (item, input) = match stream_arg {
-        Some((ident, item)) => (quote!(#item), quote!(::core::option::Option::Some(#ident))),
-        None => (quote!(()), quote!(::core::option::Option::None)),
+    // `Streaming<Vec<u8>>` travels as a stream of `ByteBuf`s.
+    let (item, sent) = match stream_arg {
+        Some((ident, item)) if is_byte_vec(item) => (
+            quote!(#private::ByteBuf),
+            quote!(#private::byte_stream(#ident)),
+        ),
+        Some((ident, item)) => (quote!(#item), quote!(#ident)),
+        None => (quote!(()), quote!()),
+    };
+    let input = if stream_arg.is_some() {
+        quote!(::core::option::Option::Some(#sent))
+    } else {
+        quote!(::core::option::Option::None)
     };
     let returns = streams::returns(method.output);
     let call = match returns {
+        Returns::Stream(t) if is_byte_vec(t) => quote! {
+            self.#channel
+                .call_streaming::<_, #item, #private::ByteBuf>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .await
+                .map(#private::vec_stream)
+        },
         Returns::Stream(t) => quote! {
             self.#channel
                 .call_streaming::<_, #item, #t>(#wire_service, #wire_method, (#(#packed,)*), #input)
                 .await
+        },
+        Returns::StreamOrError(t, e) if is_byte_vec(t) => quote! {
+            self.#channel
+                .call_streaming_result::<_, #item, #private::ByteBuf, #e>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .await
+                .map(|__result| __result.map(#private::vec_stream))
         },
         Returns::StreamOrError(t, e) => quote! {
             self.#channel
@@ -126,9 +148,9 @@ fn emit_method(
                 (output.clone(), quote!())
             };
             match stream_arg {
-                Some((ident, _)) => quote! {
+                Some(_) => quote! {
                     self.#channel
-                        .call_with_stream::<_, #item, #reply>(#wire_service, #wire_method, (#(#packed,)*), #ident)
+                        .call_with_stream::<_, #item, #reply>(#wire_service, #wire_method, (#(#packed,)*), #sent)
                         .await
                         #unwrap
                 },

@@ -3,6 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use crate::model::is_byte_vec;
 use crate::model::{Method, Service};
 use crate::names::Names;
 use crate::streams::{self, Returns};
@@ -133,28 +134,45 @@ fn emit_arm(
             }
         };
     }
+    // `Streaming<Vec<u8>>` travels as a stream of `ByteBuf`s.
     let output = match returns {
         Returns::Value if method.returns_bytes() => {
             quote!(#private::Unary(#private::ByteBuf(#run)))
         }
         Returns::Value => quote!(#private::Unary(#run)),
+        Returns::Stream(t) if is_byte_vec(t) => {
+            quote!(#private::Stream(#private::byte_stream(#run)))
+        }
         Returns::Stream(_) => quote!(#private::Stream(#run)),
+        Returns::StreamOrError(t, _) if is_byte_vec(t) => {
+            quote!(#private::StreamOrError((#run).map(#private::byte_stream)))
+        }
         Returns::StreamOrError(..) => quote!(#private::StreamOrError(#run)),
     };
     let input = Names::local("input");
     let (takes, item, unpack) = match stream_arg {
-        Some((arg_ident, item)) => (
-            true,
-            quote!(#item),
+        Some((arg_ident, item)) => {
+            let bytes = is_byte_vec(item);
+            let wire_item = if bytes {
+                quote!(#private::ByteBuf)
+            } else {
+                quote!(#item)
+            };
             // Always `Some` for a method that takes a stream; an empty
             // stream rather than a panic if that ever changed.
-            quote! {
-                let #arg_ident = match #input {
+            let stream = quote! {
+                match #input {
                     ::core::option::Option::Some(stream) => stream,
                     ::core::option::Option::None => #private::Streaming::from_iter(::std::vec::Vec::new()),
-                };
-            },
-        ),
+                }
+            };
+            let stream = if bytes {
+                quote!(#private::vec_stream(#stream))
+            } else {
+                stream
+            };
+            (true, wire_item, quote!(let #arg_ident = #stream;))
+        }
         None => (false, quote!(()), quote!(let _ = #input;)),
     };
     quote! {

@@ -213,6 +213,11 @@ impl Calls {
                     items,
                     cost,
                 }) => {
+                    if count == 0 {
+                        // Useless from a client, and its credit comes back
+                        // at once: free work, unless counted.
+                        self.control_frame("empty stream item frames")?;
+                    }
                     let routed = self.streams.items(id, count, items, cost)?;
                     return self.routed(routed, "stream items for calls not running");
                 }
@@ -221,8 +226,12 @@ impl Calls {
                     return self.routed(routed, "stream ends for calls not running");
                 }
                 Ok(Message::Credit { id, bytes }) => {
-                    let routed = self.streams.credit(id, bytes)?;
-                    return self.routed(routed, "stream credit for calls not running");
+                    // A grant is cheap, so tiny ones could come at line
+                    // rate; an rpc-core client sends one per half window it
+                    // reads (128 KiB), far below this rate at any speed.
+                    self.control_frame("stream credit grants")?;
+                    self.streams.credit(id, bytes)?;
+                    return Ok(None);
                 }
                 Ok(Message::Cancel { id }) => return self.cancel(id).map(|()| None),
                 Ok(Message::Ping { token }) => return self.pong(token).map(|()| None),

@@ -11,6 +11,22 @@ fn main() {
             .codec_path("tonic_prost::ProstCodec")
             .build()
     };
+    let numbers = tonic_build::manual::Method::builder()
+        .name("numbers")
+        .route_name("Numbers")
+        .input_type("crate::imp::tonic::Count")
+        .output_type("crate::imp::tonic::Number")
+        .codec_path("tonic_prost::ProstCodec")
+        .server_streaming()
+        .build();
+    let upload = tonic_build::manual::Method::builder()
+        .name("upload")
+        .route_name("Upload")
+        .input_type("crate::imp::tonic::Blob")
+        .output_type("crate::imp::tonic::Count")
+        .codec_path("tonic_prost::ProstCodec")
+        .client_streaming()
+        .build();
     let service = tonic_build::manual::Service::builder()
         .name("Bench")
         .package("bench")
@@ -38,6 +54,8 @@ fn main() {
             "crate::imp::tonic::Text",
             "crate::imp::tonic::Empty",
         ))
+        .method(numbers)
+        .method(upload)
         .build();
     tonic_build::manual::Builder::new().compile(&[service]);
 }

@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
 //! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]
-//! [--workloads w1,w2,w3,w4,w5]`
+//! [--workloads w1,w2,w3,w4,w5,w6,w7,w8]`
 
 mod alloc;
 mod fd_limit;
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic] [--workloads w1,w2,w3,w4,w5]"
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic] [--workloads w1,w2,w3,w4,w5,w6,w7,w8]"
                 ));
             }
         }

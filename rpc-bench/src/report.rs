@@ -68,6 +68,24 @@ pub fn print(results: &[Figures], quick: bool, pin: &str) {
             f.server_bytes_per_idle_conn,
         );
     }
+    println!("\nstreams (tarpc has none)");
+    println!(
+        "{:<8} | {:>22} | {:>22} | {:>22}",
+        "impl", "W6 M items/s", "W7 MiB/s", "W8 M items/s"
+    );
+    for f in results {
+        let ratio = |value: f64, of: fn(&Figures) -> f64| match raw {
+            Some(raw) if of(raw) > 0.0 => format!("{value:.1} ({:.2})", value / of(raw)),
+            _ => format!("{value:.1}"),
+        };
+        println!(
+            "{:<8} | {:>22} | {:>22} | {:>22}",
+            f.name,
+            ratio(f.w6_items_per_sec / 1e6, |f| f.w6_items_per_sec / 1e6),
+            ratio(f.w7_mib_per_sec, |f| f.w7_mib_per_sec),
+            ratio(f.w8_items_per_sec / 1e6, |f| f.w8_items_per_sec / 1e6),
+        );
+    }
     let json = serde_json::json!({ "quick": quick, "pin": pin, "results": results });
     println!("\nJSON {json}");
 }

@@ -33,6 +33,9 @@ pub struct Figures {
     pub w4_64k: Throughput,
     pub w4_1m: Throughput,
     pub w5_ms: f64,
+    pub w6_items_per_sec: f64,
+    pub w7_mib_per_sec: f64,
+    pub w8_items_per_sec: f64,
     pub client_allocs_per_call: f64,
     pub server_allocs_per_call: f64,
     pub server_bytes_per_idle_conn: f64,
@@ -111,6 +114,22 @@ pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts)
         w5_ms = w5(&one, 500).await.as_secs_f64() * 1e3;
     }
 
+    let (mut w6, mut w7, mut w8) = (0.0, 0.0, 0.0);
+    if I::STREAMS {
+        if counts.runs("w6") {
+            one.numbers(counts.n(100_000) as u64).await;
+            w6 = w6_items(&one, counts.n(1_000_000) as u64).await;
+        }
+        if counts.runs("w7") {
+            w7_upload(&one, counts.n(256)).await;
+            w7 = w7_upload(&one, counts.n(4_096)).await;
+        }
+        if counts.runs("w8") {
+            w8_streams(&one, 64, counts.n(1_000) as u64).await;
+            w8 = w8_streams(&one, 64, counts.n(10_000) as u64).await;
+        }
+    }
+
     let (client_allocs_per_call, server_allocs_per_call) = allocations_per_call(&one, 2_000).await;
     let server_bytes_per_idle_conn = idle_connection_bytes::<I>(addr, 1_000).await;
 
@@ -122,6 +141,9 @@ pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts)
         w4_64k,
         w4_1m,
         w5_ms,
+        w6_items_per_sec: w6,
+        w7_mib_per_sec: w7,
+        w8_items_per_sec: w8,
         client_allocs_per_call,
         server_allocs_per_call,
         server_bytes_per_idle_conn,
@@ -207,6 +229,38 @@ async fn echo_workload<C: Client>(client: &C, size: usize, calls: usize) -> Thro
         mib_per_sec: (run.calls * size) as f64 / (1024.0 * 1024.0) / run.wall.as_secs_f64(),
         p99_ms: run.percentile(0.99) / 1e6,
     }
+}
+
+/// W6: one server stream of `count` small items; items per second.
+async fn w6_items<C: Client>(client: &C, count: u64) -> f64 {
+    let start = Instant::now();
+    assert_eq!(client.numbers(count).await, count, "items lost");
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+/// W7: `chunks` chunks of 64 KiB streamed to the server; MiB per second.
+async fn w7_upload<C: Client>(client: &C, chunks: usize) -> f64 {
+    let chunk: Arc<Vec<u8>> = Arc::new((0..64 * 1024).map(|i| (i % 251) as u8).collect());
+    let start = Instant::now();
+    let counted = client.upload(chunk, chunks).await;
+    assert_eq!(counted, (chunks * 64 * 1024) as u64, "bytes lost");
+    (chunks * 64) as f64 / 1024.0 / start.elapsed().as_secs_f64()
+}
+
+/// W8: `streams` server streams of `count` items each at once on one
+/// connection; items per second in all.
+async fn w8_streams<C: Client>(client: &C, streams: usize, count: u64) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.numbers(count).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("stream task"), count, "items lost");
+    }
+    (streams as u64 * count) as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn w5<C: Client>(client: &C, calls: usize) -> Duration {

@@ -7,6 +7,7 @@ pub mod toolkit;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The object returned by `get_obj` and sent by `send_obj`.
 pub const OBJ: &str = "lxx nb";
@@ -21,12 +22,20 @@ pub trait Client: Clone + Send + Sync + 'static {
     fn get_obj(&self) -> impl Future<Output = String> + Send;
     /// `send_obj(data)`.
     fn send_obj(&self, data: String) -> impl Future<Output = ()> + Send;
+    /// `numbers(count)`: reads a server stream of `0..count` (each checked)
+    /// and returns how many came.
+    fn numbers(&self, count: u64) -> impl Future<Output = u64> + Send;
+    /// `upload(chunks)`: streams `chunks` copies of `chunk` to the server
+    /// and returns the bytes it counted.
+    fn upload(&self, chunk: Arc<Vec<u8>>, chunks: usize) -> impl Future<Output = u64> + Send;
 }
 
 /// An RPC implementation: how to serve the benchmark service and connect.
 pub trait Implementation: 'static {
     /// Its name in the report.
     const NAME: &'static str;
+    /// Whether it has streams (tarpc has not: its maintainers declined).
+    const STREAMS: bool = true;
     /// Its client.
     type Client: Client;
     /// Starts a server on 127.0.0.1:0 on the current runtime.

@@ -37,6 +37,7 @@ pub struct Tarpc;
 
 impl super::Implementation for Tarpc {
     const NAME: &'static str = "tarpc";
+    const STREAMS: bool = false;
     type Client = BenchClient;
 
     async fn serve() -> SocketAddr {
@@ -90,5 +91,12 @@ impl super::Client for BenchClient {
         BenchClient::send_obj(self, context::current(), data)
             .await
             .expect("send_obj")
+    }
+    // Never called: `STREAMS` is false.
+    async fn numbers(&self, _count: u64) -> u64 {
+        0
+    }
+    async fn upload(&self, _chunk: std::sync::Arc<Vec<u8>>, _chunks: usize) -> u64 {
+        0
     }
 }

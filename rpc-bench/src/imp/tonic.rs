@@ -42,6 +42,18 @@ pub struct Text {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Count {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Number {
+    #[prost(uint64, tag = "1")]
+    pub n: u64,
+}
+
 struct Imp;
 
 #[tonic::async_trait]
@@ -62,6 +74,31 @@ impl Bench for Imp {
     }
     async fn send_obj(&self, _: Request<Text>) -> Result<Response<Empty>, Status> {
         Ok(Response::new(Empty {}))
+    }
+
+    type NumbersStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Number, Status>> + Send + 'static>>;
+
+    async fn numbers(
+        &self,
+        request: Request<Count>,
+    ) -> Result<Response<Self::NumbersStream>, Status> {
+        let count = request.into_inner().count;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            (0..count).map(|n| Ok(Number { n })),
+        ))))
+    }
+
+    async fn upload(
+        &self,
+        request: Request<tonic::Streaming<Blob>>,
+    ) -> Result<Response<Count>, Status> {
+        let mut chunks = request.into_inner();
+        let mut count = 0;
+        while let Some(chunk) = chunks.message().await? {
+            count += chunk.data.len() as u64;
+        }
+        Ok(Response::new(Count { count }))
     }
 }
 
@@ -122,5 +159,26 @@ impl super::Client for Client {
     async fn send_obj(&self, text: String) {
         let mut c = self.0.clone();
         c.send_obj(Text { text }).await.expect("send_obj");
+    }
+    async fn numbers(&self, count: u64) -> u64 {
+        let mut c = self.0.clone();
+        let mut numbers = c
+            .numbers(Count { count })
+            .await
+            .expect("numbers")
+            .into_inner();
+        let mut seen = 0;
+        while let Some(number) = numbers.message().await.expect("number") {
+            assert_eq!(number.n, seen, "numbers out of order");
+            seen += 1;
+        }
+        seen
+    }
+    async fn upload(&self, chunk: std::sync::Arc<Vec<u8>>, chunks: usize) -> u64 {
+        let mut c = self.0.clone();
+        let blobs = futures::stream::iter((0..chunks).map(move |_| Blob {
+            data: chunk.to_vec(),
+        }));
+        c.upload(blobs).await.expect("upload").into_inner().count
     }
 }

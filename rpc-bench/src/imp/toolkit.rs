@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
+use futures::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rpc_core::tls::{CertificateDer, ClientTlsConfig, Identity, PrivateKeyDer, ServerTlsConfig};
-use rpc_core::{Channel, Server, ServerBuilder, rpc_service};
+use rpc_core::{Channel, Server, ServerBuilder, Streaming, rpc_service};
 
 /// The benchmark service.
 #[rpc_service]
@@ -18,6 +19,10 @@ pub trait Bench {
     async fn get_obj(&self) -> String;
     /// Receives an object.
     async fn send_obj(&self, data: String);
+    /// Streams `0..count`.
+    async fn numbers(&self, count: u64) -> Streaming<u64>;
+    /// Counts the bytes of a stream of chunks.
+    async fn upload(&self, chunks: Streaming<Vec<u8>>) -> u64;
 }
 
 struct Imp;
@@ -33,6 +38,16 @@ impl Bench for Imp {
         super::OBJ.to_owned()
     }
     async fn send_obj(&self, _data: String) {}
+    async fn numbers(&self, count: u64) -> Streaming<u64> {
+        Streaming::from_iter(0..count)
+    }
+    async fn upload(&self, mut chunks: Streaming<Vec<u8>>) -> u64 {
+        let mut total = 0;
+        while let Some(chunk) = chunks.next().await {
+            total += chunk.expect("chunk").len() as u64;
+        }
+        total
+    }
 }
 
 /// Serves the benchmark service with `builder`'s settings on 127.0.0.1.
@@ -75,6 +90,19 @@ impl super::Client for BenchClient {
     }
     async fn send_obj(&self, data: String) {
         BenchClient::send_obj(self, data).await.expect("send_obj")
+    }
+    async fn numbers(&self, count: u64) -> u64 {
+        let mut numbers = BenchClient::numbers(self, count).await.expect("numbers");
+        let mut seen = 0;
+        while let Some(n) = numbers.next().await {
+            assert_eq!(n.expect("number"), seen, "numbers out of order");
+            seen += 1;
+        }
+        seen
+    }
+    async fn upload(&self, chunk: std::sync::Arc<Vec<u8>>, chunks: usize) -> u64 {
+        let stream = Streaming::from_iter((0..chunks).map(move |_| chunk.to_vec()));
+        BenchClient::upload(self, stream).await.expect("upload")
     }
 }
 

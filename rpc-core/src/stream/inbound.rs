@@ -89,7 +89,7 @@ struct State {
 }
 
 /// An item frame not yet read to its end.
-struct Frame {
+pub(crate) struct Frame {
     items: Bytes,
     /// Where the next item starts.
     at: usize,
@@ -215,47 +215,21 @@ impl Inbound {
     }
 
     /// The next item, decoded; the end's error, if any, after the last.
-    pub(crate) fn poll_item<T>(
+    /// Items are decoded from `current`, a frame the consumer has taken out
+    /// whole, so that the lock is taken once a frame, not once an item.
+    fn poll_item<T>(
         &self,
         cx: &mut Context<'_>,
         decode: Decode<T>,
+        current: &mut Option<Frame>,
     ) -> Poll<Option<Result<T, RpcError>>> {
-        let mut state = self.lock();
-        if state.finished {
-            return Poll::Ready(None);
-        }
-        let Some(frame) = state.frames.front_mut() else {
-            return match state.end.take() {
-                Some(Ok(())) => {
-                    state.finished = true;
-                    Poll::Ready(None)
-                }
-                Some(Err(e)) => {
-                    state.finished = true;
-                    Poll::Ready(Some(Err(e)))
-                }
-                None => {
-                    state.waker = Some(cx.waker().clone());
-                    drop(state);
-                    // Items come before the answer on the wire, so once
-                    // the answer is here no item is still to come.
-                    match self.0.link.poll_end(self.0.id, cx) {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(end) => {
-                            let mut state = self.lock();
-                            if !state.frames.is_empty() {
-                                // Pushed in between: read them first.
-                                state.end.get_or_insert(end);
-                                drop(state);
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
-                            state.finished = true;
-                            Poll::Ready(end.err().map(Err))
-                        }
-                    }
-                }
-            };
+        let frame = match current {
+            Some(frame) => frame,
+            None => match self.poll_frame(cx) {
+                Poll::Ready(Ok(frame)) => current.insert(frame),
+                Poll::Ready(Err(end)) => return Poll::Ready(end.map(Err)),
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let decoded = decode(&frame.items[frame.at..]);
         let item = match decoded {
@@ -282,9 +256,9 @@ impl Inbound {
         match item {
             Ok((item, done)) => {
                 if done {
-                    let cost = state.frames.pop_front().map_or(0, |f| f.cost);
-                    state.held -= cost;
-                    drop(state);
+                    let cost = frame.cost;
+                    *current = None;
+                    self.lock().held -= cost;
                     self.0.link.hold(cost, false);
                     self.taken(cost);
                 }
@@ -292,19 +266,60 @@ impl Inbound {
             }
             Err(reason) => {
                 // Nothing after an item that does not decode can be trusted.
-                let held = std::mem::take(&mut state.held);
-                state.frames.clear();
-                state.finished = true;
-                state.dropped = true;
-                drop(state);
-                self.0.link.hold(held, false);
-                self.0.link.abandon(self.0.id);
+                *current = None;
+                self.give_up();
                 Poll::Ready(Some(Err(RpcError::Decode {
                     what: format!("an item of the stream of call {}", self.0.id),
                     source: crate::error::CodecError::new(reason),
                 })))
             }
         }
+    }
+
+    /// The next whole frame, or the end: `Err(None)` a clean one,
+    /// `Err(Some(error))` with the error item to yield.
+    fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Result<Frame, Option<RpcError>>> {
+        let mut state = self.lock();
+        if state.finished {
+            return Poll::Ready(Err(None));
+        }
+        if let Some(frame) = state.frames.pop_front() {
+            // Its bytes stay held until its last item is taken.
+            return Poll::Ready(Ok(frame));
+        }
+        if let Some(end) = state.end.take() {
+            state.finished = true;
+            return Poll::Ready(Err(end.err()));
+        }
+        state.waker = Some(cx.waker().clone());
+        drop(state);
+        // Items come before the answer on the wire, so once the answer is
+        // here no item is still to come.
+        match self.0.link.poll_end(self.0.id, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(end) => {
+                let mut state = self.lock();
+                if let Some(frame) = state.frames.pop_front() {
+                    // Pushed in between: read it (and the rest) first.
+                    state.end.get_or_insert(end);
+                    return Poll::Ready(Ok(frame));
+                }
+                state.finished = true;
+                Poll::Ready(Err(end.err()))
+            }
+        }
+    }
+
+    /// The consumer reads no more: what is held is let go, and the peer told.
+    fn give_up(&self) {
+        let mut state = self.lock();
+        let held = std::mem::take(&mut state.held);
+        state.frames.clear();
+        state.finished = true;
+        state.dropped = true;
+        drop(state);
+        self.0.link.hold(held, false);
+        self.0.link.abandon(self.0.id);
     }
 
     /// Counts `cost` bytes as taken, granting them back once half the
@@ -338,9 +353,22 @@ impl Drop for Shared {
 pub(crate) struct Reader {
     pub(crate) inbound: Inbound,
     pub(crate) deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+    /// The frame being read.
+    pub(crate) current: Option<Frame>,
 }
 
 impl Reader {
+    pub(crate) fn new(
+        inbound: Inbound,
+        deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+    ) -> Self {
+        Reader {
+            inbound,
+            deadline,
+            current: None,
+        }
+    }
+
     pub(crate) fn poll_item<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -350,20 +378,15 @@ impl Reader {
             if sleep.as_mut().poll(cx).is_ready() {
                 let timeout = *timeout;
                 self.deadline = None;
-                let mut state = self.inbound.lock();
-                if !state.finished {
-                    state.finished = true;
-                    state.dropped = true;
-                    let held = std::mem::take(&mut state.held);
-                    state.frames.clear();
-                    drop(state);
-                    self.inbound.0.link.hold(held, false);
-                    self.inbound.0.link.abandon(self.inbound.0.id);
+                let finished = self.inbound.lock().finished;
+                if !finished {
+                    self.current = None;
+                    self.inbound.give_up();
                     return Poll::Ready(Some(Err(RpcError::DeadlineExceeded { timeout })));
                 }
             }
         }
-        self.inbound.poll_item(cx, decode)
+        self.inbound.poll_item(cx, decode, &mut self.current)
     }
 }
 

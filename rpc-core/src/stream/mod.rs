@@ -121,7 +121,10 @@ impl<T> Streaming<T> {
         let deadline =
             deadline.map(|(at, timeout)| (Box::pin(tokio::time::sleep_until(at)), timeout));
         Streaming {
-            source: Source::Remote(inbound::Reader { inbound, deadline }, inbound::decode::<T>),
+            source: Source::Remote(
+                inbound::Reader::new(inbound, deadline),
+                inbound::decode::<T>,
+            ),
         }
     }
 

@@ -57,15 +57,49 @@ pub fn envelope(data: &[u8]) {
             let _ = codec::decode::<Vec<String>>(&body);
             let _ = codec::decode::<crate::__private::ByteBuf>(&body);
         }
+        Ok(Message::Items {
+            id,
+            count,
+            items,
+            cost,
+        }) => stream_items(id, count, items, cost),
         Ok(
             Message::Cancel { .. }
             | Message::Drain { .. }
             | Message::Ping { .. }
-            | Message::Pong { .. },
+            | Message::Pong { .. }
+            | Message::End { .. }
+            | Message::Credit { .. }
+            | Message::Stop { .. },
         )
         | Err(_) => {}
     }
     let _ = codec::decode::<Args>(data);
+}
+
+/// A connection that drops what a stream sends it.
+struct NoLink;
+
+impl crate::stream::Link for NoLink {
+    fn send(&self, _frame: bytes::BytesMut) -> bool {
+        true
+    }
+
+    fn abandon(&self, _id: u64) {}
+}
+
+/// Hands an items message to a stream's receiving end, twice (the second
+/// may be refused as beyond credit), and reads every item it yields.
+fn stream_items(id: u64, count: u32, items: Bytes, cost: usize) {
+    use futures::Stream;
+    let inbound = crate::stream::Inbound::new(id, 0, std::sync::Arc::new(NoLink));
+    let _ = inbound.push(count, items.clone(), cost);
+    let _ = inbound.push(count, items, cost);
+    inbound.finish(Ok(()));
+    let mut stream = crate::Streaming::<Args>::remote(inbound, None);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let std::task::Poll::Ready(Some(_)) = std::pin::Pin::new(&mut stream).poll_next(&mut cx) {
+    }
 }
 
 /// The toolkit's handshake, for a target that talks to a real server.

@@ -146,3 +146,78 @@ proptest! {
         }
     }
 }
+
+/// A connection that drops what a stream sends it.
+struct NoLink;
+
+impl crate::stream::Link for NoLink {
+    fn send(&self, _frame: BytesMut) -> bool {
+        true
+    }
+
+    fn abandon(&self, _id: u64) {}
+}
+
+/// Encodes `values` as one items frame of stream 1.
+fn items_frame(values: &[Args]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let start = envelope::begin_items(&mut buf, 1);
+    for value in values {
+        codec::encode(value, &mut buf, usize::MAX).unwrap();
+    }
+    envelope::finish_items(&mut buf, start, values.len() as u32);
+    buf
+}
+
+/// Reads every item a stream's receiving end yields for `payload`.
+fn read_items(payload: &Bytes) -> Option<Vec<Result<Args, String>>> {
+    use futures::Stream;
+    let Ok(Message::Items {
+        count, items, cost, ..
+    }) = envelope::decode(payload)
+    else {
+        return None;
+    };
+    let inbound = crate::stream::Inbound::new(1, 0, std::sync::Arc::new(NoLink));
+    inbound.push(count, items, cost).ok()?;
+    inbound.finish(Ok(()));
+    let mut stream = crate::Streaming::<Args>::remote(inbound, None);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut read = Vec::new();
+    while let std::task::Poll::Ready(Some(item)) =
+        std::pin::Pin::new(&mut stream).poll_next(&mut cx)
+    {
+        read.push(item.map_err(|e| e.to_string()));
+    }
+    Some(read)
+}
+
+proptest! {
+    #[test]
+    fn stream_items_round_trip(values in proptest::collection::vec(args(), 0..8)) {
+        let read = read_items(&payload(&items_frame(&values))).expect("an items frame");
+        let read: Vec<Args> = read.into_iter().map(|item| item.unwrap()).collect();
+        prop_assert_eq!(read, values);
+    }
+
+    #[test]
+    fn damaged_stream_items_never_panic_nor_yield_too_many(
+        values in proptest::collection::vec(args(), 1..6),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let frame = items_frame(&values);
+        let mut damaged = payload(&frame).to_vec();
+        let at = flip.index(damaged.len());
+        damaged[at] ^= 0x5A;
+        damaged.truncate(cut.index(damaged.len() + 1).max(1));
+        if let Some(read) = read_items(&Bytes::from(damaged)) {
+            // At most one error, as the last item.
+            let errors = read.iter().filter(|item| item.is_err()).count();
+            prop_assert!(errors <= 1);
+            if errors == 1 {
+                prop_assert!(read.last().unwrap().is_err());
+            }
+        }
+    }
+}

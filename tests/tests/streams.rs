@@ -1,6 +1,8 @@
 //! Stream calls end to end over TCP: the three shapes, their ends and
 //! errors, flow control, and giving up.
 
+mod pki;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -587,4 +589,42 @@ async fn a_shutdown_lets_short_streams_finish_and_ends_long_ones_with_an_error()
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn all_three_shapes_work_over_tls() {
+    use rpc_core::tls::{ClientTlsConfig, ServerTlsConfig};
+    let ca = pki::TestCa::new("stream CA");
+    let addr = serve(
+        Server::builder()
+            .add_service(MarketServer::new(Exchange::default()))
+            .tls(ServerTlsConfig::new(ca.server(&["localhost"]).identity())),
+    )
+    .await;
+    let channel = rpc_core::Channel::builder()
+        .tls(ClientTlsConfig::new("localhost").ca_certificates(ca.roots()))
+        .connect(addr)
+        .await
+        .unwrap();
+    let client = MarketClient::new(channel);
+    let ticks = collect(client.ticks("ACME".into(), 20_000).await.unwrap()).await;
+    assert_eq!(ticks.len(), 20_000);
+    let chunks = (0..32).map(|i| vec![i as u8; 64 * 1024]);
+    let total = within_10s(
+        "the upload",
+        client.upload("f".into(), Streaming::from_iter(chunks)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(total, 32 * 64 * 1024);
+    let lines: Vec<String> = (0..1_000).map(|i| i.to_string()).collect();
+    let back = collect(
+        client
+            .echo(Streaming::from_iter(lines.clone()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let back: Vec<String> = back.into_iter().map(Result::unwrap).collect();
+    assert_eq!(back, lines);
 }

@@ -47,6 +47,8 @@ pub trait Market {
     async fn broken(&self, ok: u32) -> Streaming<u32>;
     /// `n` chunks of bytes, chunk `i` holding `i` bytes of value `i`.
     async fn chunks(&self, n: u8) -> Result<Streaming<Vec<u8>>, MarketError>;
+    /// Reads the client's stream to its end, then waits for ever.
+    async fn settle(&self, chunks: Streaming<Vec<u8>>) -> u64;
     /// Holds the client's stream unread, for ever.
     async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64;
 }
@@ -57,6 +59,8 @@ struct Exchange {
     produced: Arc<AtomicU64>,
     /// Set when `endless`'s producer is dropped.
     dropped: Arc<AtomicBool>,
+    /// Set when `settle` has read its stream to the end.
+    settled: Arc<AtomicBool>,
 }
 
 /// Sets its flag when dropped.
@@ -121,6 +125,12 @@ impl Market for Exchange {
         Ok(Streaming::from_iter(
             (0..n).map(|i| vec![i; usize::from(i)]),
         ))
+    }
+
+    async fn settle(&self, mut chunks: Streaming<Vec<u8>>) -> u64 {
+        while chunks.next().await.is_some() {}
+        self.settled.store(true, Ordering::SeqCst);
+        std::future::pending().await
     }
 
     async fn hold(&self, chunks: Streaming<Vec<u8>>) -> u64 {
@@ -627,4 +637,174 @@ async fn all_three_shapes_work_over_tls() {
     .await;
     let back: Vec<String> = back.into_iter().map(Result::unwrap).collect();
     assert_eq!(back, lines);
+}
+
+#[tokio::test]
+async fn a_second_end_after_the_first_was_read_closes_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let exchange = Exchange::default();
+    let settled = exchange.settled.clone();
+    let addr = serve(Server::builder().add_service(MarketServer::new(exchange))).await;
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    stream
+        .write_all(&stream_request(1, "settle", 0x02, NO_ARGS))
+        .await
+        .unwrap();
+    stream
+        .write_all(&stream_message(0x09, 1, &[]))
+        .await
+        .unwrap();
+    eventually("the handler to read the end", || {
+        settled.load(Ordering::SeqCst)
+    })
+    .await;
+    stream
+        .write_all(&stream_message(0x09, 1, &[]))
+        .await
+        .unwrap();
+    within_10s("a close", rpc_tests::read_until_closed(&mut stream)).await;
+}
+
+/// Waits until `count` stops moving: unchanged over two looks 50 ms apart
+/// (the absence of progress has no event to wait on).
+async fn until_still(count: &AtomicU64) -> u64 {
+    within_10s("the count to stop moving", async {
+        let mut last = count.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = count.load(Ordering::SeqCst);
+            if now == last && now > 0 {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_grants_much_and_reads_nothing_stalls_the_producer() {
+    use tokio::io::AsyncWriteExt;
+    let exchange = Exchange::default();
+    let produced = exchange.produced.clone();
+    // On a runtime of its own, so that the producer runs while this test
+    // looks at it.
+    let addr =
+        rpc_tests::serve_on_own_runtime(Server::builder().add_service(MarketServer::new(exchange)));
+    let mut stream = rpc_tests::raw_connect(addr).await;
+    stream
+        .write_all(&stream_request(1, "endless", 0x04, NO_ARGS))
+        .await
+        .unwrap();
+    // 1 GiB of credit, and nothing read: only the reply backlog (4 MiB)
+    // and the socket's buffers may hold what the producer makes.
+    stream
+        .write_all(&stream_message(0x0A, 1, &(1u32 << 30).to_le_bytes()))
+        .await
+        .unwrap();
+    let made = until_still(&produced).await;
+    // Items here encode in 3-5 bytes: 10 M of them is 30 MB or more,
+    // far beyond the backlog and any loopback socket buffer.
+    assert!(made < 10_000_000, "the producer made {made} items unread");
+    drop(stream);
+}
+
+#[tokio::test]
+async fn many_short_server_streams_are_not_taken_for_a_flood() {
+    let (client, ..) = market().await;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    let ticks = client.ticks("ACME".into(), 1).await.unwrap();
+                    assert_eq!(collect(ticks).await.len(), 1);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within_10s("the calls", task).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn giving_up_an_upload_stops_its_producer_even_if_the_server_never_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server that takes the call, grants 1 GiB and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 8];
+        socket.read_exact(&mut hello).await.unwrap();
+        socket.write_all(b"RKIT\x01\x00\x00\x00").await.unwrap();
+        let request = rpc_tests::read_frame(&mut socket).await;
+        let id = u64::from_le_bytes(request[2..10].try_into().unwrap());
+        socket
+            .write_all(&stream_message(0x0A, id, &(1u32 << 30).to_le_bytes()))
+            .await
+            .unwrap();
+        let mut sink = vec![0u8; 64 * 1024];
+        while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let client = MarketClient::connect(addr).await.unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let pulled = Arc::new(AtomicU64::new(0));
+    let (guard, count) = (OnDrop(dropped.clone()), pulled.clone());
+    let chunks = futures::stream::iter(0u32..).map(move |_| {
+        let _ = &guard;
+        count.fetch_add(1, Ordering::SeqCst);
+        vec![0u8; 1024]
+    });
+    let result = client
+        .with_timeout(Duration::from_millis(200))
+        .hold(Streaming::from_stream(chunks))
+        .await;
+    assert!(
+        matches!(result, Err(RpcError::DeadlineExceeded { .. })),
+        "{result:?}"
+    );
+    eventually("the producer to be dropped", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn echo_streams_finish_with_a_small_running_request_limit() {
+    let addr = serve(
+        Server::builder()
+            .max_running_request_bytes(256 * 1024)
+            .add_service(MarketServer::new(Exchange::default())),
+    )
+    .await;
+    let client = MarketClient::connect(addr).await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let lines: Vec<String> = (0..3_000).map(|n| format!("{i}:{n:0>40}")).collect();
+                let back = client
+                    .echo(Streaming::from_iter(lines.clone()))
+                    .await
+                    .unwrap();
+                let back: Vec<String> = collect(back)
+                    .await
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+                assert_eq!(back, lines);
+            })
+        })
+        .collect();
+    for task in tasks {
+        within_10s("an echo", task).await.unwrap();
+    }
+    assert_eq!(
+        within_10s("a unary call", client.price("ACME".into()))
+            .await
+            .unwrap(),
+        4.2
+    );
 }

@@ -39,10 +39,10 @@ pub(crate) trait Link: Send + Sync {
     /// (a client cancels the call, a server stops the client's stream).
     fn abandon(&self, id: u64);
 
-    /// Bytes of received items now held (`true`) or let go (`false`), for a
-    /// connection that bounds what its streams hold all together.
-    fn hold(&self, bytes: usize, held: bool) {
-        let _ = (bytes, held);
+    /// When the connection has no room for more frames, what completes once
+    /// it has: a sender waits for it as for credit.
+    fn room(&self) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        None
     }
 
     /// Ready with how stream `id` ended, for a side that learns it other
@@ -74,8 +74,6 @@ struct State {
     allowance: i64,
     /// Bytes taken by the consumer since credit was last granted.
     taken: usize,
-    /// Bytes of unread frames.
-    held: usize,
     /// Whether any item frame arrived: a server stream is open from then on.
     opened: bool,
     /// How the stream ended, once it has; taken by the consumer after the
@@ -83,6 +81,9 @@ struct State {
     end: Option<Result<(), RpcError>>,
     /// The consumer saw the end.
     finished: bool,
+    /// The sender ended its stream (an end message): kept once the end has
+    /// been read, so that items or a second end after it are still seen.
+    ended_by_peer: bool,
     /// The consumer let go.
     dropped: bool,
     waker: Option<Waker>,
@@ -104,13 +105,16 @@ impl Inbound {
     /// `window` bytes in flight; the grant beyond the initial credit goes
     /// out at once.
     pub(crate) fn new(id: u64, window: usize, link: Arc<dyn Link>) -> Self {
+        let inbound = Self::unannounced(id, window, link);
+        inbound.announce();
+        inbound
+    }
+
+    /// Like [`Inbound::new`], but the grant goes out only with
+    /// [`Inbound::announce`]: a client enters the stream before its request
+    /// is queued, and grants after it.
+    pub(crate) fn unannounced(id: u64, window: usize, link: Arc<dyn Link>) -> Self {
         let window = window.clamp(INITIAL_CREDIT as usize, i32::MAX as usize);
-        let more = window - INITIAL_CREDIT as usize;
-        if more > 0 {
-            let mut frame = BytesMut::new();
-            envelope::encode_credit(&mut frame, id, more as u32);
-            link.send(frame);
-        }
         Inbound(Arc::new(Shared {
             id,
             window,
@@ -122,6 +126,16 @@ impl Inbound {
         }))
     }
 
+    /// Grants the sender the window beyond the initial credit.
+    pub(crate) fn announce(&self) {
+        let more = self.0.window - INITIAL_CREDIT as usize;
+        if more > 0 {
+            let mut frame = BytesMut::new();
+            envelope::encode_credit(&mut frame, self.0.id, more as u32);
+            self.0.link.send(frame);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it; a poisoned state is still sound.
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -131,11 +145,11 @@ impl Inbound {
     /// that closes the connection: items after the end, or beyond credit.
     pub(crate) fn push(&self, count: u32, items: Bytes, cost: usize) -> Result<(), String> {
         let mut state = self.lock();
-        if state.end.is_some() {
-            if state.dropped {
-                return Ok(());
-            }
+        if state.ended_by_peer {
             return Err(format!("stream items for call {} after its end", self.0.id));
+        }
+        if state.end.is_some() && state.dropped {
+            return Ok(());
         }
         if state.allowance <= 0 {
             return Err(format!(
@@ -157,7 +171,6 @@ impl Inbound {
                 self.0.id
             ));
         }
-        state.held += cost;
         state.frames.push_back(Frame {
             items,
             at: 0,
@@ -166,7 +179,6 @@ impl Inbound {
         });
         let waker = state.waker.take();
         drop(state);
-        self.0.link.hold(cost, true);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -194,9 +206,16 @@ impl Inbound {
         }
     }
 
-    /// Whether the sender has ended the stream (an end, not an error).
-    pub(crate) fn is_ended(&self) -> bool {
-        self.lock().end.is_some()
+    /// The sender ended its stream with an end message; an error (a
+    /// second end) is a protocol violation.
+    pub(crate) fn end_by_peer(&self) -> Result<(), String> {
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.ended_by_peer, true) {
+            return Err(format!("a second end of the stream of call {}", self.0.id));
+        }
+        drop(state);
+        self.finish(Ok(()));
+        Ok(())
     }
 
     /// Ready once the stream is open (an item frame arrived) or has ended.
@@ -258,8 +277,6 @@ impl Inbound {
                 if done {
                     let cost = frame.cost;
                     *current = None;
-                    self.lock().held -= cost;
-                    self.0.link.hold(cost, false);
                     self.taken(cost);
                 }
                 Poll::Ready(Some(Ok(item)))
@@ -284,7 +301,6 @@ impl Inbound {
             return Poll::Ready(Err(None));
         }
         if let Some(frame) = state.frames.pop_front() {
-            // Its bytes stay held until its last item is taken.
             return Poll::Ready(Ok(frame));
         }
         if let Some(end) = state.end.take() {
@@ -310,15 +326,13 @@ impl Inbound {
         }
     }
 
-    /// The consumer reads no more: what is held is let go, and the peer told.
+    /// The consumer reads no more: what it holds is let go, and the peer told.
     fn give_up(&self) {
         let mut state = self.lock();
-        let held = std::mem::take(&mut state.held);
         state.frames.clear();
         state.finished = true;
         state.dropped = true;
         drop(state);
-        self.0.link.hold(held, false);
         self.0.link.abandon(self.0.id);
     }
 
@@ -336,15 +350,6 @@ impl Inbound {
         let mut frame = BytesMut::new();
         envelope::encode_credit(&mut frame, self.0.id, grant as u32);
         self.0.link.send(frame);
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if state.held > 0 {
-            self.link.hold(state.held, false);
-        }
     }
 }
 
@@ -396,12 +401,8 @@ impl Drop for Reader {
         let mut state = inbound.lock();
         let early = !state.finished && state.end.is_none();
         state.dropped = true;
-        let held = std::mem::take(&mut state.held);
         state.frames.clear();
         drop(state);
-        if held > 0 {
-            inbound.0.link.hold(held, false);
-        }
         if early {
             inbound.0.link.abandon(inbound.0.id);
         }

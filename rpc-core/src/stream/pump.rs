@@ -60,6 +60,21 @@ pub(crate) async fn pump<T: Serialize>(
         let Some(available) = std::future::poll_fn(|cx| credit.poll_available(cx)).await else {
             return Ok(Pumped::Stopped);
         };
+        // Nor while the connection's queue is full: credit is the peer's to
+        // give, and a peer that grants much and reads nothing must not
+        // grow that queue (a review queued 180 MiB so).
+        if let Some(mut room) = link.room() {
+            let stopped = std::future::poll_fn(|cx| {
+                if credit.poll_stopped(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+                room.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if stopped {
+                return Ok(Pumped::Stopped);
+            }
+        }
         let mut next = carried.take();
         let mut ended = false;
         if next.is_none() && !opening {

@@ -74,13 +74,7 @@ impl Streams {
     /// The sender of call `id`'s stream ended it.
     pub(crate) fn end(&self, id: u64) -> Result<Routed, String> {
         match self.get(id).and_then(|e| e.inbound) {
-            Some(inbound) if inbound.is_ended() => {
-                Err(format!("a second end of the stream of call {id}"))
-            }
-            Some(inbound) => {
-                inbound.finish(Ok(()));
-                Ok(Routed::Done)
-            }
+            Some(inbound) => inbound.end_by_peer().map(|()| Routed::Done),
             None => Ok(Routed::Unknown),
         }
     }

@@ -17,7 +17,7 @@ use crate::client::pending::{Answer, Pending, Response};
 use crate::envelope::{self, FLAG_STREAM_IN, FLAG_STREAM_OUT, Status};
 use crate::error::RpcError;
 use crate::stream::{
-    Credit, DEFAULT_STREAM_WINDOW, Entry, Failed, Inbound, Link, Pumped, Streaming, pump,
+    Credit, DEFAULT_STREAM_WINDOW, Entry, Failed, Inbound, Link, Pumped, Streaming, Streams, pump,
 };
 use crate::transport::Outbox;
 use crate::{arena, codec};
@@ -28,6 +28,7 @@ struct CallLink {
     pending: Arc<Pending>,
     closed: Arc<Closed>,
     gave_up: Arc<Notify>,
+    streams: Arc<Streams>,
     service: String,
     method: String,
     timeout: Option<Duration>,
@@ -39,6 +40,9 @@ impl Link for CallLink {
     }
 
     fn abandon(&self, id: u64) {
+        // What the call was sending stops with it (a review's upload went
+        // on being pulled after its caller had given up).
+        self.streams.remove(id);
         if self.pending.abandon(id).is_some() {
             let mut cancel = BytesMut::new();
             envelope::encode_cancel(&mut cancel, id);
@@ -135,6 +139,7 @@ impl Connection {
             pending: self.pending.clone(),
             closed: self.closed.clone(),
             gave_up: self.gave_up.clone(),
+            streams: self.streams.clone(),
             service: service.to_owned(),
             method: method.to_owned(),
             timeout: options.timeout,
@@ -145,23 +150,28 @@ impl Connection {
         let id = self
             .pending
             .start(permit, waker, |id| {
-                // Entered before the request goes out, so that nothing the
-                // server sends for it can come before its entry.
-                envelope::set_request_id(&mut frame, id);
-                if self.outbox.push(&mut frame, 0).is_err() {
-                    return false;
-                }
-                // The credit grant beyond the initial one follows the request.
-                inbound = output.then(|| {
-                    Inbound::new(id, DEFAULT_STREAM_WINDOW, link.clone() as Arc<dyn Link>)
+                // Entered before the request is queued: the reader routes
+                // by this entry, and the server may answer at once.
+                let opened = output.then(|| {
+                    Inbound::unannounced(id, DEFAULT_STREAM_WINDOW, link.clone() as Arc<dyn Link>)
                 });
                 self.streams.insert(
                     id,
                     Entry {
-                        inbound: inbound.clone(),
+                        inbound: opened.clone(),
                         credit: credit.clone(),
                     },
                 );
+                envelope::set_request_id(&mut frame, id);
+                if self.outbox.push(&mut frame, 0).is_err() {
+                    self.streams.remove(id);
+                    return false;
+                }
+                // The grant beyond the initial credit follows the request.
+                if let Some(opened) = &opened {
+                    opened.announce();
+                }
+                inbound = opened;
                 true
             })
             .map_err(|_| self.not_processed())?;
@@ -279,6 +289,17 @@ impl Opened {
         });
         let answered = Deadline::within(deadline, opened).await?;
         give_up.id = None;
+        let answered = match answered {
+            // An item frame and the answer can both have come in between
+            // the last look and the answer's: the stream opened, and the
+            // answer is its end (a review saw a short stream come back
+            // empty).
+            Some(answer) if inbound.opened() => {
+                inbound.finish(link.ended(answer));
+                None
+            }
+            answered => answered,
+        };
         let Some(answer) = answered else {
             return Ok(Ok(Streaming::remote(
                 inbound,

@@ -6,15 +6,16 @@ use bytes::BytesMut;
 
 use super::writer::Outbox;
 use crate::envelope::{self, FLAG_STREAM_IN, FLAG_STREAM_OUT};
-use crate::server::running::Running;
 use crate::stream::{CallStreams, Credit, Inbound, Link, Streams};
 
 /// A connection's side of its calls' streams.
+///
+/// What a client's streams hold unread is bounded by their windows (and
+/// one frame each), not by pausing the reader: a paused reader would not
+/// read the credit and cancels that let those streams move on (a review
+/// deadlocked echo calls that way).
 pub(super) struct ServerLink {
     pub(super) outbox: Outbox,
-    /// What clients' stream items held unread count against: the bytes
-    /// running calls hold, so that reading pauses when they are too many.
-    pub(super) running: Arc<Running>,
 }
 
 impl Link for ServerLink {
@@ -28,12 +29,11 @@ impl Link for ServerLink {
         self.outbox.send(stop);
     }
 
-    fn hold(&self, bytes: usize, held: bool) {
-        if held {
-            self.running.requests().add(bytes);
-        } else {
-            self.running.requests().sub(bytes);
-        }
+    fn room(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> {
+        // Credit is the client's to give; the connection's reply backlog
+        // bounds what a stream may queue whatever credit it has.
+        let backlog = self.outbox.backlog();
+        backlog.full().then(|| Box::pin(backlog.below_limit()) as _)
     }
 }
 

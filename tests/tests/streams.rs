@@ -61,6 +61,8 @@ struct Exchange {
     dropped: Arc<AtomicBool>,
     /// Set when `settle` has read its stream to the end.
     settled: Arc<AtomicBool>,
+    /// Chunks `upload` has read.
+    uploaded: Arc<AtomicU64>,
 }
 
 /// Sets its flag when dropped.
@@ -91,6 +93,7 @@ impl Market for Exchange {
         let mut total = 0;
         while let Some(Ok(chunk)) = chunks.next().await {
             total += chunk.len() as u64;
+            self.uploaded.fetch_add(1, Ordering::SeqCst);
         }
         total
     }
@@ -807,4 +810,44 @@ async fn echo_streams_finish_with_a_small_running_request_limit() {
             .unwrap(),
         4.2
     );
+}
+
+#[tokio::test]
+async fn a_shutdown_ends_the_clients_streams_to_running_calls_at_once() {
+    let exchange = Exchange::default();
+    let uploaded = exchange.uploaded.clone();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_secs(60))
+        .add_service(MarketServer::new(exchange))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let client = MarketClient::connect(addr).await.unwrap();
+    // A stream that never ends by itself.
+    let (tx, chunks) = Streaming::channel(4);
+    tx.send(vec![1u8; 1000]).await.unwrap();
+    let upload = tokio::spawn({
+        let client = client.clone();
+        async move { client.upload("f".into(), chunks).await }
+    });
+    // Once the server holds the first chunk, shut it down: the handler's
+    // stream ends with an error, `upload` returns what it counted, and
+    // the shutdown does not wait out its 60 s grace.
+    eventually("the handler to read a chunk", || {
+        uploaded.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    stop.send(()).unwrap();
+    let counted = within_10s("the upload's answer", upload).await.unwrap();
+    assert!(counted.is_ok(), "{counted:?}");
+    within_10s("the server to stop", serving)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(tx);
 }

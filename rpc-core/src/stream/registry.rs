@@ -112,6 +112,20 @@ impl Streams {
         }
     }
 
+    /// Ends, with `error`, every stream the connection receives, and only
+    /// those: reading is over, so nothing more arrives for them, while
+    /// what the calls send may still go out.
+    pub(crate) fn end_inbound(&self, error: impl Fn() -> RpcError) {
+        let inbound: Vec<Inbound> = self
+            .lock()
+            .values()
+            .filter_map(|e| e.inbound.clone())
+            .collect();
+        for inbound in inbound {
+            inbound.finish(Err(error()));
+        }
+    }
+
     /// Ends, with `error`, the streams of calls with ids `first_unread` and
     /// above: a draining server did not read them.
     pub(crate) fn drain(&self, first_unread: u64, error: impl Fn() -> RpcError) {

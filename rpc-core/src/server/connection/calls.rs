@@ -485,6 +485,16 @@ impl Calls {
         self.control_frame("cancels of calls not running")
     }
 
+    /// Reading is over (`why`): the clients' streams to the calls still
+    /// running end with an error rather than wait for items that cannot
+    /// come.
+    pub(super) fn end_input_streams(&self, why: &str) {
+        self.streams
+            .end_inbound(|| crate::error::RpcError::ConnectionClosed {
+                reason: why.to_owned(),
+            });
+    }
+
     /// A stream message that found no stream is free work, counted as such.
     fn routed(&self, routed: Routed, what: &str) -> Result<Option<Started>, String> {
         match routed {

@@ -96,6 +96,12 @@ async fn run(io: Io, peer: PeerAddr, shared: Arc<Shared>) -> Result<(), String> 
     };
     // No stand-in from here on.
     drop(watching);
+    connection.calls.end_input_streams(match &ended {
+        Ok(Ended::ByClient) => "the client finished sending before it ended its stream",
+        Ok(Ended::Draining) => "the server is shutting down and reads no more of the stream",
+        Ok(Ended::Idle) => "the connection was closed as idle",
+        Err(reason) => reason,
+    });
     match ended {
         // The client has finished sending: answer the calls it sent, then
         // close. A client that is gone altogether rather than half-closed

@@ -28,7 +28,21 @@ FIGURES = [
     ("W4 64K MiB/s", lambda f: f["w4_64k"]["mib_per_sec"], True),
     ("W4 1M MiB/s", lambda f: f["w4_1m"]["mib_per_sec"], True),
     ("W5 ms", lambda f: f["w5_ms"], False),
+    # Builds from before streams (2026-12-02) have none: their rows are left out.
+    ("W6 items/s", lambda f: f.get("w6_items_per_sec", 0), True),
+    ("W7 MiB/s", lambda f: f.get("w7_mib_per_sec", 0), True),
+    ("W8 items/s", lambda f: f.get("w8_items_per_sec", 0), True),
 ]
+
+
+def ratios(runs, name, get, higher_is_better):
+    """Each run's figure of `name` as a ratio to raw's (above 1: faster)."""
+    return [
+        get(figures[name]) / get(figures["raw"])
+        if higher_is_better
+        else get(figures["raw"]) / get(figures[name])
+        for figures in runs
+    ]
 
 
 def run(binary, only, extra):
@@ -63,40 +77,36 @@ def main():
     names = [n for n in only.split(",") if n != "raw"]
     print(f"medians of {rounds} alternating runs; ratio = figure / raw's in the same run")
     print(f"{'figure':<14}" + "".join(f"{l + ' ' + n:>26}" for l in binaries for n in names))
-    for title, get, higher_is_better in FIGURES:
-        if all(get(f["raw"]) == 0 for runs in seen.values() for f in runs):
-            continue
-        cells = []
-        for label in binaries:
-            for name in names:
-                values = [get(figures[name]) for figures in seen[label]]
-                ratios = [
-                    get(figures[name]) / get(figures["raw"])
-                    if higher_is_better
-                    else get(figures["raw"]) / get(figures[name])
-                    for figures in seen[label]
-                ]
-                cells.append(
-                    f"{statistics.median(values):>14,.0f} ({statistics.median(ratios):.2f}x)"
-                )
-        print(f"{title:<14}" + "".join(f"{c:>26}" for c in cells))
+
+    def median_cell(runs, name, get, higher_is_better):
+        value = statistics.median(get(figures[name]) for figures in runs)
+        ratio = statistics.median(ratios(runs, name, get, higher_is_better))
+        return f"{value:>14,.0f} ({ratio:.2f}x)"
+
+    def range_cell(runs, name, get, higher_is_better):
+        each = ratios(runs, name, get, higher_is_better)
+        return f"{min(each):.2f}-{max(each):.2f}"
+
+    rows(seen, names, median_cell)
     # The spread says how far a median can be trusted on a noisy machine.
     print("ratio to raw, lowest-highest of the runs")
+    rows(seen, names, range_cell)
+
+
+def rows(seen, names, cell):
+    """A row per figure that raw has, a cell per build and implementation."""
     for title, get, higher_is_better in FIGURES:
         if all(get(f["raw"]) == 0 for runs in seen.values() for f in runs):
             continue
         cells = []
-        for label in binaries:
+        for runs in seen.values():
             for name in names:
-                ratios = [
-                    get(figures[name]) / get(figures["raw"])
-                    if higher_is_better
-                    else get(figures["raw"]) / get(figures[name])
-                    for figures in seen[label]
-                ]
-                cells.append(f"{min(ratios):.2f}-{max(ratios):.2f}")
+                # A build that lacks the figure (made before it existed).
+                if any(get(figures["raw"]) == 0 for figures in runs):
+                    cells.append("-")
+                else:
+                    cells.append(cell(runs, name, get, higher_is_better))
         print(f"{title:<14}" + "".join(f"{c:>26}" for c in cells))
-
 
 if __name__ == "__main__":
     main()

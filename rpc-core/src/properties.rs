@@ -147,17 +147,6 @@ proptest! {
     }
 }
 
-/// A connection that drops what a stream sends it.
-struct NoLink;
-
-impl crate::stream::Link for NoLink {
-    fn send(&self, _frame: BytesMut) -> bool {
-        true
-    }
-
-    fn abandon(&self, _id: u64) {}
-}
-
 /// Encodes `values` as one items frame of stream 1.
 fn items_frame(values: &[Args]) -> BytesMut {
     let mut buf = BytesMut::new();
@@ -171,25 +160,21 @@ fn items_frame(values: &[Args]) -> BytesMut {
 
 /// Reads every item a stream's receiving end yields for `payload`.
 fn read_items(payload: &Bytes) -> Option<Vec<Result<Args, String>>> {
-    use futures::Stream;
     let Ok(Message::Items {
         count, items, cost, ..
     }) = envelope::decode(payload)
     else {
         return None;
     };
-    let inbound = crate::stream::Inbound::new(1, 0, std::sync::Arc::new(NoLink));
+    let inbound = crate::stream::Inbound::new(1, 0, std::sync::Arc::new(crate::stream::Detached));
     inbound.push(count, items, cost).ok()?;
     inbound.finish(Ok(()));
-    let mut stream = crate::Streaming::<Args>::remote(inbound, None);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut read = Vec::new();
-    while let std::task::Poll::Ready(Some(item)) =
-        std::pin::Pin::new(&mut stream).poll_next(&mut cx)
-    {
-        read.push(item.map_err(|e| e.to_string()));
-    }
-    Some(read)
+    let read = crate::stream::read_now::<Args>(inbound);
+    Some(
+        read.into_iter()
+            .map(|item| item.map_err(|e| e.to_string()))
+            .collect(),
+    )
 }
 
 proptest! {

@@ -99,6 +99,13 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Fails the test instead of hanging it; a safety net, not a timing.
+pub async fn within_10s<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
+}
+
 /// A request frame, prefix included, as docs/PROTOCOL.md describes it.
 pub fn request_frame(id: u64, service: &str, method: &str, body: &[u8]) -> Vec<u8> {
     request_frame_with_deadline(id, service, method, None, body)

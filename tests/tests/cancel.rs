@@ -7,7 +7,7 @@ use std::time::Duration;
 use rpc_core::{Channel, RpcClient, RpcError, Server};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, raw_connect, read_response, read_until_closed,
-    request_frame, serve,
+    request_frame, serve, within_10s,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -20,13 +20,6 @@ fn cancel_frame(id: u64) -> Vec<u8> {
     frame.extend_from_slice(&[0x03, 0x00]);
     frame.extend_from_slice(&id.to_le_bytes());
     frame
-}
-
-/// Fails the test instead of hanging it; a safety net, not a timing.
-async fn within_10s<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
 }
 
 #[tokio::test]

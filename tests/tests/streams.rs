@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rpc_core::{Code, RpcClient, RpcError, Server, Streaming, rpc_service};
-use rpc_tests::{eventually, serve};
+use rpc_tests::{eventually, serve, within_10s};
 use serde::{Deserialize, Serialize};
 
 /// One price change.
@@ -157,11 +157,19 @@ async fn market() -> (MarketClient, Arc<AtomicU64>, Arc<AtomicBool>) {
     (client, produced, dropped)
 }
 
-/// Fails the test instead of hanging it; a safety net, not a timing.
-async fn within_10s<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within 10 s"))
+/// Reads `stream` to its end: the items it yielded and its error, if any.
+async fn to_end<T: serde::de::DeserializeOwned>(
+    what: &str,
+    stream: &mut Streaming<T>,
+) -> (u64, Option<RpcError>) {
+    let (mut items, mut error) = (0, None);
+    while let Some(item) = within_10s(what, stream.next()).await {
+        match item {
+            Ok(_) => items += 1,
+            Err(e) => error = Some(e),
+        }
+    }
+    (items, error)
 }
 
 async fn collect<T: serde::de::DeserializeOwned>(stream: Streaming<T>) -> Vec<Result<T, RpcError>> {
@@ -320,14 +328,7 @@ async fn a_deadline_ends_an_endless_stream_with_an_error() {
         .endless()
         .await
         .unwrap();
-    let mut last = None;
-    let mut count = 0u64;
-    while let Some(item) = within_10s("the deadline", stream.next()).await {
-        match item {
-            Ok(_) => count += 1,
-            Err(e) => last = Some(e),
-        }
-    }
+    let (count, last) = to_end("the deadline", &mut stream).await;
     assert!(count > 0);
     assert!(
         matches!(last, Some(RpcError::DeadlineExceeded { .. })),
@@ -557,12 +558,7 @@ async fn a_cut_connection_ends_a_stream_with_an_error() {
     let mut stream = client.endless().await.unwrap();
     within_10s("an item", stream.next()).await.unwrap().unwrap();
     proxy.cut();
-    let mut last = None;
-    while let Some(item) = within_10s("the stream's end", stream.next()).await {
-        if let Err(e) = item {
-            last = Some(e);
-        }
-    }
+    let (_, last) = to_end("the stream's end", &mut stream).await;
     assert!(
         matches!(last, Some(RpcError::ConnectionClosed { .. })),
         "{last:?}"
@@ -591,12 +587,7 @@ async fn a_shutdown_lets_short_streams_finish_and_ends_long_ones_with_an_error()
     let short = client.ticks("ACME".into(), 10).await.unwrap();
     stop.send(()).unwrap();
     assert_eq!(collect(short).await.len(), 10);
-    let mut last = None;
-    while let Some(item) = within_10s("the endless stream's end", endless.next()).await {
-        if let Err(e) = item {
-            last = Some(e);
-        }
-    }
+    let (_, last) = to_end("the endless stream's end", &mut endless).await;
     assert!(last.is_some(), "a stream cut by the shutdown ended cleanly");
     within_10s("the server to stop", serving)
         .await

@@ -161,9 +161,13 @@ impl Inbound {
         state.opened = true;
         if state.dropped || count == 0 {
             // Nothing to keep: the credit goes back as if it were read.
+            let waker = state.waker.take();
             drop(state);
             self.taken(cost);
-            return self.wake_result();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return Ok(());
         }
         if items.is_empty() {
             return Err(format!(
@@ -180,13 +184,6 @@ impl Inbound {
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
-    }
-
-    fn wake_result(&self) -> Result<(), String> {
-        if let Some(waker) = self.lock().waker.take() {
             waker.wake();
         }
         Ok(())

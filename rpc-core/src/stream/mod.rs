@@ -40,6 +40,32 @@ pub(crate) const INITIAL_CREDIT: u32 = 64 * 1024;
 /// the items it holds unread plus those on their way. Four 64 KiB chunks.
 pub const DEFAULT_STREAM_WINDOW: usize = 256 * 1024;
 
+/// A connection that drops what a stream sends it, for driving a receiving
+/// end by hand (the property tests, the fuzz target).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) struct Detached;
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Link for Detached {
+    fn send(&self, _frame: bytes::BytesMut) -> bool {
+        true
+    }
+
+    fn abandon(&self, _id: u64) {}
+}
+
+/// Every item `inbound` yields now, read as `T` without waiting.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_now<T: DeserializeOwned>(inbound: Inbound) -> Vec<Result<T, RpcError>> {
+    let mut stream = Streaming::<T>::remote(inbound, None);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut read = Vec::new();
+    while let Poll::Ready(Some(item)) = Pin::new(&mut stream).poll_next(&mut cx) {
+        read.push(item);
+    }
+    read
+}
+
 /// A stream of items of type `T`, sent or received by a call.
 ///
 /// Made on the sending side with [`Streaming::from_stream`],

@@ -2,6 +2,7 @@
 //! end, credit and stop messages to.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -30,6 +31,9 @@ pub(crate) enum Routed {
 #[derive(Default)]
 pub(crate) struct Streams {
     by_id: Mutex<HashMap<u64, Entry>>,
+    /// How many `by_id` holds: read without the lock, so that a
+    /// connection without streams pays no lock per reply for them.
+    open: AtomicUsize,
 }
 
 impl Streams {
@@ -40,12 +44,24 @@ impl Streams {
 
     /// Opens the streams of call `id`.
     pub(crate) fn insert(&self, id: u64, entry: Entry) {
-        self.lock().insert(id, entry);
+        let mut by_id = self.lock();
+        by_id.insert(id, entry);
+        self.open.store(by_id.len(), Ordering::Release);
     }
 
     /// Forgets call `id`'s streams: the call is over. Its sender, if any, stops.
     pub(crate) fn remove(&self, id: u64) -> Option<Entry> {
-        let entry = self.lock().remove(&id);
+        // Stored under the lock by every change, and an id's entry is in
+        // before anything for it can arrive: a count of 0 means none.
+        if self.open.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let entry = {
+            let mut by_id = self.lock();
+            let entry = by_id.remove(&id);
+            self.open.store(by_id.len(), Ordering::Release);
+            entry
+        };
         if let Some(credit) = entry.as_ref().and_then(|e| e.credit.as_ref()) {
             credit.stop();
         }
@@ -101,7 +117,11 @@ impl Streams {
     /// The connection is over: every stream ends with `error` (made per
     /// stream), and every sender stops.
     pub(crate) fn close(&self, error: impl Fn() -> RpcError) {
-        let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        let entries: Vec<Entry> = {
+            let mut by_id = self.lock();
+            self.open.store(0, Ordering::Release);
+            by_id.drain().map(|(_, e)| e).collect()
+        };
         for entry in entries {
             if let Some(inbound) = entry.inbound {
                 inbound.finish(Err(error()));
@@ -136,6 +156,7 @@ impl Streams {
             .filter(|&id| id >= first_unread)
             .collect();
         let entries: Vec<Entry> = unread.iter().filter_map(|id| by_id.remove(id)).collect();
+        self.open.store(by_id.len(), Ordering::Release);
         drop(by_id);
         for entry in entries {
             if let Some(inbound) = entry.inbound {
@@ -145,12 +166,6 @@ impl Streams {
                 credit.stop();
             }
         }
-    }
-
-    /// Open streams.
-    #[allow(dead_code)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
     }
 }
 

@@ -169,24 +169,10 @@ impl Connection {
             ),
             None => None,
         };
-        // The server is given what is left of the call's time.
-        let left = deadline.as_ref().map(Deadline::left);
         // Entered with the call, so that its answer can wake it without a
         // first poll to register (a lock and a lookup per call).
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let (mut frame, encoded) = arena::encode(|frame| {
-            envelope::encode_request(
-                frame,
-                service,
-                method,
-                left,
-                options.metadata(),
-                0,
-                &args,
-                self.max_frame_length,
-            )
-        });
-        encoded?;
+        let mut frame = self.request(service, method, deadline, options, 0, &args)?;
         let id = self
             .pending
             .start(permit, waker, |id| {
@@ -221,6 +207,33 @@ impl Connection {
             Ok(Answer::NotProcessed) => Err(self.not_processed()),
             Err(_) => Err(self.closed_error()),
         }
+    }
+
+    /// A call's request frame, with id 0 until it is sent; the server is
+    /// given what is left of the call's time.
+    fn request<A: Serialize>(
+        &self,
+        service: &str,
+        method: &str,
+        deadline: Option<Deadline>,
+        options: &CallOptions,
+        streams: u8,
+        args: &A,
+    ) -> Result<BytesMut, RpcError> {
+        let left = deadline.as_ref().map(Deadline::left);
+        let (frame, encoded) = arena::encode(|frame| {
+            envelope::encode_request(
+                frame,
+                service,
+                method,
+                left,
+                options.metadata(),
+                streams,
+                args,
+                self.max_frame_length,
+            )
+        });
+        encoded.map(|()| frame)
     }
 
     /// The error of a call that was never sent or never read.

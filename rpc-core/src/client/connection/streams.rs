@@ -14,13 +14,13 @@ use super::{Closed, Connection, response_into_result};
 use crate::client::CallOptions;
 use crate::client::deadline::Deadline;
 use crate::client::pending::{Answer, Pending, Response};
+use crate::codec;
 use crate::envelope::{self, FLAG_STREAM_IN, FLAG_STREAM_OUT, Status};
 use crate::error::RpcError;
 use crate::stream::{
     Credit, DEFAULT_STREAM_WINDOW, Entry, Failed, Inbound, Link, Pumped, Streaming, Streams, pump,
 };
 use crate::transport::Outbox;
-use crate::{arena, codec};
 
 /// What a stream of one call needs of the connection.
 struct CallLink {
@@ -118,22 +118,9 @@ impl Connection {
             ),
             None => None,
         };
-        let left = deadline.as_ref().map(Deadline::left);
         let flags = if input.is_some() { FLAG_STREAM_IN } else { 0 }
             | if output { FLAG_STREAM_OUT } else { 0 };
-        let (mut frame, encoded) = arena::encode(|frame| {
-            envelope::encode_request(
-                frame,
-                service,
-                method,
-                left,
-                options.metadata(),
-                flags,
-                &args,
-                self.max_frame_length,
-            )
-        });
-        encoded?;
+        let mut frame = self.request(service, method, deadline, options, flags, &args)?;
         let link = Arc::new(CallLink {
             outbox: self.outbox.clone(),
             pending: self.pending.clone(),

@@ -8,6 +8,9 @@ use bincode::config::{self, Config};
 use bincode::enc::write::Writer;
 use bincode::error::{DecodeError, EncodeError};
 use bytes::{BufMut, BytesMut};
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::depth::DepthLimited;
@@ -56,7 +59,7 @@ pub(crate) enum EncodeFailure {
 /// nested deeper than [`MAX_DEPTH`](crate::depth::MAX_DEPTH) levels.
 pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, CodecError> {
     let len = body.len();
-    match decode_prefix(body) {
+    match decode_seed(DepthLimited::<T>::new(len), body) {
         Ok((value, read)) if read == len => Ok(value),
         Ok((_, read)) => Err(CodecError::new(format!(
             "{} trailing bytes after the value",
@@ -66,23 +69,42 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, Cod
     }
 }
 
-/// Decodes one `T` from the front of `bytes`, which may hold more after
-/// it (the items of a stream follow each other); returns it and the bytes
-/// it took.
-pub(crate) fn decode_prefix<'de, T: Deserialize<'de>>(
+/// Decodes `count` values that follow each other at the front of `bytes`
+/// (the items of a stream frame), handing each to `take` as it is decoded;
+/// returns the bytes they took. One decoder for the whole run: per value,
+/// setting one up cost more than decoding a small one. A value that does
+/// not decode fails the run after those before it were handed over.
+pub(crate) fn decode_run<'de, T: Deserialize<'de>>(
     bytes: &'de [u8],
-) -> Result<(T, usize), CodecError> {
+    count: usize,
+    take: impl FnMut(T),
+) -> Result<usize, CodecError> {
+    let run = Run {
+        count,
+        body_len: bytes.len(),
+        take,
+        value: PhantomData,
+    };
+    decode_seed(run, bytes).map(|((), read)| read)
+}
+
+/// Decodes through `seed` from the front of `bytes`, under the allocation
+/// limit of the smallest rung that holds them.
+fn decode_seed<'de, S: DeserializeSeed<'de>>(
+    seed: S,
+    bytes: &'de [u8],
+) -> Result<(S::Value, usize), CodecError> {
     let len = bytes.len();
     let result = if len <= RUNGS[0] {
-        decode_limited::<T, { RUNGS[0] }>(bytes)
+        decode_limited::<S, { RUNGS[0] }>(seed, bytes)
     } else if len <= RUNGS[1] {
-        decode_limited::<T, { RUNGS[1] }>(bytes)
+        decode_limited::<S, { RUNGS[1] }>(seed, bytes)
     } else if len <= RUNGS[2] {
-        decode_limited::<T, { RUNGS[2] }>(bytes)
+        decode_limited::<S, { RUNGS[2] }>(seed, bytes)
     } else if len <= RUNGS[3] {
-        decode_limited::<T, { RUNGS[3] }>(bytes)
+        decode_limited::<S, { RUNGS[3] }>(seed, bytes)
     } else {
-        decode_limited::<T, { RUNGS[4] }>(bytes)
+        decode_limited::<S, { RUNGS[4] }>(seed, bytes)
     };
     result.map_err(|e| match e {
         DecodeError::LimitExceeded => CodecError::new(format!(
@@ -92,12 +114,49 @@ pub(crate) fn decode_prefix<'de, T: Deserialize<'de>>(
     })
 }
 
-fn decode_limited<'de, T: Deserialize<'de>, const LIMIT: usize>(
+fn decode_limited<'de, S: DeserializeSeed<'de>, const LIMIT: usize>(
+    seed: S,
     body: &'de [u8],
-) -> Result<(T, usize), DecodeError> {
+) -> Result<(S::Value, usize), DecodeError> {
     let config = config::standard().with_limit::<LIMIT>();
     debug_assert!(config.limit().is_some());
-    bincode::serde::seed_decode_from_slice(DepthLimited::<T>::new(body.len()), body, config)
+    bincode::serde::seed_decode_from_slice(seed, body, config)
+}
+
+/// A run of `count` values, read as bincode reads a tuple (one after the
+/// other, no length), each through the depth limit on its own.
+struct Run<T, F> {
+    count: usize,
+    body_len: usize,
+    take: F,
+    value: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>, F: FnMut(T)> DeserializeSeed<'de> for Run<T, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let count = self.count;
+        deserializer.deserialize_tuple(count, self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, F: FnMut(T)> Visitor<'de> for Run<T, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} stream items", self.count)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        for _ in 0..self.count {
+            match seq.next_element_seed(DepthLimited::<T>::new(self.body_len))? {
+                Some(value) => (self.take)(value),
+                None => return Err(serde::de::Error::invalid_length(0, &self)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A bincode writer straight into the outgoing frame buffer.

@@ -18,16 +18,25 @@ use crate::codec;
 use crate::envelope;
 use crate::error::RpcError;
 
-/// Decodes one item from the front of the bytes, returning it and the
-/// bytes it took.
-pub(crate) type Decode<T> = fn(&[u8]) -> Result<(T, usize), crate::error::CodecError>;
+/// Decodes up to `count` items from the front of the bytes onto the back
+/// of the queue, returning the bytes they took.
+pub(crate) type Decode<T> =
+    fn(&[u8], usize, &mut VecDeque<T>) -> Result<usize, crate::error::CodecError>;
 
-/// [`Decode`] for any `T` through serde.
-pub(crate) fn decode<T: DeserializeOwned>(
+/// [`Decode`] for items that travel as `W` and are read as `T` (the same
+/// type, or a wrapper that decodes faster: see `__private::ByteBuf`).
+pub(crate) fn decode<W: DeserializeOwned, T: From<W>>(
     bytes: &[u8],
-) -> Result<(T, usize), crate::error::CodecError> {
-    codec::decode_prefix(bytes)
+    count: usize,
+    out: &mut VecDeque<T>,
+) -> Result<usize, crate::error::CodecError> {
+    codec::decode_run::<W>(bytes, count, |item| out.push_back(T::from(item)))
 }
+
+/// Items decoded from a frame at a time at most: decoding a run costs less
+/// per item than one at a time, and a small run bounds what decoded items
+/// can take beyond the frame's bytes.
+const RUN: u32 = 64;
 
 /// What a stream's receiving end needs of its connection.
 pub(crate) trait Link: Send + Sync {
@@ -230,59 +239,62 @@ impl Inbound {
         self.lock().opened
     }
 
-    /// The next item, decoded; the end's error, if any, after the last.
-    /// Items are decoded from `current`, a frame the consumer has taken out
-    /// whole, so that the lock is taken once a frame, not once an item.
-    fn poll_item<T>(
+    /// Decodes the next run of items of `current` (taking the next frame
+    /// out first if it is done) onto `decoded`; `Err` with the end, or with
+    /// the error that ends the stream after the items decoded before it.
+    /// Items are decoded from a frame the consumer has taken out whole, so
+    /// that the lock is taken once a frame, not once an item.
+    fn poll_run<T>(
         &self,
         cx: &mut Context<'_>,
         decode: Decode<T>,
         current: &mut Option<Frame>,
-    ) -> Poll<Option<Result<T, RpcError>>> {
+        decoded: &mut VecDeque<T>,
+    ) -> Poll<Result<(), Option<RpcError>>> {
         let frame = match current {
             Some(frame) => frame,
             None => match self.poll_frame(cx) {
                 Poll::Ready(Ok(frame)) => current.insert(frame),
-                Poll::Ready(Err(end)) => return Poll::Ready(end.map(Err)),
+                Poll::Ready(Err(end)) => return Poll::Ready(Err(end)),
                 Poll::Pending => return Poll::Pending,
             },
         };
-        let decoded = decode(&frame.items[frame.at..]);
-        let item = match decoded {
-            Ok((item, read)) => {
+        let run = frame.left.min(RUN);
+        let checked = match decode(&frame.items[frame.at..], run as usize, decoded) {
+            Ok(read) => {
                 frame.at += read;
-                frame.left -= 1;
+                frame.left -= run;
                 let done = frame.left == 0;
                 if done && frame.at != frame.items.len() {
                     Err(format!(
                         "{} bytes after the last item of a stream frame",
                         frame.items.len() - frame.at
                     ))
-                } else if !done && frame.at == frame.items.len() {
+                } else if !done && frame.at == frame.items.len() && decoded.is_empty() {
                     Err(format!(
                         "a stream frame holds {} items fewer than it says",
                         frame.left
                     ))
                 } else {
-                    Ok((item, done))
+                    Ok(done)
                 }
             }
             Err(e) => Err(e.to_string()),
         };
-        match item {
-            Ok((item, done)) => {
+        match checked {
+            Ok(done) => {
                 if done {
                     let cost = frame.cost;
                     *current = None;
                     self.taken(cost);
                 }
-                Poll::Ready(Some(Ok(item)))
+                Poll::Ready(Ok(()))
             }
             Err(reason) => {
                 // Nothing after an item that does not decode can be trusted.
                 *current = None;
                 self.give_up();
-                Poll::Ready(Some(Err(RpcError::Decode {
+                Poll::Ready(Err(Some(RpcError::Decode {
                     what: format!("an item of the stream of call {}", self.0.id),
                     source: crate::error::CodecError::new(reason),
                 })))
@@ -350,51 +362,93 @@ impl Inbound {
     }
 }
 
-/// The consumer's hold on a stream: the deadline it reads by, if any, and
-/// dropped, a stream let go before its end tells the peer.
-pub(crate) struct Reader {
-    pub(crate) inbound: Inbound,
-    pub(crate) deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+/// The consumer's hold on a stream of `T`s: the deadline it reads by, if
+/// any, and the items decoded but not yet taken. Dropped, a stream let go
+/// before its end tells the peer.
+pub(crate) struct Reader<T> {
+    inbound: Hold,
+    deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
     /// The frame being read.
-    pub(crate) current: Option<Frame>,
+    current: Option<Frame>,
+    decode: Decode<T>,
+    /// Items of the frame decoded, in order, yet to be taken.
+    decoded: VecDeque<T>,
+    /// What ends the stream once `decoded` is empty, if it ended badly.
+    failed: Option<RpcError>,
 }
 
-impl Reader {
+impl<T> Reader<T> {
     pub(crate) fn new(
         inbound: Inbound,
         deadline: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+        decode: Decode<T>,
     ) -> Self {
         Reader {
-            inbound,
+            inbound: Hold(inbound),
             deadline,
             current: None,
+            decode,
+            decoded: VecDeque::new(),
+            failed: None,
         }
     }
 
-    pub(crate) fn poll_item<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        decode: Decode<T>,
-    ) -> Poll<Option<Result<T, RpcError>>> {
-        if let Some((sleep, timeout)) = &mut self.deadline {
-            if sleep.as_mut().poll(cx).is_ready() {
-                let timeout = *timeout;
-                self.deadline = None;
-                let finished = self.inbound.lock().finished;
-                if !finished {
-                    self.current = None;
-                    self.inbound.give_up();
-                    return Poll::Ready(Some(Err(RpcError::DeadlineExceeded { timeout })));
+    /// The same stream read as `U`s, decoded with `decode`; any items
+    /// already decoded are converted with `convert`.
+    pub(crate) fn retyped<U>(self, convert: fn(T) -> U, decode: Decode<U>) -> Reader<U> {
+        Reader {
+            inbound: self.inbound,
+            deadline: self.deadline,
+            current: self.current,
+            decode,
+            decoded: self.decoded.into_iter().map(convert).collect(),
+            failed: self.failed,
+        }
+    }
+
+    /// The next item; the end's error, if any, after the last. The deadline
+    /// is checked as each run is decoded, not for every item.
+    pub(crate) fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, RpcError>>> {
+        loop {
+            if let Some(item) = self.decoded.pop_front() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            if let Some(error) = self.failed.take() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            if let Some((sleep, timeout)) = &mut self.deadline {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    let timeout = *timeout;
+                    self.deadline = None;
+                    let finished = self.inbound.0.lock().finished;
+                    if !finished {
+                        self.current = None;
+                        self.inbound.0.give_up();
+                        return Poll::Ready(Some(Err(RpcError::DeadlineExceeded { timeout })));
+                    }
                 }
             }
+            let run =
+                self.inbound
+                    .0
+                    .poll_run(cx, self.decode, &mut self.current, &mut self.decoded);
+            match run {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(None)) => return Poll::Ready(None),
+                Poll::Ready(Err(Some(error))) => self.failed = Some(error),
+            }
         }
-        self.inbound.poll_item(cx, decode, &mut self.current)
     }
 }
 
-impl Drop for Reader {
+/// A consumer's hold on an [`Inbound`]: let go before the stream's end,
+/// it tells the peer.
+struct Hold(Inbound);
+
+impl Drop for Hold {
     fn drop(&mut self) {
-        let inbound = &self.inbound;
+        let inbound = &self.0;
         let mut state = inbound.lock();
         let early = !state.finished && state.end.is_none();
         state.dropped = true;
@@ -403,5 +457,67 @@ impl Drop for Reader {
         if early {
             inbound.0.link.abandon(inbound.0.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::Detached;
+
+    /// `values` encoded one after the other, as an items frame holds them.
+    fn items(values: &[u32]) -> Bytes {
+        let mut buf = BytesMut::new();
+        for value in values {
+            codec::encode(value, &mut buf, usize::MAX).unwrap();
+        }
+        buf.freeze()
+    }
+
+    fn read(count: u32, bytes: Bytes) -> Vec<Result<u32, String>> {
+        let inbound = Inbound::new(1, 0, Arc::new(Detached));
+        let cost = bytes.len();
+        inbound.push(count, bytes, cost).unwrap();
+        inbound.finish(Ok(()));
+        crate::stream::read_now::<u32>(inbound)
+            .into_iter()
+            .map(|item| item.map_err(|e| format!("{e:?}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_of_many_runs_reads_in_order() {
+        let values: Vec<u32> = (0..3 * RUN + 5).map(|i| i * 1_000).collect();
+        let read = read(values.len() as u32, items(&values));
+        assert_eq!(read, values.into_iter().map(Ok).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn items_before_a_bad_one_come_first_then_one_error() {
+        let values: Vec<u32> = (0..RUN + 10).collect();
+        let mut bytes = items(&values).to_vec();
+        // Item RUN + 3 (a one-byte varint) becomes the tag of a u64 varint,
+        // which a u32 cannot hold.
+        bytes[RUN as usize + 3] = 253;
+        let read = read(values.len() as u32, Bytes::from(bytes));
+        let (good, bad): (Vec<_>, Vec<_>) = read.iter().partition(|item| item.is_ok());
+        assert_eq!(
+            good.len(),
+            RUN as usize + 3,
+            "every item before the bad one"
+        );
+        assert_eq!(bad.len(), 1, "one error: {read:?}");
+        assert!(read.last().unwrap().is_err(), "the error is last");
+    }
+
+    #[test]
+    fn a_frame_short_of_items_or_with_bytes_left_is_an_error() {
+        let values: Vec<u32> = (0..RUN + 1).collect();
+        let short = read(values.len() as u32 + 1, items(&values));
+        assert!(short.last().unwrap().is_err(), "{short:?}");
+        assert_eq!(short.iter().filter(|item| item.is_err()).count(), 1);
+        let long = read(values.len() as u32 - 1, items(&values));
+        let last = long.last().unwrap().as_ref().unwrap_err();
+        assert!(last.contains("after the last item"), "{last}");
     }
 }

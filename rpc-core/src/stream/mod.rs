@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use crate::error::RpcError;
 
 pub(crate) use credit::Credit;
-pub(crate) use inbound::{Inbound, Link};
+pub(crate) use inbound::{Decode, Inbound, Link, decode};
 pub(crate) use pump::{Failed, Pumped, pump};
 pub(crate) use registry::{CallStreams, Entry, Routed, Streams};
 
@@ -96,8 +96,8 @@ pub struct Streaming<T> {
 enum Source<T> {
     /// Items made on this side.
     Local(Pin<Box<dyn Stream<Item = T> + Send>>),
-    /// Items arriving from the other side, and how each is decoded.
-    Remote(inbound::Reader, inbound::Decode<T>),
+    /// Items arriving from the other side.
+    Remote(inbound::Reader<T>),
 }
 
 impl<T> Streaming<T> {
@@ -147,24 +147,27 @@ impl<T> Streaming<T> {
         let deadline =
             deadline.map(|(at, timeout)| (Box::pin(tokio::time::sleep_until(at)), timeout));
         Streaming {
-            source: Source::Remote(
-                inbound::Reader::new(inbound, deadline),
-                inbound::decode::<T>,
-            ),
+            source: Source::Remote(inbound::Reader::new(
+                inbound,
+                deadline,
+                inbound::decode::<T, T>,
+            )),
         }
     }
 
     /// The same stream with items of type `U`, which travels as `T` does:
-    /// local items are converted with `local`, remote ones decoded as `U`.
-    pub(crate) fn retyped<U>(self, local: fn(T) -> U) -> Streaming<U>
+    /// items made here are converted with `convert`; items from the other
+    /// side are decoded with `decode`, which need not go through `U`'s own
+    /// `Deserialize` (a `Vec<u8>` decodes faster as `__private::ByteBuf`).
+    pub(crate) fn retyped<U>(self, convert: fn(T) -> U, decode: Decode<U>) -> Streaming<U>
     where
         T: Send + 'static,
-        U: DeserializeOwned + Send + 'static,
+        U: Send + 'static,
     {
         match self.source {
-            Source::Local(stream) => Streaming::from_stream(stream.map(local)),
-            Source::Remote(reader, _) => Streaming {
-                source: Source::Remote(reader, inbound::decode::<U>),
+            Source::Local(stream) => Streaming::from_stream(stream.map(convert)),
+            Source::Remote(reader) => Streaming {
+                source: Source::Remote(reader.retyped(convert, decode)),
             },
         }
     }
@@ -189,6 +192,10 @@ impl<T> Streaming<T> {
     }
 }
 
+// Nothing in it is pinned in place: the local stream is boxed, and items
+// decoded ahead are plain values waiting in a queue.
+impl<T> Unpin for Streaming<T> {}
+
 impl<T: DeserializeOwned> Stream for Streaming<T> {
     type Item = Result<T, RpcError>;
 
@@ -196,7 +203,7 @@ impl<T: DeserializeOwned> Stream for Streaming<T> {
         // Neither variant is structurally pinned: the local stream is boxed.
         match &mut self.get_mut().source {
             Source::Local(stream) => stream.as_mut().poll_next(cx).map(|item| item.map(Ok)),
-            Source::Remote(reader, decode) => reader.poll_item(cx, *decode),
+            Source::Remote(reader) => reader.poll_item(cx),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rpc_core::{Code, RpcClient, RpcError, Server, Streaming, rpc_service};
+use rpc_core::{Channel, Code, RpcClient, RpcError, Server, Streaming, rpc_service};
 use rpc_tests::{eventually, serve, within_10s};
 use serde::{Deserialize, Serialize};
 
@@ -256,13 +256,14 @@ async fn a_bidirectional_stream_echoes_10_000_lines() {
     assert_eq!(back, lines);
 }
 
-#[tokio::test]
-async fn a_reader_that_reads_nothing_stops_the_producer_within_its_window() {
-    let (client, produced, dropped) = market().await;
+/// How many items the endless producer makes for `client` while nothing
+/// is read, once it has stalled; checks it is dropped after.
+async fn made_while_unread(
+    client: &MarketClient,
+    produced: &AtomicU64,
+    dropped: &AtomicBool,
+) -> u64 {
     let stream = client.endless().await.unwrap();
-    // The window is 256 KiB and each u64 item takes at most 9 bytes here,
-    // but small items pack tight: what the producer made beyond what the
-    // window holds is at most one batch more.
     eventually("the producer to stall", || {
         let before = produced.load(Ordering::SeqCst);
         before > 0 && before == produced.load(Ordering::SeqCst)
@@ -273,14 +274,51 @@ async fn a_reader_that_reads_nothing_stops_the_producer_within_its_window() {
         tokio::task::yield_now().await;
     }
     let made = produced.load(Ordering::SeqCst);
-    // Items 0..n encode in 1-9 bytes; 256 KiB + 64 KiB holds < 330,000.
-    assert!(made < 330_000, "the producer made {made} items unread");
-    assert!(made > 1_000, "the producer made only {made} items");
     drop(stream);
     eventually("the producer to be dropped", || {
         dropped.load(Ordering::SeqCst)
     })
     .await;
+    made
+}
+
+#[tokio::test]
+async fn a_reader_that_reads_nothing_stops_the_producer_within_its_window() {
+    let (client, produced, dropped) = market().await;
+    let made = made_while_unread(&client, &produced, &dropped).await;
+    // The window is 256 KiB and each u64 item takes at most 9 bytes here,
+    // but small items pack tight: what the producer made beyond what the
+    // window holds is at most one batch more. Items 0..n encode in 1-9
+    // bytes; 256 KiB + 64 KiB holds < 330,000.
+    assert!(made < 330_000, "the producer made {made} items unread");
+    assert!(made > 1_000, "the producer made only {made} items");
+}
+
+#[tokio::test]
+async fn a_client_sets_the_window_of_the_streams_it_reads() {
+    let exchange = Exchange::default();
+    let (produced, dropped) = (exchange.produced.clone(), exchange.dropped.clone());
+    let addr = serve(Server::builder().add_service(MarketServer::new(exchange))).await;
+    let connect = |window| async move {
+        let channel = Channel::builder()
+            .stream_window(window)
+            .connect(addr)
+            .await
+            .expect("connect");
+        MarketClient::new(channel)
+    };
+    let small = made_while_unread(&connect(64 * 1024).await, &produced, &dropped).await;
+    produced.store(0, Ordering::SeqCst);
+    dropped.store(false, Ordering::SeqCst);
+    let large = made_while_unread(&connect(1024 * 1024).await, &produced, &dropped).await;
+    // Items 251-65,535 take 3 bytes, larger ones 5: 64 KiB and one 32 KiB
+    // batch hold about 33,000 items, 1 MiB about 240,000 (the default
+    // 256 KiB about 85,000).
+    assert!(small < 40_000, "a 64 KiB window let {small} items be made");
+    assert!(
+        large > 150_000,
+        "a 1 MiB window let only {large} items be made"
+    );
 }
 
 #[tokio::test]

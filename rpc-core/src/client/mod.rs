@@ -140,6 +140,7 @@ impl Channel {
             max_backoff: DEFAULT_RECONNECT_MAX_BACKOFF,
             keepalive: None,
             call_timeout: None,
+            stream_window: crate::DEFAULT_STREAM_WINDOW,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -344,6 +345,7 @@ impl Channel {
                     connected,
                     settings.max_frame_length,
                     settings.keepalive,
+                    settings.stream_window,
                 ));
                 self.inner.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
@@ -381,6 +383,7 @@ pub struct ChannelBuilder {
     max_backoff: Duration,
     keepalive: Option<Keepalive>,
     call_timeout: Option<Duration>,
+    stream_window: usize,
     #[cfg(feature = "tls")]
     tls: Option<ClientTlsConfig>,
 }
@@ -446,6 +449,18 @@ impl ChannelBuilder {
     /// deadline either way.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = Some(duration::capped(timeout));
+        self
+    }
+
+    /// Bytes of a server's stream that one call lets be in flight: items
+    /// not read yet plus those on their way (default
+    /// [`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW), 256 KiB;
+    /// at least 64 KiB, the credit every stream starts with, and at most
+    /// 2 GiB). A larger window is faster over a long link; a stream
+    /// nobody reads holds up to this much (plus one frame) of the
+    /// client's memory.
+    pub fn stream_window(mut self, bytes: usize) -> Self {
+        self.stream_window = bytes;
         self
     }
 
@@ -532,7 +547,12 @@ impl ChannelBuilder {
                 .transpose()?,
         };
         let connected = transport::connect(&dial, &connect).await?;
-        let connection = Connection::start(connected, self.max_frame_length, self.keepalive);
+        let connection = Connection::start(
+            connected,
+            self.max_frame_length,
+            self.keepalive,
+            self.stream_window,
+        );
         let options = CallOptions {
             timeout: self.call_timeout,
             metadata: None,

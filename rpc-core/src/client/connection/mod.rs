@@ -79,6 +79,8 @@ pub(crate) struct Connection {
     /// The streams of calls in flight, for the reader to route to.
     streams: Arc<Streams>,
     max_frame_length: usize,
+    /// What each server stream lets be in flight.
+    stream_window: usize,
 }
 
 impl Connection {
@@ -87,6 +89,7 @@ impl Connection {
         connected: Connected,
         max_frame_length: usize,
         keepalive: Option<Keepalive>,
+        stream_window: usize,
     ) -> Self {
         let permits = match connected.call_limit {
             0 => None,
@@ -125,6 +128,7 @@ impl Connection {
             gave_up,
             streams,
             max_frame_length,
+            stream_window,
         }
     }
 

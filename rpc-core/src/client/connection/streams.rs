@@ -17,9 +17,7 @@ use crate::client::pending::{Answer, Pending, Response};
 use crate::codec;
 use crate::envelope::{self, FLAG_STREAM_IN, FLAG_STREAM_OUT, Status};
 use crate::error::RpcError;
-use crate::stream::{
-    Credit, DEFAULT_STREAM_WINDOW, Entry, Failed, Inbound, Link, Pumped, Streaming, Streams, pump,
-};
+use crate::stream::{Credit, Entry, Failed, Inbound, Link, Pumped, Streaming, Streams, pump};
 use crate::transport::Outbox;
 
 /// What a stream of one call needs of the connection.
@@ -140,7 +138,7 @@ impl Connection {
                 // Entered before the request is queued: the reader routes
                 // by this entry, and the server may answer at once.
                 let opened = output.then(|| {
-                    Inbound::unannounced(id, DEFAULT_STREAM_WINDOW, link.clone() as Arc<dyn Link>)
+                    Inbound::unannounced(id, self.stream_window, link.clone() as Arc<dyn Link>)
                 });
                 self.streams.insert(
                     id,

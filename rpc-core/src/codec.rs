@@ -16,32 +16,61 @@ use serde::{Deserialize, Serialize};
 use crate::depth::DepthLimited;
 use crate::error::CodecError;
 
-/// The rungs of the decode allocation limit, 16x apart.
+/// The rungs of the decode allocation limit, 4x apart.
 ///
 /// bincode allocates an owned string or byte buffer at the length its prefix
 /// claims, before reading the bytes; only its compile-time `with_limit` stops
-/// a 12-byte message from asking for a terabyte. A well-formed body never
-/// claims more bytes than it holds (the claims are for bytes that follow), so
-/// the smallest rung at or above the body length admits every honest message
-/// and caps a hostile one at 16x its size.
-const RUNGS: [usize; 5] = [1 << 16, 1 << 20, 1 << 24, 1 << 28, u32::MAX as usize];
+/// a 12-byte message from asking for a terabyte. The limit counts memory, not
+/// wire bytes: a string claims its length, but every integer claims its size
+/// in memory too (8 bytes for a `u64` or a length whose varint took one byte,
+/// 16 for a `u128`), so an honest body claims up to [`CLAIM_RATIO`] times its
+/// size (a `Vec<u64>` of small numbers, 8x, failed to decode when the limit
+/// was the body's size). The smallest rung at or above that admits every
+/// honest message and caps a hostile one below 4x as much.
+const RUNGS: [usize; 9] = [
+    1 << 16,
+    1 << 18,
+    1 << 20,
+    1 << 22,
+    1 << 24,
+    1 << 26,
+    1 << 28,
+    1 << 30,
+    u32::MAX as usize,
+];
+
+/// The most memory bincode counts per byte of an honest body (a `u128`
+/// whose varint is one byte).
+const CLAIM_RATIO: usize = 16;
 
 /// Appends `value` to `buf`, failing once more than `limit` bytes would be
-/// written rather than after encoding all of an oversized value.
+/// written rather than after encoding all of an oversized value. On
+/// failure `buf` is as it was: what the value had written is taken off
+/// again (a stream frame once went out with a length prefix and no bytes
+/// after its last item).
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut BytesMut,
     limit: usize,
 ) -> Result<(), EncodeFailure> {
+    let start = buf.len();
     let mut writer = BoundedWriter {
         buf,
         remaining: limit,
         overflowed: false,
     };
-    match bincode::serde::encode_into_writer(value, &mut writer, config::standard()) {
+    let encoded = bincode::serde::encode_into_writer(value, &mut writer, config::standard());
+    let overflowed = writer.overflowed;
+    match encoded {
         Ok(()) => Ok(()),
-        Err(_) if writer.overflowed => Err(EncodeFailure::TooLarge),
-        Err(e) => Err(EncodeFailure::Codec(CodecError::new(e.to_string()))),
+        Err(e) => {
+            buf.truncate(start);
+            if overflowed {
+                Err(EncodeFailure::TooLarge)
+            } else {
+                Err(EncodeFailure::Codec(CodecError::new(e.to_string())))
+            }
+        }
     }
 }
 
@@ -95,16 +124,25 @@ fn decode_seed<'de, S: DeserializeSeed<'de>>(
     bytes: &'de [u8],
 ) -> Result<(S::Value, usize), CodecError> {
     let len = bytes.len();
-    let result = if len <= RUNGS[0] {
+    let claims = len.saturating_mul(CLAIM_RATIO);
+    let result = if claims <= RUNGS[0] {
         decode_limited::<S, { RUNGS[0] }>(seed, bytes)
-    } else if len <= RUNGS[1] {
+    } else if claims <= RUNGS[1] {
         decode_limited::<S, { RUNGS[1] }>(seed, bytes)
-    } else if len <= RUNGS[2] {
+    } else if claims <= RUNGS[2] {
         decode_limited::<S, { RUNGS[2] }>(seed, bytes)
-    } else if len <= RUNGS[3] {
+    } else if claims <= RUNGS[3] {
         decode_limited::<S, { RUNGS[3] }>(seed, bytes)
-    } else {
+    } else if claims <= RUNGS[4] {
         decode_limited::<S, { RUNGS[4] }>(seed, bytes)
+    } else if claims <= RUNGS[5] {
+        decode_limited::<S, { RUNGS[5] }>(seed, bytes)
+    } else if claims <= RUNGS[6] {
+        decode_limited::<S, { RUNGS[6] }>(seed, bytes)
+    } else if claims <= RUNGS[7] {
+        decode_limited::<S, { RUNGS[7] }>(seed, bytes)
+    } else {
+        decode_limited::<S, { RUNGS[8] }>(seed, bytes)
     };
     result.map_err(|e| match e {
         DecodeError::LimitExceeded => CodecError::new(format!(
@@ -194,6 +232,15 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_encode_leaves_the_buffer_as_it_was() {
+        let mut buf = BytesMut::from(&b"head"[..]);
+        // The length and the first 49 bytes fit; the 50th does not.
+        let failed = encode(&vec![1u8; 100], &mut buf, 50);
+        assert!(matches!(failed, Err(EncodeFailure::TooLarge)));
+        assert_eq!(&buf[..], b"head");
+    }
+
+    #[test]
     fn values_round_trip() {
         round_trip((1i64, -2i32, "héllo wörld ✓".to_string()));
         round_trip(Some(vec![1u8, 2, 3]));
@@ -257,6 +304,26 @@ mod tests {
         assert!(!err.to_string().is_empty());
         let err = decode::<Vec<u64>>(&body).unwrap_err();
         assert!(!err.to_string().is_empty());
+    }
+
+    #[test]
+    fn bodies_of_small_integers_decode() {
+        // bincode counts 8 bytes of memory for each one-byte u64 (16 for a
+        // u128): the limit must admit that, or honest bodies fail. These
+        // failed while the limit was the body's size.
+        round_trip(vec![1u64; 9_000]);
+        round_trip(vec![1u128; 70_000]);
+        round_trip(vec![vec![7u64; 200]; 64]);
+    }
+
+    #[test]
+    fn a_claim_past_the_rung_is_refused() {
+        // A 1 MiB body may claim 16 MiB (its rung), not 256 MiB.
+        let mut body = vec![252u8];
+        body.extend_from_slice(&(256u32 << 20).to_le_bytes());
+        body.resize(1 << 20, 0);
+        let err = decode::<String>(&body).unwrap_err();
+        assert!(err.to_string().contains("claims more memory"), "{err}");
     }
 
     #[test]

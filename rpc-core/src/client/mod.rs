@@ -455,7 +455,9 @@ impl ChannelBuilder {
     /// Bytes of a server's stream that one call lets be in flight: items
     /// not read yet plus those on their way (default
     /// [`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW), 256 KiB;
-    /// at least 64 KiB, the credit every stream starts with, and at most
+    /// at least 128 KiB, twice the credit every stream starts with, so that
+    /// no grant is smaller than that credit (a server limits small grants
+    /// as free work), and at most
     /// 2 GiB). A larger window is faster over a long link; a stream
     /// nobody reads holds up to this much (plus one frame) of the
     /// client's memory.

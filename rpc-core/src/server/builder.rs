@@ -340,7 +340,8 @@ impl ServerBuilder {
     /// Bytes of a client's stream that one call lets be in flight: items
     /// the handler has not read yet plus those on their way (default
     /// [`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW), 256 KiB;
-    /// at least 64 KiB, the credit every stream starts with). A larger
+    /// at least 128 KiB, twice the credit every stream starts with, so that
+    /// no grant is smaller than that credit). A larger
     /// window is faster over a long link; what the window holds counts
     /// against [`max_running_request_bytes`](ServerBuilder::max_running_request_bytes).
     pub fn stream_window(mut self, bytes: usize) -> Self {

@@ -75,6 +75,7 @@
 mod arena;
 mod client;
 mod codec;
+mod context;
 mod depth;
 mod duration;
 mod envelope;
@@ -105,6 +106,7 @@ pub use client::{
     Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RECONNECT_INITIAL_BACKOFF,
     DEFAULT_RECONNECT_MAX_BACKOFF, RpcClient,
 };
+pub use context::CallContext;
 pub use error::{CodecError, RpcError};
 pub use frame::DEFAULT_MAX_FRAME_LENGTH;
 pub use metadata::Metadata;

@@ -140,6 +140,11 @@ impl Extensions {
             .and_then(|old| old.downcast().ok().map(|old| *old))
     }
 
+    /// Whether no value is attached.
+    pub fn is_empty(&self) -> bool {
+        self.by_type.is_empty()
+    }
+
     /// The value of type `T`, if one is attached.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.by_type.get(&TypeId::of::<T>())?.downcast_ref()
@@ -195,8 +200,11 @@ impl TowerService<Call> for Routed {
             request,
             service,
             method,
+            extensions,
             ..
         } = call;
+        // Routed is polled within the call's context: the handler reads them there.
+        crate::context::attach(extensions);
         let (id, service, method) = (request.id(), text(&service), text(&method));
         let Some(target) = self.router.get(service) else {
             let message = format!("the server has no service `{service}`");

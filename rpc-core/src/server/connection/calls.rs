@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::streams::{self, ServerLink};
 use super::writer::Outbox;
+use crate::context::CallContext;
 use crate::envelope::{self, Message, Status};
 use crate::metadata::Metadata;
 use crate::server::Shared;
@@ -104,6 +105,7 @@ pub(super) const MAX_DEFERRED: usize = 64;
 struct Registered {
     id: u64,
     future: ResponseFuture,
+    context: Option<CallContext>,
     deadline: Option<Instant>,
     cancelled: CancellationToken,
     running: crate::server::running::RunningCall,
@@ -113,6 +115,9 @@ struct Registered {
 pub(super) struct Started {
     id: u64,
     future: ResponseFuture,
+    /// What the call's code sees as [`CallContext::current`] while it is
+    /// polled.
+    context: Option<CallContext>,
     /// When the server stops it, if the client gave it a deadline.
     deadline: Option<Instant>,
     /// Bytes of its request frame, which it holds while it runs.
@@ -277,6 +282,15 @@ impl Calls {
         let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
+        let context = Some(CallContext::new(
+            &payload,
+            service.as_bytes(),
+            method.as_bytes(),
+            metadata.block(),
+            id,
+            self.peer.clone(),
+            deadline,
+        ));
         if streams != 0 {
             request.streams = Some(streams::open(
                 &self.streams,
@@ -298,6 +312,7 @@ impl Calls {
             return Ok(Some(Started {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
+                context,
                 deadline,
                 size,
                 inline,
@@ -309,6 +324,7 @@ impl Calls {
             Ok(Some(future)) => Ok(Some(Started {
                 id,
                 future,
+                context,
                 deadline,
                 size,
                 inline,
@@ -337,7 +353,8 @@ impl Calls {
 
     /// Polls a started call once; if it is not done, moves it to a task.
     pub(super) fn poll_here(&self, mut call: Started) -> Result<(), String> {
-        match poll_once(&mut call.future) {
+        let polled = crate::context::within(&mut call.context, || poll_once(&mut call.future));
+        match polled {
             Ok(Poll::Ready(reply)) => {
                 discard(call.id, call.future);
                 self.reply(reply);
@@ -413,6 +430,7 @@ impl Calls {
         let Started {
             id,
             future,
+            context,
             deadline,
             size,
             ..
@@ -423,6 +441,7 @@ impl Calls {
         };
         lock(&self.deferred).calls.push(Registered {
             id,
+            context,
             future,
             deadline,
             cancelled,
@@ -435,6 +454,7 @@ impl Calls {
         let Registered {
             id,
             mut future,
+            mut context,
             deadline,
             cancelled,
             running,
@@ -454,7 +474,10 @@ impl Calls {
                 {
                     Some(Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline"))
                 }
-                ended = AssertUnwindSafe(future.as_mut()).catch_unwind() => Some(match ended {
+                ended = AssertUnwindSafe(std::future::poll_fn(|cx| {
+                    crate::context::within(&mut context, || future.as_mut().poll(cx))
+                }))
+                .catch_unwind() => Some(match ended {
                     Ok(reply) => reply,
                     Err(panic) => panicked(id, panic),
                 }),

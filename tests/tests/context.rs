@@ -1,0 +1,133 @@
+//! A handler's view of the call it serves: `CallContext::current()`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rpc_core::{Call, CallContext, Channel, RpcClient, Server, Streaming, rpc_service};
+use rpc_tests::{serve, within_10s};
+use serde::{Deserialize, Serialize};
+
+/// What a handler saw of its call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Service and method, as named on the wire.
+    pub names: (String, String),
+    /// The request id.
+    pub id: u64,
+    /// The `x-request-id` metadata value.
+    pub request_id: Option<String>,
+    /// The peer's address, as text.
+    pub peer: String,
+    /// Milliseconds left before the deadline.
+    pub remaining_ms: Option<u64>,
+    /// The user a layer attached.
+    pub user: Option<String>,
+}
+
+/// A user, attached by a layer.
+#[derive(Debug, Clone)]
+struct User(String);
+
+/// Reports the context its calls run in.
+#[rpc_service]
+pub trait Probe {
+    /// What the handler sees.
+    async fn seen(&self) -> Option<Seen>;
+    /// What the stream's producer sees, per item.
+    async fn seen_by_items(&self, count: u32) -> Streaming<Option<u64>>;
+}
+
+struct Prober;
+
+fn seen() -> Option<Seen> {
+    let cx = CallContext::current()?;
+    Some(Seen {
+        names: (cx.service().to_owned(), cx.method().to_owned()),
+        id: cx.id(),
+        request_id: cx
+            .metadata()
+            .get("x-request-id")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        peer: cx.peer().addr().to_string(),
+        remaining_ms: cx.remaining().map(|left| left.as_millis() as u64),
+        user: cx.extensions().get::<User>().map(|user| user.0.clone()),
+    })
+}
+
+impl Probe for Prober {
+    async fn seen(&self) -> Option<Seen> {
+        // Across an await, the context stays.
+        tokio::task::yield_now().await;
+        seen()
+    }
+
+    async fn seen_by_items(&self, count: u32) -> Streaming<Option<u64>> {
+        Streaming::from_stream(
+            futures::stream::iter(0..count).map(|_| CallContext::current().map(|cx| cx.id())),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_handler_sees_its_call() {
+    let addr = serve(Server::builder().add_service(ProbeServer::new(Prober))).await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let client = ProbeClient::new(channel);
+    let plain = client.seen().await.unwrap().expect("a context");
+    assert_eq!(plain.names, ("Probe".to_owned(), "seen".to_owned()));
+    assert_eq!(plain.request_id, None);
+    assert_eq!(plain.remaining_ms, None);
+    assert_eq!(plain.user, None);
+    assert!(plain.peer.contains("127.0.0.1"), "{}", plain.peer);
+
+    let tagged = client
+        .with_metadata("x-request-id", "abc-1")
+        .with_timeout(Duration::from_secs(30))
+        .seen()
+        .await
+        .unwrap()
+        .expect("a context");
+    assert_eq!(tagged.request_id.as_deref(), Some("abc-1"));
+    let left = tagged.remaining_ms.expect("a deadline");
+    assert!(left > 0 && left <= 30_000, "{left} ms left");
+    assert_ne!(tagged.id, plain.id, "each call its own id");
+}
+
+#[tokio::test]
+async fn outside_a_call_there_is_no_context() {
+    assert!(CallContext::current().is_none());
+    assert_eq!(Prober.seen().await, None, "a trait method called directly");
+}
+
+#[tokio::test]
+async fn a_handler_reads_what_a_layer_attached() {
+    let tag = tower::util::MapRequestLayer::new(|mut call: Call| {
+        call.extensions_mut().insert(User("ana".to_owned()));
+        call
+    });
+    let addr = serve(
+        Server::builder()
+            .layer(tag)
+            .add_service(ProbeServer::new(Prober)),
+    )
+    .await;
+    let client = ProbeClient::connect(addr).await.unwrap();
+    let seen = client.seen().await.unwrap().expect("a context");
+    assert_eq!(seen.user.as_deref(), Some("ana"));
+    assert_eq!(seen.names.1, "seen");
+}
+
+#[tokio::test]
+async fn a_stream_producer_sees_the_call_it_serves() {
+    let addr = serve(Server::builder().add_service(ProbeServer::new(Prober))).await;
+    let client = ProbeClient::connect(addr).await.unwrap();
+    let items: Vec<_> = within_10s(
+        "the stream",
+        client.seen_by_items(100).await.unwrap().collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(items.len(), 100);
+    let ids: Vec<Option<u64>> = items.into_iter().map(Result::unwrap).collect();
+    assert!(ids[0].is_some(), "the producer has a context");
+    assert!(ids.iter().all(|id| *id == ids[0]), "one call's: {ids:?}");
+}

@@ -1,10 +1,11 @@
 //! What a handler can know of the call it serves, without a change to its
 //! signature: [`CallContext::current`].
 //!
-//! The server makes a context for every call from what it has already read
-//! (the request's names and metadata stay in the request's own buffer; the
-//! peer is the connection's), so a handler that never asks costs no
-//! allocation. Wherever the server polls a call's future (the handler, the
+//! The server makes a context for every call from what it has already read:
+//! a call answered at its first poll refers to its request's own buffer (no
+//! allocation); one that goes on running gets a copy of its names and
+//! metadata, so that it does not hold the connection's read buffer for as
+//! long as it runs. Wherever the server polls a call's future (the handler, the
 //! stream it returns, the layers around it), it moves the context into a
 //! thread-local for the poll and back out after. That costs less than a
 //! tokio task-local around the handler's future, which moved the future
@@ -45,11 +46,13 @@ pub(crate) fn attach(extensions: Extensions) {
     if extensions.is_empty() {
         return;
     }
-    CURRENT.with(|current| {
-        if let Some(context) = current.borrow_mut().as_mut() {
-            context.extensions = Some(Arc::new(extensions));
-        }
+    let replaced = CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        let context = current.as_mut()?;
+        context.extensions.replace(Arc::new(extensions))
     });
+    // Dropped after the borrow: a value's Drop may ask for the context.
+    drop(replaced);
 }
 
 /// The call a handler is serving: its names, request id, metadata, peer,
@@ -76,7 +79,7 @@ pub(crate) fn attach(extensions: Extensions) {
 /// }
 /// # assert_eq!(futures::executor::block_on(Hi.hello()), "hello, local caller");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CallContext {
     /// The request frame up to its arguments, or a copy of its names and
     /// metadata when the frame is large (a handler must not hold a large
@@ -94,6 +97,22 @@ pub struct CallContext {
     extensions: Option<Arc<Extensions>>,
 }
 
+impl std::fmt::Debug for CallContext {
+    /// Names, id, metadata keys, peer and deadline: not the metadata's values,
+    /// which are often credentials, nor the arguments.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("service", &self.service())
+            .field("method", &self.method())
+            .field("id", &self.id)
+            .field("metadata", &self.metadata())
+            .field("peer", &self.peer.addr())
+            .field("deadline", &self.deadline)
+            .field("extensions", &self.extensions())
+            .finish()
+    }
+}
+
 /// A part of a context's `head`.
 #[derive(Clone, Copy, Debug)]
 struct Span {
@@ -108,8 +127,9 @@ impl Span {
     }
 }
 
-/// Frames up to this size are kept whole by a context; larger ones have
-/// their names and metadata copied out.
+/// Frames up to this size are referred to by a context while the call is
+/// first polled; larger ones have their names and metadata copied out at
+/// once.
 const KEEP_WHOLE: usize = 8 * 1024;
 
 impl CallContext {
@@ -117,7 +137,10 @@ impl CallContext {
     /// directly, or code on a task the handler spawned: pass the context
     /// to such a task yourself).
     pub fn current() -> Option<CallContext> {
-        CURRENT.with(|current| current.borrow().clone())
+        CURRENT
+            .try_with(|current| current.borrow().clone())
+            .ok()
+            .flatten()
     }
 
     /// `service`, `method` and `metadata` are parts of `payload`, which the
@@ -146,18 +169,8 @@ impl CallContext {
             }
         };
         let (service, method, metadata) = (span(service), span(method), span(metadata));
-        let head = if payload.len() <= KEEP_WHOLE {
-            payload.clone()
-        } else {
-            let end = [service, method, metadata]
-                .iter()
-                .map(|span| span.at as usize + span.len as usize)
-                .max()
-                .unwrap_or(0);
-            Bytes::copy_from_slice(&payload[..end])
-        };
-        CallContext {
-            head,
+        let mut context = CallContext {
+            head: payload.clone(),
             service,
             method,
             metadata,
@@ -165,6 +178,25 @@ impl CallContext {
             peer,
             deadline,
             extensions: None,
+        };
+        if payload.len() > KEEP_WHOLE {
+            context.detach();
+        }
+        context
+    }
+
+    /// Copies the names and metadata out of the request's buffer, which a
+    /// call that goes on running must not hold: it is a slice of the
+    /// connection's read buffer, up to 64 KiB and more (a review held 66 KB
+    /// per waiting call that way, counted as 40 bytes).
+    pub(crate) fn detach(&mut self) {
+        let end = [self.service, self.method, self.metadata]
+            .iter()
+            .map(|span| span.at as usize + span.len as usize)
+            .max()
+            .unwrap_or(0);
+        if self.head.len() > end {
+            self.head = Bytes::copy_from_slice(self.head.get(..end).unwrap_or_default());
         }
     }
 
@@ -204,6 +236,18 @@ impl CallContext {
     /// call has one: what a nested call passes on with
     /// [`Channel::with_timeout`](crate::Channel::with_timeout), so that it
     /// gives up when its caller does.
+    ///
+    /// ```
+    /// use rpc_core::{CallContext, Channel};
+    ///
+    /// /// Calls on `backend` within what is left of the current call's time.
+    /// fn within_my_deadline(backend: &Channel) -> Channel {
+    ///     match CallContext::current().and_then(|cx| cx.remaining()) {
+    ///         Some(left) => backend.with_timeout(left),
+    ///         None => backend.clone(),
+    ///     }
+    /// }
+    /// ```
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
             .map(|deadline| deadline.saturating_duration_since(Instant::now()))
@@ -220,4 +264,40 @@ impl CallContext {
 /// A name the envelope decoder checked is UTF-8.
 fn text(name: &[u8]) -> &str {
     std::str::from_utf8(name).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{PeerAddr, PeerIdentity};
+
+    #[test]
+    fn a_detached_context_holds_its_names_and_metadata_only() {
+        // A small request read into a large buffer: the context refers to
+        // the buffer until it is detached.
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let payload = buffer.slice(100..4_100);
+        let peer = Arc::new(Peer::new(PeerAddr::Unix(None), PeerIdentity::default()));
+        // No metadata: a block that is there was checked by the decoder.
+        let (service, method, metadata) = (&payload[11..14], &payload[15..18], &payload[30..30]);
+        let mut context = CallContext::new(&payload, service, method, metadata, 7, peer, None);
+        assert_eq!(context.head.len(), 4_000, "the request, not a copy");
+        context.detach();
+        assert_eq!(context.head.len(), 18, "up to the end of the names");
+        assert_eq!(
+            (context.service(), context.method(), context.id()),
+            ("xxx", "xxx", 7)
+        );
+        assert!(context.metadata().get("none").is_none());
+    }
+
+    #[test]
+    fn parts_outside_the_payload_are_empty() {
+        let payload = Bytes::from_static(b"0123456789abcdef");
+        let peer = Arc::new(Peer::new(PeerAddr::Unix(None), PeerIdentity::default()));
+        let elsewhere = b"Svc";
+        let context = CallContext::new(&payload, elsewhere, &payload[2..5], &[], 1, peer, None);
+        assert_eq!((context.service(), context.method()), ("", "234"));
+        assert_eq!(context.remaining(), None);
+    }
 }

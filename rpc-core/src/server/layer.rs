@@ -203,8 +203,6 @@ impl TowerService<Call> for Routed {
             extensions,
             ..
         } = call;
-        // Routed is polled within the call's context: the handler reads them there.
-        crate::context::attach(extensions);
         let (id, service, method) = (request.id(), text(&service), text(&method));
         let Some(target) = self.router.get(service) else {
             let message = format!("the server has no service `{service}`");
@@ -213,7 +211,13 @@ impl TowerService<Call> for Routed {
             );
         };
         match target.call(method, request) {
-            Some(future) => Box::pin(async move { Ok(future.await) }),
+            Some(future) => Box::pin(async move {
+                // Attached when first polled, which is within the call's
+                // context even where a layer (tower's buffer) calls this
+                // service on a task of its own.
+                crate::context::attach(extensions);
+                Ok(future.await)
+            }),
             None => {
                 let message = format!("service `{service}` has no method `{method}`");
                 Box::pin(async move { Ok(Reply::error(id, Status::UNKNOWN_METHOD, &message)) })

@@ -430,11 +430,14 @@ impl Calls {
         let Started {
             id,
             future,
-            context,
+            mut context,
             deadline,
             size,
             ..
         } = call;
+        if let Some(context) = &mut context {
+            context.detach();
+        }
         let cancelled = self.gone.child_token();
         let Some(running) = self.running.start(id, size, cancelled.clone()) else {
             return Err(format!("request id {id} is already in flight"));
@@ -482,7 +485,9 @@ impl Calls {
                     Err(panic) => panicked(id, panic),
                 }),
             };
-            discard(id, future);
+            // Within the context: a guard in a handler cut off by a cancel or
+            // its deadline may ask which call it was.
+            crate::context::within(&mut context, || discard(id, future));
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
             drop(running);

@@ -185,6 +185,14 @@ impl CallContext {
         context
     }
 
+    /// The context with `extensions` attached (those interceptors attached).
+    pub(crate) fn with_extensions(mut self, extensions: Extensions) -> Self {
+        if !extensions.is_empty() {
+            self.extensions = Some(Arc::new(extensions));
+        }
+        self
+    }
+
     /// Copies the names and metadata out of the request's buffer, which a
     /// call that goes on running must not hold: it is a slice of the
     /// connection's read buffer, up to 64 KiB and more (a review held 66 KB

@@ -272,3 +272,35 @@ async fn a_handler_cut_off_by_its_deadline_is_dropped_within_its_context() {
     let seen = dropped_in.lock().unwrap().unwrap();
     assert!(seen.is_some(), "the guard saw no context");
 }
+
+/// Lets calls with a known token through, attaching who sent them.
+fn authenticate(call: &rpc_core::CallInfo<'_>) -> Result<(), rpc_core::Rejection> {
+    match call.metadata().get("authorization") {
+        Some(b"Bearer ana-token") => {
+            call.attach(User("ana".to_owned()));
+            Ok(())
+        }
+        _ => Err(rpc_core::Rejection::unauthenticated("who are you?")),
+    }
+}
+
+#[tokio::test]
+async fn a_handler_reads_what_an_interceptor_attached() {
+    for layered in [false, true] {
+        let mut builder = Server::builder().interceptor(authenticate);
+        if layered {
+            builder = builder.layer(tower::layer::util::Identity::new());
+        }
+        let addr = serve(builder.add_service(ProbeServer::new(Prober::default()))).await;
+        let client = ProbeClient::connect(addr).await.unwrap();
+        let seen = client
+            .with_metadata("authorization", "Bearer ana-token")
+            .seen()
+            .await
+            .unwrap()
+            .expect("a context");
+        assert_eq!(seen.user.as_deref(), Some("ana"), "layered: {layered}");
+        let refused = client.seen().await;
+        assert!(refused.is_err(), "no token, no call: {refused:?}");
+    }
+}

@@ -1,8 +1,10 @@
 //! The hook that sees each call before any handler does: authentication
 //! and authorisation live here.
 
+use std::cell::RefCell;
 use std::fmt;
 
+use super::layer::Extensions;
 use crate::envelope::Status;
 use crate::metadata::Metadata;
 use crate::status::Code;
@@ -29,13 +31,15 @@ where
     }
 }
 
-/// What an [`Interceptor`] sees of a call.
+/// What an [`Interceptor`] sees of a call, and where it leaves what the
+/// handler should know ([`CallInfo::attach`]).
 #[derive(Debug)]
 pub struct CallInfo<'a> {
     pub(crate) service: &'a str,
     pub(crate) method: &'a str,
     pub(crate) metadata: Metadata<'a>,
     pub(crate) peer: &'a Peer,
+    pub(crate) attached: &'a RefCell<Extensions>,
 }
 
 impl<'a> CallInfo<'a> {
@@ -58,6 +62,34 @@ impl<'a> CallInfo<'a> {
     /// Who sent the call.
     pub fn peer(&self) -> &'a Peer {
         self.peer
+    }
+
+    /// Attaches `value` to the call, for its handler to read with
+    /// [`CallContext::extensions`](crate::CallContext::extensions) (and
+    /// layers with [`Call::extensions`](crate::Call::extensions)): the
+    /// "authenticate once, read the principal in the handler" flow. One
+    /// value per type; a later one of the same type replaces it. Kept only
+    /// if every interceptor lets the call through.
+    ///
+    /// ```
+    /// use rpc_core::{CallInfo, Rejection, Server};
+    ///
+    /// /// Who a call is from, as the token said.
+    /// struct User(String);
+    ///
+    /// let server = Server::builder().interceptor(|call: &CallInfo<'_>| {
+    ///     match call.metadata().get("authorization") {
+    ///         Some(b"Bearer ana-token") => {
+    ///             call.attach(User("ana".to_owned()));
+    ///             Ok(())
+    ///         }
+    ///         _ => Err(Rejection::unauthenticated("who are you?")),
+    ///     }
+    /// });
+    /// # drop(server);
+    /// ```
+    pub fn attach<T: Send + Sync + 'static>(&self, value: T) {
+        self.attached.borrow_mut().insert(value);
     }
 }
 

@@ -2,6 +2,7 @@
 //! routed, limited), cancel one, answer a ping.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use crate::envelope::{self, Message, Status};
 use crate::metadata::Metadata;
 use crate::server::Shared;
 use crate::server::interceptor::{CallInfo, Peer};
-use crate::server::layer::{self, Call};
+use crate::server::layer::{self, Call, Extensions};
 use crate::server::rate::Rate;
 use crate::server::running::{Cancelled, Running};
 use crate::server::watchdog::Stamp;
@@ -264,7 +265,9 @@ impl Calls {
             self.shared.watchdog.enter(stamp);
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
-        let target = match self.admit(id, service, method, deadline, metadata) {
+        // Empty (and unallocated) unless an interceptor attaches something.
+        let attached = RefCell::new(Extensions::default());
+        let target = match self.admit(id, service, method, deadline, metadata, &attached) {
             Ok(target) => target,
             Err(refusal) => {
                 self.reply(refusal);
@@ -282,7 +285,7 @@ impl Calls {
         let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
-        let context = Some(CallContext::new(
+        let context = CallContext::new(
             &payload,
             service.as_bytes(),
             method.as_bytes(),
@@ -290,7 +293,8 @@ impl Calls {
             id,
             self.peer.clone(),
             deadline,
-        ));
+        );
+        let attached = attached.into_inner();
         if streams != 0 {
             request.streams = Some(streams::open(
                 &self.streams,
@@ -301,7 +305,7 @@ impl Calls {
             ));
         }
         if let Some(layered) = &self.shared.layered {
-            let call = Call::new(
+            let mut call = Call::new(
                 request,
                 slice_of(&payload, service.as_bytes()),
                 slice_of(&payload, method.as_bytes()),
@@ -309,10 +313,13 @@ impl Calls {
                 self.peer.clone(),
                 deadline,
             );
+            // Layers see what interceptors attached; the routed service
+            // hands all of it to the context.
+            *call.extensions_mut() = attached;
             return Ok(Some(Started {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
-                context,
+                context: Some(context),
                 deadline,
                 size,
                 inline,
@@ -324,7 +331,7 @@ impl Calls {
             Ok(Some(future)) => Ok(Some(Started {
                 id,
                 future,
-                context,
+                context: Some(context.with_extensions(attached)),
                 deadline,
                 size,
                 inline,
@@ -380,6 +387,7 @@ impl Calls {
         method: &str,
         deadline: Option<std::time::Duration>,
         metadata: Metadata<'_>,
+        attached: &RefCell<Extensions>,
     ) -> Result<&Arc<dyn Service>, Reply> {
         for interceptor in &self.shared.interceptors {
             let call = CallInfo {
@@ -387,6 +395,7 @@ impl Calls {
                 method,
                 metadata,
                 peer: &self.peer,
+                attached,
             };
             let checked = std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.check(&call)));
             match checked {

@@ -119,6 +119,18 @@ pub enum RpcError {
     /// calls from within a tokio runtime, or enter one first.
     #[error("a call with a deadline needs a tokio runtime to time it; none is running here")]
     NoRuntime,
+
+    /// A server was given two services of one name
+    /// ([`ServerBuilder::add_service`](crate::ServerBuilder::add_service)):
+    /// calls could not tell them apart. Two traits of one name in
+    /// different modules do this; rename one.
+    #[error(
+        "a service named `{name}` was added twice to this server; service names must be unique"
+    )]
+    DuplicateService {
+        /// The name both services have.
+        name: String,
+    },
 }
 
 impl RpcError {

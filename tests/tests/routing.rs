@@ -99,9 +99,19 @@ async fn arguments_of_the_wrong_type_are_a_bad_request() {
 }
 
 #[tokio::test]
-#[should_panic(expected = "a service named `Shapes` was already added")]
-async fn the_same_service_twice_is_refused_at_startup() {
-    let _ = Server::builder()
-        .add_service(ShapesServer::new(ShapesImpl))
-        .add_service(ShapesServer::new(ShapesImpl));
+async fn the_same_service_twice_is_an_error_at_startup_not_a_panic() {
+    let twice = || {
+        Server::builder()
+            .add_service(ShapesServer::new(ShapesImpl))
+            .add_service(ShapesServer::new(ShapesImpl))
+    };
+    for made in [twice().bind("127.0.0.1:0").await, twice().build()] {
+        match made {
+            Err(e @ RpcError::DuplicateService { .. }) => {
+                assert!(e.to_string().contains("`Shapes` was added twice"), "{e}");
+            }
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("a server with two services of one name"),
+        }
+    }
 }

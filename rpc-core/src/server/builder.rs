@@ -84,6 +84,8 @@ struct Limits {
 /// Services and settings for a [`Server`]; made by [`Server::builder`].
 pub struct ServerBuilder {
     router: Router,
+    /// The first name added twice, reported when the server is made.
+    duplicate: Option<String>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     layers: Vec<Wrap>,
     #[cfg(feature = "tls")]
@@ -103,6 +105,7 @@ impl ServerBuilder {
     pub(super) fn new() -> Self {
         ServerBuilder {
             router: Router::default(),
+            duplicate: None,
             interceptors: Vec::new(),
             layers: Vec::new(),
             #[cfg(feature = "tls")]
@@ -127,15 +130,12 @@ impl ServerBuilder {
 
     /// Adds a service, such as a generated `<Trait>Server`. Calls name it
     /// by its [`Service::name`]; one server serves any number of services
-    /// on one port.
-    ///
-    /// # Panics
-    ///
-    /// If a service of the same name was already added: that is a mistake
-    /// in the program, found when it starts.
+    /// on one port. A second service of a name already added makes
+    /// [`bind`](ServerBuilder::bind) (and the other ways to finish the
+    /// builder) fail with [`RpcError::DuplicateService`].
     pub fn add_service<S: Service>(mut self, service: S) -> Self {
         if let Err(name) = self.router.add(Arc::new(service)) {
-            panic!("a service named `{name}` was already added to this server");
+            self.duplicate.get_or_insert_with(|| name.to_owned());
         }
         self
     }
@@ -379,6 +379,7 @@ impl ServerBuilder {
     /// Binds a TCP listener. Port 0 picks a free port; see
     /// [`Server::local_addr`].
     pub async fn bind<A: ToSocketAddrs>(self, addr: A) -> Result<Server, RpcError> {
+        self.check()?;
         let listener = TcpListener::bind(addr).await.map_err(RpcError::Io)?;
         self.finish(Listener::Tcp(listener))
     }
@@ -400,6 +401,7 @@ impl ServerBuilder {
     /// ```
     #[cfg(unix)]
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Server, RpcError> {
+        self.check()?;
         let listener = tokio::net::UnixListener::bind(path).map_err(RpcError::Io)?;
         self.finish(Listener::Unix(listener))
     }
@@ -412,7 +414,16 @@ impl ServerBuilder {
         self.finish(Listener::None)
     }
 
+    /// Fails on a mistake in the builder's settings, before anything is bound.
+    fn check(&self) -> Result<(), RpcError> {
+        match &self.duplicate {
+            Some(name) => Err(RpcError::DuplicateService { name: name.clone() }),
+            None => Ok(()),
+        }
+    }
+
     fn finish(self, listener: Listener) -> Result<Server, RpcError> {
+        self.check()?;
         #[cfg(feature = "tls")]
         let tls = self
             .tls

@@ -20,6 +20,7 @@ pub(crate) fn check(service: &Service<'_>, errors: &mut Errors) {
         check_generics(method, errors);
         check_arg_patterns(method, errors);
         check_types(method, errors);
+        check_arity(method, errors);
         check_streams(method, errors);
         check_default_body(method, errors);
     }
@@ -166,6 +167,25 @@ fn check_types(method: &Method<'_>, errors: &mut Errors) {
     }
 }
 
+/// The arguments travel as one serde tuple, and serde has tuples of at most
+/// 16: past that the user saw four trait errors at `#[rpc_service]`.
+fn check_arity(method: &Method<'_>, errors: &mut Errors) {
+    const MAX_ARGS: usize = 16;
+    let mut values = method
+        .args
+        .iter()
+        .filter(|arg| crate::streams::item_of(arg.ty).is_none());
+    if let Some(extra) = values.nth(MAX_ARGS) {
+        errors.push(
+            extra.pat,
+            format!(
+                "an rpc method takes at most {MAX_ARGS} arguments besides a stream (they travel as one tuple); \
+                 group some of them into a struct that derives `Serialize` and `Deserialize`"
+            ),
+        );
+    }
+}
+
 /// Rejects types that cannot be sent or received by value.
 fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
     match ty {
@@ -176,6 +196,13 @@ fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
                 owned_suggestion(&r.elem)
             ),
         ),
+        Type::ImplTrait(bounds) if names_stream(bounds) => errors.push(
+            ty,
+            format!(
+                "an rpc {what} cannot be `impl Stream`; write `rpc_core::Streaming<T>` and make it \
+                 with `Streaming::from_stream(stream)`"
+            ),
+        ),
         Type::ImplTrait(_) => errors.push(
             ty,
             format!("an rpc {what} needs one concrete type, not `impl Trait`; name the type"),
@@ -184,6 +211,18 @@ fn check_wire_type(ty: &Type, what: &str, errors: &mut Errors) {
         Type::Group(g) => check_wire_type(&g.elem, what, errors),
         _ => {}
     }
+}
+
+/// Whether `impl ...` names a `Stream` trait among its bounds.
+fn names_stream(bounds: &syn::TypeImplTrait) -> bool {
+    bounds.bounds.iter().any(|bound| match bound {
+        syn::TypeParamBound::Trait(t) => t
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Stream"),
+        _ => false,
+    })
 }
 
 fn owned_suggestion(borrowed: &Type) -> String {

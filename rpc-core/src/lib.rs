@@ -159,7 +159,8 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 ///
 /// # Rules
 ///
-/// Methods are `async fn` taking `&self` then any number of arguments with
+/// Methods are `async fn` taking `&self` then up to 16 arguments (besides
+/// a stream; they travel as one tuple, and serde's tuples stop at 16) with
 /// plain names; they are not generic and have no default body. Arguments and
 /// return values are owned types that are `Serialize + DeserializeOwned +
 /// Send + 'static`. The trait has no generic parameters or associated items.

@@ -192,6 +192,12 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 ///
 /// # Arguments
 ///
+/// `#[rpc_service(name = "BillingAdmin")]` sets the service's name on the
+/// wire (1 to 255 bytes; the trait's name by default), so that two traits of
+/// one name in different modules can be served side by side: a server
+/// refuses two services of one name ([`RpcError::DuplicateService`]).
+///
 /// `#[rpc_service(crate = "path::to::rpc_core")]` names the runtime when it
-/// is re-exported rather than a direct dependency.
+/// is re-exported rather than a direct dependency. Both may be given,
+/// separated by a comma.
 pub use rpc_macros::rpc_service;

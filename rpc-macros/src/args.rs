@@ -1,5 +1,6 @@
-//! The attribute's own arguments: `#[rpc_service]` or
-//! `#[rpc_service(crate = "path::to::rpc_core")]`.
+//! The attribute's own arguments: `#[rpc_service]`,
+//! `#[rpc_service(name = "Wire")]`,
+//! `#[rpc_service(crate = "path::to::rpc_core")]`, or both.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -11,6 +12,34 @@ use crate::errors::Errors;
 pub(crate) struct Args {
     /// Where the runtime is, when not at `::rpc_core` (a re-export).
     pub(crate) krate: Option<syn::Path>,
+    /// The service's name on the wire, when not the trait's.
+    pub(crate) name: Option<syn::LitStr>,
+}
+
+/// The value of `key = "..."`; a value without quotes is an error that
+/// says to quote it.
+fn string(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    key: &str,
+    example: &str,
+) -> syn::Result<syn::LitStr> {
+    let value = meta.value()?;
+    if value.peek(syn::LitStr) {
+        return value.parse();
+    }
+    let unquoted: syn::Expr = value.parse()?;
+    let written = quote::ToTokens::to_token_stream(&unquoted)
+        .to_string()
+        .replace(' ', "");
+    let example = if written.is_empty() {
+        example
+    } else {
+        &written
+    };
+    Err(syn::Error::new_spanned(
+        &unquoted,
+        format!("`{key}` takes a string; quote it: `{key} = \"{example}\"`"),
+    ))
 }
 
 impl Args {
@@ -19,8 +48,23 @@ impl Args {
         let mut args = Args::default();
         let mut errors = Errors::default();
         let parser = syn::meta::parser(|meta| {
-            if meta.path.is_ident("crate") {
-                let value: syn::LitStr = meta.value()?.parse()?;
+            if meta.path.is_ident("name") {
+                let value = string(&meta, "name", "Calculator")?;
+                let name = value.value();
+                if name.is_empty() {
+                    errors.push(&value, "a service name cannot be empty; write one, or leave `name` out to use the trait's");
+                } else if name.len() > 255 {
+                    errors.push(
+                        &value,
+                        format!("a service name is at most 255 bytes on the wire, this one {}; write a shorter one", name.len()),
+                    );
+                }
+                if args.name.replace(value).is_some() {
+                    errors.push(&meta.path, "`name` is given twice; keep one");
+                }
+                Ok(())
+            } else if meta.path.is_ident("crate") {
+                let value = string(&meta, "crate", "my_crate::rpc_core")?;
                 let path = value.parse::<syn::Path>().map_err(|_| {
                     syn::Error::new_spanned(
                         &value,
@@ -34,7 +78,7 @@ impl Args {
             } else {
                 let name = quote::ToTokens::to_token_stream(&meta.path).to_string();
                 Err(meta.error(format!(
-                    "unknown argument `{name}`; `#[rpc_service]` accepts only `crate = \"path::to::rpc_core\"`"
+                    "unknown argument `{name}`; `#[rpc_service]` accepts `name = \"WireName\"` and `crate = \"path::to::rpc_core\"`"
                 )))
             }
         });

@@ -24,7 +24,7 @@ pub(crate) struct Names {
     pub(crate) client: Ident,
     /// `<Trait>Server`.
     pub(crate) server: Ident,
-    /// The service's name on the wire.
+    /// The service's name on the wire: the trait's, or `name = "..."`.
     pub(crate) wire_service: LitStr,
 }
 
@@ -43,7 +43,10 @@ impl Names {
             service: ident.clone(),
             client: format_ident!("{}Client", bare, span = ident.span()),
             server: format_ident!("{}Server", bare, span = ident.span()),
-            wire_service: LitStr::new(&bare.to_string(), ident.span()),
+            wire_service: match &args.name {
+                Some(name) => name.clone(),
+                None => LitStr::new(&bare.to_string(), ident.span()),
+            },
         }
     }
 

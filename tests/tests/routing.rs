@@ -115,3 +115,57 @@ async fn the_same_service_twice_is_an_error_at_startup_not_a_panic() {
         }
     }
 }
+
+/// Two traits called `Admin`, in two modules: one keeps its name on the
+/// wire, the other takes another with `name = "..."`.
+pub mod users {
+    /// Administers users.
+    #[rpc_core::rpc_service]
+    pub trait Admin {
+        /// Which admin this is.
+        async fn which(&self) -> String;
+    }
+}
+
+/// The second `Admin`.
+pub mod billing {
+    /// Administers billing.
+    #[rpc_core::rpc_service(name = "BillingAdmin")]
+    pub trait Admin {
+        /// Which admin this is.
+        async fn which(&self) -> String;
+    }
+}
+
+struct Users;
+
+impl users::Admin for Users {
+    async fn which(&self) -> String {
+        "users".to_owned()
+    }
+}
+
+struct Billing;
+
+impl billing::Admin for Billing {
+    async fn which(&self) -> String {
+        "billing".to_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_service_can_take_a_wire_name_of_its_own() {
+    use rpc_core::Service;
+    assert_eq!(billing::AdminServer::new(Billing).name(), "BillingAdmin");
+    let addr = rpc_tests::serve(
+        Server::builder()
+            .add_service(users::AdminServer::new(Users))
+            .add_service(billing::AdminServer::new(Billing)),
+    )
+    .await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let users = users::AdminClient::new(channel.clone());
+    let billing = billing::AdminClient::new(channel);
+    assert_eq!(users.which().await.unwrap(), "users");
+    assert_eq!(billing.which().await.unwrap(), "billing");
+}

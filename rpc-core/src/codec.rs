@@ -125,25 +125,17 @@ fn decode_seed<'de, S: DeserializeSeed<'de>>(
 ) -> Result<(S::Value, usize), CodecError> {
     let len = bytes.len();
     let claims = len.saturating_mul(CLAIM_RATIO);
-    let result = if claims <= RUNGS[0] {
-        decode_limited::<S, { RUNGS[0] }>(seed, bytes)
-    } else if claims <= RUNGS[1] {
-        decode_limited::<S, { RUNGS[1] }>(seed, bytes)
-    } else if claims <= RUNGS[2] {
-        decode_limited::<S, { RUNGS[2] }>(seed, bytes)
-    } else if claims <= RUNGS[3] {
-        decode_limited::<S, { RUNGS[3] }>(seed, bytes)
-    } else if claims <= RUNGS[4] {
-        decode_limited::<S, { RUNGS[4] }>(seed, bytes)
-    } else if claims <= RUNGS[5] {
-        decode_limited::<S, { RUNGS[5] }>(seed, bytes)
-    } else if claims <= RUNGS[6] {
-        decode_limited::<S, { RUNGS[6] }>(seed, bytes)
-    } else if claims <= RUNGS[7] {
-        decode_limited::<S, { RUNGS[7] }>(seed, bytes)
-    } else {
-        decode_limited::<S, { RUNGS[8] }>(seed, bytes)
-    };
+    // The limit is a const generic: one branch per rung.
+    macro_rules! on_rung {
+        ($($rung:literal)*) => {
+            $(if claims <= RUNGS[$rung] {
+                decode_limited::<S, { RUNGS[$rung] }>(seed, bytes)
+            } else)* {
+                decode_limited::<S, { RUNGS[RUNGS.len() - 1] }>(seed, bytes)
+            }
+        };
+    }
+    let result = on_rung!(0 1 2 3 4 5 6 7);
     result.map_err(|e| match e {
         DecodeError::LimitExceeded => CodecError::new(format!(
             "a length prefix claims more memory than a {len}-byte message can hold"

@@ -43,14 +43,7 @@ pub(crate) fn within<R>(slot: &mut Option<CallContext>, poll: impl FnOnce() -> R
 
 /// Gives the current call the extensions layers attached to it.
 pub(crate) fn attach(extensions: Extensions) {
-    if extensions.is_empty() {
-        return;
-    }
-    let replaced = CURRENT.with(|current| {
-        let mut current = current.borrow_mut();
-        let context = current.as_mut()?;
-        context.extensions.replace(Arc::new(extensions))
-    });
+    let replaced = CURRENT.with(|current| current.borrow_mut().as_mut()?.attach(extensions));
     // Dropped after the borrow: a value's Drop may ask for the context.
     drop(replaced);
 }
@@ -81,13 +74,12 @@ pub(crate) fn attach(extensions: Extensions) {
 /// ```
 #[derive(Clone)]
 pub struct CallContext {
-    /// The request frame up to its arguments, or a copy of its names and
-    /// metadata when the frame is large (a handler must not hold a large
-    /// frame it has decoded).
+    /// The request frame, or once the call runs on ([`CallContext::detach`])
+    /// a copy of it up to the end of its names and metadata.
     head: Bytes,
     /// Where the names and the metadata block lie in `head`: kept small,
-    /// since the context is moved in and out of its task-local at every
-    /// poll of the handler.
+    /// since the context is moved in and out of its thread-local at every
+    /// poll of the call.
     service: Span,
     method: Span,
     metadata: Span,
@@ -127,11 +119,6 @@ impl Span {
     }
 }
 
-/// Frames up to this size are referred to by a context while the call is
-/// first polled; larger ones have their names and metadata copied out at
-/// once.
-const KEEP_WHOLE: usize = 8 * 1024;
-
 impl CallContext {
     /// The call being served, or `None` outside one (a trait method called
     /// directly, or code on a task the handler spawned: pass the context
@@ -168,35 +155,31 @@ impl CallContext {
                 }
             }
         };
-        let (service, method, metadata) = (span(service), span(method), span(metadata));
-        let mut context = CallContext {
+        CallContext {
             head: payload.clone(),
-            service,
-            method,
-            metadata,
+            service: span(service),
+            method: span(method),
+            metadata: span(metadata),
             id,
             peer,
             deadline,
             extensions: None,
-        };
-        if payload.len() > KEEP_WHOLE {
-            context.detach();
         }
-        context
     }
 
-    /// The context with `extensions` attached (those interceptors attached).
-    pub(crate) fn with_extensions(mut self, extensions: Extensions) -> Self {
-        if !extensions.is_empty() {
-            self.extensions = Some(Arc::new(extensions));
+    /// Attaches `extensions`, returning those attached before.
+    pub(crate) fn attach(&mut self, extensions: Extensions) -> Option<Arc<Extensions>> {
+        if extensions.is_empty() {
+            return None;
         }
-        self
+        self.extensions.replace(Arc::new(extensions))
     }
 
     /// Copies the names and metadata out of the request's buffer, which a
     /// call that goes on running must not hold: it is a slice of the
     /// connection's read buffer, up to 64 KiB and more (a review held 66 KB
-    /// per waiting call that way, counted as 40 bytes).
+    /// per waiting call that way, counted as 40 bytes). A call answered at
+    /// its first poll never needs the copy.
     pub(crate) fn detach(&mut self) {
         let end = [self.service, self.method, self.metadata]
             .iter()

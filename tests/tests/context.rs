@@ -134,20 +134,23 @@ async fn outside_a_call_there_is_no_context() {
 
 #[tokio::test]
 async fn a_handler_reads_what_a_layer_attached() {
-    let tag = tower::util::MapRequestLayer::new(|mut call: Call| {
-        call.extensions_mut().insert(User("ana".to_owned()));
-        call
-    });
-    let addr = serve(
-        Server::builder()
-            .layer(tag)
-            .add_service(ProbeServer::new(Prober::default())),
-    )
-    .await;
-    let client = ProbeClient::connect(addr).await.unwrap();
-    let seen = client.seen().await.unwrap().expect("a context");
-    assert_eq!(seen.user.as_deref(), Some("ana"));
-    assert_eq!(seen.names.1, "seen");
+    // Behind tower's buffer too, which calls the inner services on a task
+    // of its own.
+    for buffered in [false, true] {
+        let tag = tower::util::MapRequestLayer::new(|mut call: Call| {
+            call.extensions_mut().insert(User("ana".to_owned()));
+            call
+        });
+        let mut builder = Server::builder().layer(tag);
+        if buffered {
+            builder = builder.layer(tower::buffer::BufferLayer::new(16));
+        }
+        let addr = serve(builder.add_service(ProbeServer::new(Prober::default()))).await;
+        let client = ProbeClient::connect(addr).await.unwrap();
+        let seen = client.seen().await.unwrap().expect("a context");
+        assert_eq!(seen.user.as_deref(), Some("ana"), "buffered: {buffered}");
+        assert_eq!(seen.names.1, "seen");
+    }
 }
 
 #[tokio::test]
@@ -236,25 +239,6 @@ async fn debug_shows_no_metadata_values_nor_arguments() {
     assert!(printed.contains("debugged"), "{printed}");
     assert!(!printed.contains("s3cr3t"), "{printed}");
     assert!(!printed.contains("hunter2"), "{printed}");
-}
-
-#[tokio::test]
-async fn extensions_reach_the_handler_behind_a_buffer() {
-    // tower's buffer calls the inner services on a task of its own.
-    let tag = tower::util::MapRequestLayer::new(|mut call: Call| {
-        call.extensions_mut().insert(User("bo".to_owned()));
-        call
-    });
-    let addr = serve(
-        Server::builder()
-            .layer(tag)
-            .layer(tower::buffer::BufferLayer::new(16))
-            .add_service(ProbeServer::new(Prober::default())),
-    )
-    .await;
-    let client = ProbeClient::connect(addr).await.unwrap();
-    let seen = client.seen().await.unwrap().expect("a context");
-    assert_eq!(seen.user.as_deref(), Some("bo"));
 }
 
 #[tokio::test]

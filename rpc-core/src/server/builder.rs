@@ -411,6 +411,7 @@ impl ServerBuilder {
     /// yourself, or the in-memory transport
     /// ([`transport::memory`](crate::transport::memory)).
     pub fn build(self) -> Result<Server, RpcError> {
+        self.check()?;
         self.finish(Listener::None)
     }
 
@@ -422,8 +423,8 @@ impl ServerBuilder {
         }
     }
 
+    /// Makes the server on `listener`; [`ServerBuilder::check`] has passed.
     fn finish(self, listener: Listener) -> Result<Server, RpcError> {
-        self.check()?;
         #[cfg(feature = "tls")]
         let tls = self
             .tls

@@ -39,7 +39,7 @@ pub struct CallInfo<'a> {
     pub(crate) method: &'a str,
     pub(crate) metadata: Metadata<'a>,
     pub(crate) peer: &'a Peer,
-    pub(crate) attached: &'a RefCell<Extensions>,
+    pub(crate) attached: &'a RefCell<Option<Extensions>>,
 }
 
 impl<'a> CallInfo<'a> {
@@ -89,7 +89,10 @@ impl<'a> CallInfo<'a> {
     /// # drop(server);
     /// ```
     pub fn attach<T: Send + Sync + 'static>(&self, value: T) {
-        self.attached.borrow_mut().insert(value);
+        self.attached
+            .borrow_mut()
+            .get_or_insert_with(Extensions::default)
+            .insert(value);
     }
 }
 

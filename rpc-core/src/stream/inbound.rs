@@ -498,9 +498,9 @@ mod tests {
 
     /// A connection that keeps the grants a receiver sends.
     #[derive(Default)]
-    struct Counting(Mutex<Vec<u32>>);
+    struct Grants(Mutex<Vec<u32>>);
 
-    impl Link for Counting {
+    impl Link for Grants {
         fn send(&self, frame: BytesMut) -> bool {
             let payload = frame.freeze().slice(crate::frame::PREFIX_LEN..);
             match envelope::decode(&payload) {
@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn no_grant_is_smaller_than_the_initial_credit() {
         // A server counts smaller grants as free work and limits them.
-        let link = Arc::new(Counting::default());
+        let link = Arc::new(Grants::default());
         let inbound = Inbound::new(1, 64 * 1024, link.clone());
         let mut reader = Reader::new(inbound.clone(), None, decode::<u32, u32>);
         let mut cx = Context::from_waker(Waker::noop());
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn credit_goes_back_once_every_item_of_a_frame_is_taken() {
-        let link = Arc::new(Counting::default());
+        let link = Arc::new(Grants::default());
         let sent = || link.0.lock().unwrap().len();
         let inbound = Inbound::new(1, MIN_WINDOW, link.clone());
         let opening = sent();

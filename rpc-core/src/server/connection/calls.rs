@@ -265,8 +265,8 @@ impl Calls {
             self.shared.watchdog.enter(stamp);
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
-        // Empty (and unallocated) unless an interceptor attaches something.
-        let attached = RefCell::new(Extensions::default());
+        // Made only if an interceptor attaches something.
+        let attached = RefCell::new(None);
         let target = match self.admit(id, service, method, deadline, metadata, &attached) {
             Ok(target) => target,
             Err(refusal) => {
@@ -285,7 +285,7 @@ impl Calls {
         let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
-        let context = CallContext::new(
+        let mut context = CallContext::new(
             &payload,
             service.as_bytes(),
             method.as_bytes(),
@@ -315,7 +315,9 @@ impl Calls {
             );
             // Layers see what interceptors attached; the routed service
             // hands all of it to the context.
-            *call.extensions_mut() = attached;
+            if let Some(attached) = attached {
+                *call.extensions_mut() = attached;
+            }
             return Ok(Some(Started {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
@@ -325,13 +327,16 @@ impl Calls {
                 inline,
             }));
         }
+        if let Some(attached) = attached {
+            context.attach(attached);
+        }
         // Generated `call`s only build a future, but a hand-written one could panic.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
         match started {
             Ok(Some(future)) => Ok(Some(Started {
                 id,
                 future,
-                context: Some(context.with_extensions(attached)),
+                context: Some(context),
                 deadline,
                 size,
                 inline,
@@ -387,7 +392,7 @@ impl Calls {
         method: &str,
         deadline: Option<std::time::Duration>,
         metadata: Metadata<'_>,
-        attached: &RefCell<Extensions>,
+        attached: &RefCell<Option<Extensions>>,
     ) -> Result<&Arc<dyn Service>, Reply> {
         for interceptor in &self.shared.interceptors {
             let call = CallInfo {

@@ -6,8 +6,11 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::service::Reply;
+
 pub use crate::client::Channel;
 pub use crate::error::RpcError;
+pub use crate::server::Rejection;
 pub use crate::service::{Request, ResponseFuture, Service};
 pub use crate::stream::Streaming;
 pub use crate::stream::serve::{Opened, Output, Stream, StreamOrError, Unary, handle_streaming};
@@ -17,29 +20,57 @@ pub use std::sync::Arc;
 pub use tokio::net::ToSocketAddrs;
 
 /// Decodes the arguments, runs the handler and encodes its output.
-pub fn handle<A, R, F, Fut>(mut request: Request, handler: F) -> ResponseFuture
+pub fn handle<A, R, F, Fut>(request: Request, handler: F) -> ResponseFuture
 where
     A: DeserializeOwned + Send + 'static,
-    R: Serialize,
+    R: Serialize + 'static,
     F: FnOnce(A) -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    Box::pin(async move {
-        if request.streams.is_some() {
-            return crate::service::Reply::bad_request(
-                request.id(),
-                "the method takes and returns no stream, but the request opens one",
-            );
-        }
-        let args = match request.decode::<A>() {
-            Ok(args) => args,
-            Err(rejection) => return rejection,
-        };
-        // The arguments are decoded; don't hold the frame while the handler runs.
-        request.body = bytes::Bytes::new();
-        let output = handler(args).await;
+    Box::pin(run(request, handler, |request, output| {
         request.reply(&output)
-    })
+    }))
+}
+
+/// [`handle`] for a handler that returns `Result<R, Rejection>`: a
+/// refusal is the call's status, not a value.
+pub fn handle_refusable<A, R, F, Fut>(request: Request, handler: F) -> ResponseFuture
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+    F: FnOnce(A) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, Rejection>> + Send + 'static,
+{
+    Box::pin(run(request, handler, |request, output| match output {
+        Ok(value) => request.reply(&value),
+        Err(rejection) => Reply::refused(request.id(), &rejection),
+    }))
+}
+
+async fn run<A, O, F, Fut>(
+    mut request: Request,
+    handler: F,
+    answer: impl FnOnce(Request, O) -> Reply + Send,
+) -> Reply
+where
+    A: DeserializeOwned + Send + 'static,
+    F: FnOnce(A) -> Fut + Send + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+{
+    if request.streams.is_some() {
+        return Reply::bad_request(
+            request.id(),
+            "the method takes and returns no stream, but the request opens one",
+        );
+    }
+    let args = match request.decode::<A>() {
+        Ok(args) => args,
+        Err(rejection) => return rejection,
+    };
+    // The arguments are decoded; don't hold the frame while the handler runs.
+    request.body = bytes::Bytes::new();
+    let output = handler(args).await;
+    answer(request, output)
 }
 
 /// A stream of byte vectors as it travels: each item as bytes, in one copy
@@ -59,6 +90,31 @@ pub fn vec_stream(stream: crate::Streaming<ByteBuf>) -> crate::Streaming<Vec<u8>
 /// Fails to compile, at the offending type, unless `T` can cross the wire
 /// as an argument or return value.
 pub fn assert_wire_type<T: Serialize + DeserializeOwned + Send + 'static>() {}
+
+/// The refusal a handler returned. The macro reads a method's
+/// `Result<T, Rejection>` as a refusal by the name alone and passes the
+/// user's type here by name, so that another type of that name is one
+/// error, at that type.
+pub fn refusal<E: IsRejection>(rejection: E) -> Rejection {
+    rejection.into_rejection()
+}
+
+/// Implemented by [`Rejection`] alone.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `rpc_core::Rejection`",
+    label = "a method returning `Result<T, Rejection>` refuses calls with `rpc_core::Rejection`",
+    note = "import `rpc_core::Rejection`, or rename this type: `Rejection` as an error type is read as a refusal"
+)]
+pub trait IsRejection {
+    /// The refusal itself.
+    fn into_rejection(self) -> Rejection;
+}
+
+impl IsRejection for Rejection {
+    fn into_rejection(self) -> Rejection {
+        self
+    }
+}
 
 /// A `Vec<u8>` that serde hands over as bytes. bincode writes exactly what
 /// it writes for a `Vec<u8>` (a length, then the bytes) but in one copy,

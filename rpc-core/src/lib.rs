@@ -190,6 +190,44 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// }
 /// ```
 ///
+/// # Refusing a call
+///
+/// A method that returns `Result<T, Rejection>` ([`Rejection`], by that
+/// name) may refuse a call with a status of its own, e.g.
+/// [`Rejection::permission_denied`] after reading the caller from its
+/// [`CallContext`]. The client's method returns `Result<T, RpcError>`: the
+/// refusal arrives as [`RpcError::Status`] with the rejection's code and
+/// message, apart from `T`, which may itself be a `Result<_, E>` with the
+/// method's own error. A stream method may refuse too
+/// (`Result<Streaming<T>, Rejection>`), before any item. Refuse before
+/// doing anything a retry must not repeat: codes such as
+/// `PERMISSION_DENIED` tell a client the call did not run
+/// ([`Status::did_not_run`]).
+///
+/// ```
+/// use rpc_core::{rpc_service, CallContext, Rejection};
+///
+/// /// Keeps a secret.
+/// #[rpc_service]
+/// pub trait Vault {
+///     /// The secret, to callers that say they are the admin.
+///     async fn secret(&self) -> Result<String, Rejection>;
+/// }
+///
+/// struct Safe;
+///
+/// impl Vault for Safe {
+///     async fn secret(&self) -> Result<String, Rejection> {
+///         let admin = CallContext::current()
+///             .is_some_and(|cx| cx.metadata().get_str("role") == Some("admin"));
+///         if !admin {
+///             return Err(Rejection::permission_denied("admins only"));
+///         }
+///         Ok("swordfish".to_owned())
+///     }
+/// }
+/// ```
+///
 /// # Arguments
 ///
 /// `#[rpc_service(name = "BillingAdmin")]` sets the service's name on the

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Status};
+use crate::server::Rejection;
 use crate::status::Code;
 use crate::stream::CallStreams;
 use crate::{arena, codec};
@@ -138,6 +139,12 @@ impl Reply {
     /// The encoded value (status OK) or the UTF-8 error message.
     pub fn body(&self) -> &[u8] {
         self.frame.get(STATUS_OFFSET + 1..).unwrap_or_default()
+    }
+
+    /// The answer to a call that a layer, an interceptor or its handler
+    /// refused.
+    pub(crate) fn refused(id: u64, rejection: &Rejection) -> Self {
+        Self::error(id, rejection.status, &rejection.message)
     }
 
     pub(crate) fn bad_request(id: u64, message: &str) -> Self {

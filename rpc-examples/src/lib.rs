@@ -31,6 +31,13 @@ pub struct Calc {
     total: AtomicI64,
 }
 
+impl Calc {
+    /// The running total, set back to zero.
+    pub fn take_total(&self) -> i64 {
+        self.total.swap(0, Ordering::Relaxed)
+    }
+}
+
 impl Calculator for Calc {
     async fn add(&self, a: i64, b: i64) -> i64 {
         let sum = a.wrapping_add(b);

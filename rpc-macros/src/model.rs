@@ -16,8 +16,13 @@ pub(crate) struct Method<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) receiver: Receiver<'a>,
     pub(crate) args: Vec<Arg<'a>>,
-    /// `None` for a method that returns `()` implicitly.
-    pub(crate) output: Option<&'a Type>,
+    /// What the caller receives: the return type, or `T` of a
+    /// `Result<T, Rejection>`; `None` for a method that returns `()`
+    /// implicitly.
+    pub(crate) answer: Option<&'a Type>,
+    /// The `Rejection` of a `Result<T, Rejection>` return type: the
+    /// handler may refuse the call with a status of its own.
+    pub(crate) refusal: Option<&'a Type>,
 }
 
 /// How a method takes `self`.
@@ -81,6 +86,33 @@ pub(crate) fn is_byte_vec(ty: &Type) -> bool {
         && matches!(&args.args[0], syn::GenericArgument::Type(Type::Path(p)) if p.path.is_ident("u8"))
 }
 
+/// `(T, Rejection)` of a type written `Result<T, Rejection>`: a path
+/// ending in `Result` whose error is a path ending in a plain `Rejection`.
+/// By name alone, so the generated code checks that it is rpc_core's.
+pub(crate) fn refusal(ty: &Type) -> Option<(&Type, &Type)> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if path.qself.is_some() || last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let [
+        syn::GenericArgument::Type(answer),
+        syn::GenericArgument::Type(error),
+    ] = &args.args.iter().collect::<Vec<_>>()[..]
+    else {
+        return None;
+    };
+    let Type::Path(error_path) = error else {
+        return None;
+    };
+    let error_last = error_path.path.segments.last()?;
+    let plain = error_path.qself.is_none() && error_last.arguments.is_none();
+    (plain && error_last.ident == "Rejection").then_some((answer, error))
+}
+
 impl Method<'_> {
     /// The method's `#[doc]` and `#[cfg]` attributes, which the client and
     /// server copies carry.
@@ -101,7 +133,7 @@ impl Method<'_> {
 
     /// Whether the method returns a top-level `Vec<u8>`.
     pub(crate) fn returns_bytes(&self) -> bool {
-        self.output.is_some_and(is_byte_vec)
+        self.answer.is_some_and(is_byte_vec)
     }
 
     /// Whether the method has a doc comment.

@@ -62,12 +62,17 @@ impl<'a> Method<'a> {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some(&**ty),
         };
+        let (answer, refusal) = match output.and_then(crate::model::refusal) {
+            Some((answer, refusal)) => (Some(answer), Some(refusal)),
+            None => (output, None),
+        };
         Method {
             original: f,
             ident: &f.sig.ident,
             receiver,
             args,
-            output,
+            answer,
+            refusal,
         }
     }
 }

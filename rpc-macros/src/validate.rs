@@ -162,8 +162,8 @@ fn check_types(method: &Method<'_>, errors: &mut Errors) {
     for arg in &method.args {
         check_wire_type(arg.ty, "argument", errors);
     }
-    if let Some(output) = method.output {
-        check_wire_type(output, "return type", errors);
+    if let Some(answer) = method.answer {
+        check_wire_type(answer, "return type", errors);
     }
 }
 
@@ -252,7 +252,7 @@ fn check_streams(method: &Method<'_>, errors: &mut Errors) {
             errors.push(inner, format!("a stream inside an argument's type; {RULE}"));
         }
     }
-    let Some(output) = method.output else { return };
+    let Some(output) = method.answer else { return };
     let inner = match streams::returns(Some(output)) {
         streams::Returns::Value => streams::find(output),
         streams::Returns::Stream(item) => streams::find(item),

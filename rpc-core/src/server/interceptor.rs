@@ -153,13 +153,34 @@ impl Rejection {
 
     /// A refusal with any status, e.g. [`Code::ResourceExhausted`] from a
     /// quota check. Returned as a layer's error
-    /// ([`ServerBuilder::layer`](crate::ServerBuilder::layer)), it becomes
-    /// the call's status too.
+    /// ([`ServerBuilder::layer`](crate::ServerBuilder::layer)) or a
+    /// handler's (`Result<T, Rejection>`, see
+    /// [`rpc_service`](crate::rpc_service)), it becomes the call's status
+    /// too. [`Code::Ok`] is no refusal: it is answered as
+    /// [`Code::Internal`], since an OK status would make the client read
+    /// the message as the call's value.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let message = message.into();
+        if code == Code::Ok {
+            return Rejection {
+                status: Status::INTERNAL,
+                message: format!("refused with status OK: {message}"),
+            };
+        }
         Rejection {
             status: Status(code.wire()),
-            message: message.into(),
+            message,
         }
+    }
+
+    /// The status the call is answered with.
+    pub fn code(&self) -> Code {
+        Code::from_wire(self.status.0).unwrap_or(Code::Internal)
+    }
+
+    /// The message the caller receives.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -168,5 +189,20 @@ impl std::error::Error for Rejection {}
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_with_status_ok_is_answered_as_internal() {
+        let rejection = Rejection::new(Code::Ok, "fine");
+        assert_eq!(rejection.code(), Code::Internal);
+        assert_eq!(rejection.message(), "refused with status OK: fine");
+        let quota = Rejection::new(Code::ResourceExhausted, "over quota");
+        assert_eq!(quota.code(), Code::ResourceExhausted);
+        assert_eq!(quota.message(), "over quota");
     }
 }

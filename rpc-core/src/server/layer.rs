@@ -264,7 +264,7 @@ fn refused(id: u64, error: &BoxError) -> Reply {
         return Reply::error(id, Status::RESOURCE_EXHAUSTED, "the server is overloaded");
     }
     if let Some(rejection) = error.downcast_ref::<Rejection>() {
-        return Reply::error(id, rejection.status, &rejection.message);
+        return Reply::refused(id, rejection);
     }
     tracing::warn!(request_id = id, "a layer failed the call: {error}");
     Reply::error(id, Status::INTERNAL, &error.to_string())

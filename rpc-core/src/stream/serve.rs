@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{CallStreams, Failed, Pumped, Streaming, pump};
+use crate::server::Rejection;
 use crate::service::{Reply, Request, ResponseFuture};
 
 /// The streams a call opened, as the generated code passes them on.
@@ -68,6 +69,19 @@ where
                 Ok(()) => request.reply(&Result::<(), E>::Ok(())),
                 Err(reply) => reply,
             },
+        }
+    }
+}
+
+/// A handler's refusal (`Result<_, Rejection>`) comes before anything
+/// else of the call: no stream opens.
+impl<O: Output> Output for Result<O, Rejection> {
+    const STREAM: bool = O::STREAM;
+
+    async fn finish(self, request: Request, streams: Opened) -> Reply {
+        match self {
+            Ok(output) => output.finish(request, streams).await,
+            Err(rejection) => Reply::refused(request.id(), &rejection),
         }
     }
 }

@@ -86,7 +86,8 @@ fn emit_method(
     });
     let arg_idents: Vec<_> = method.arg_idents().collect();
     let arg_types: Vec<_> = method.args.iter().map(|a| a.ty).collect();
-    let output = match method.output {
+    // A refusal reaches the caller as `RpcError::Status`.
+    let output = match method.answer {
         Some(ty) => quote!(#ty),
         None => quote!(()),
     };
@@ -117,7 +118,7 @@ fn emit_method(
     } else {
         quote!(::core::option::Option::None)
     };
-    let returns = streams::returns(method.output);
+    let returns = streams::returns(method.answer);
     let call = match returns {
         Returns::Stream(t) if is_byte_vec(t) => quote! {
             self.#channel
@@ -169,7 +170,7 @@ fn emit_method(
         .iter()
         .map(|a| streams::item_of(a.ty).unwrap_or(a.ty))
         .chain(match returns {
-            Returns::Value => method.output.into_iter().collect::<Vec<_>>(),
+            Returns::Value => method.answer.into_iter().collect::<Vec<_>>(),
             Returns::Stream(t) => vec![t],
             Returns::StreamOrError(t, e) => vec![t, e],
         });

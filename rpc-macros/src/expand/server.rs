@@ -1,7 +1,8 @@
 //! `<Trait>Server`: wraps an implementation and routes calls to it.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::model::is_byte_vec;
 use crate::model::{Method, Service};
@@ -115,40 +116,62 @@ fn emit_arm(
         .unzip();
     let service = Names::local("service");
     let run = quote!(<T as #trait_ident>::#ident(&*#service, #(#arg_idents),*).await);
+    // A refusable method's answer is wrapped inside its `Result`.
+    let answer = Names::local("answer");
+    // The user's `Rejection` is named at its own span, where a type of that
+    // name that is not rpc_core's is one error.
+    let (value, refusal) = match method.refusal {
+        Some(ty) => (
+            quote!(#answer),
+            Some(quote_spanned!(ty.span()=> #private::refusal::<#ty>)),
+        ),
+        None => (run.clone(), None),
+    };
+    let mapped = |wrapped: TokenStream| match &refusal {
+        Some(refusal) => quote! {
+            match #run {
+                ::core::result::Result::Ok(#answer) => ::core::result::Result::Ok(#wrapped),
+                ::core::result::Result::Err(#answer) => ::core::result::Result::Err(#refusal(#answer)),
+            }
+        },
+        None => wrapped,
+    };
     let stream_arg = method.stream_arg();
-    let returns = streams::returns(method.output);
+    let returns = streams::returns(method.answer);
     if stream_arg.is_none() && matches!(returns, Returns::Value) {
-        let output = if method.returns_bytes() {
-            quote!(#private::ByteBuf(#run))
+        let output = mapped(if method.returns_bytes() {
+            quote!(#private::ByteBuf(#value))
         } else {
-            run
+            value
+        });
+        let handler = quote!(move |(#(#patterns,)*): (#(#types,)*)| async move { #output });
+        let call = match method.refusal {
+            Some(_) => quote!(#private::handle_refusable(#request, #handler)),
+            None => quote!(#private::handle(#request, #handler)),
         };
         return quote! {
             #(#cfgs)*
             #wire_method => {
                 let #service = ::core::clone::Clone::clone(&self.#inner);
-                ::core::option::Option::Some(#private::handle(
-                    #request,
-                    move |(#(#patterns,)*): (#(#types,)*)| async move { #output },
-                ))
+                ::core::option::Option::Some(#call)
             }
         };
     }
     // `Streaming<Vec<u8>>` travels as a stream of `ByteBuf`s.
-    let output = match returns {
+    let output = mapped(match returns {
         Returns::Value if method.returns_bytes() => {
-            quote!(#private::Unary(#private::ByteBuf(#run)))
+            quote!(#private::Unary(#private::ByteBuf(#value)))
         }
-        Returns::Value => quote!(#private::Unary(#run)),
+        Returns::Value => quote!(#private::Unary(#value)),
         Returns::Stream(t) if is_byte_vec(t) => {
-            quote!(#private::Stream(#private::byte_stream(#run)))
+            quote!(#private::Stream(#private::byte_stream(#value)))
         }
-        Returns::Stream(_) => quote!(#private::Stream(#run)),
+        Returns::Stream(_) => quote!(#private::Stream(#value)),
         Returns::StreamOrError(t, _) if is_byte_vec(t) => {
-            quote!(#private::StreamOrError((#run).map(#private::byte_stream)))
+            quote!(#private::StreamOrError((#value).map(#private::byte_stream)))
         }
-        Returns::StreamOrError(..) => quote!(#private::StreamOrError(#run)),
-    };
+        Returns::StreamOrError(..) => quote!(#private::StreamOrError(#value)),
+    });
     let input = Names::local("input");
     let (takes, item, unpack) = match stream_arg {
         Some((arg_ident, item)) => {
@@ -175,18 +198,19 @@ fn emit_arm(
         }
         None => (false, quote!(()), quote!(let _ = #input;)),
     };
+    let handler = quote! {
+        move |(#(#patterns,)*): (#(#types,)*), #input: ::core::option::Option<#private::Streaming<#item>>| async move {
+            #unpack
+            #output
+        }
+    };
+    let handle = quote!(#private::handle_streaming::<_, #item, _, _, _>);
+    let call = quote!(#handle(#request, #takes, #handler));
     quote! {
         #(#cfgs)*
         #wire_method => {
             let #service = ::core::clone::Clone::clone(&self.#inner);
-            ::core::option::Option::Some(#private::handle_streaming::<_, #item, _, _, _>(
-                #request,
-                #takes,
-                move |(#(#patterns,)*): (#(#types,)*), #input: ::core::option::Option<#private::Streaming<#item>>| async move {
-                    #unpack
-                    #output
-                },
-            ))
+            ::core::option::Option::Some(#call)
         }
     }
 }

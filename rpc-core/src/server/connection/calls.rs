@@ -407,7 +407,7 @@ impl Calls {
                 Ok(Ok(())) => {}
                 Ok(Err(rejection)) => {
                     tracing::debug!(request_id = id, service, method, peer = %self.peer.addr(), "call rejected: {rejection}");
-                    return Err(Reply::error(id, rejection.status, &rejection.message));
+                    return Err(Reply::refused(id, &rejection));
                 }
                 Err(panic) => return Err(panicked(id, panic)),
             }

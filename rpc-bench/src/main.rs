@@ -107,11 +107,15 @@ fn measure<I: Implementation>(options: &Options) -> workload::Figures {
         scale: if options.quick { 10 } else { 1 },
         workloads: options.workloads.clone(),
     };
-    let figures = client
+    let async_counts = counts.clone();
+    let mut figures = client
         .block_on(async move {
-            tokio::spawn(async move { workload::run::<I>(addr, &counts).await }).await
+            tokio::spawn(async move { workload::run::<I>(addr, &async_counts).await }).await
         })
         .expect("workloads");
+    // From this thread, which is in no runtime: the blocking client runs
+    // on the toolkit's own.
+    figures.w1_blocking = workload::w1_blocking::<I>(addr, &counts);
     client.shutdown_background();
     server.shutdown_background();
     figures

@@ -68,6 +68,16 @@ pub fn print(results: &[Figures], quick: bool, pin: &str) {
             f.server_bytes_per_idle_conn,
         );
     }
+    for f in results.iter().filter(|f| f.w1_blocking.calls_per_sec > 0.0) {
+        println!(
+            "{:<8} | W1 through the blocking client: {:.0} calls/s ({:.2}x its async W1), p50/p99 {:.0}/{:.0} us",
+            f.name,
+            f.w1_blocking.calls_per_sec,
+            f.w1_blocking.calls_per_sec / f.w1.calls_per_sec,
+            f.w1_blocking.p50_us,
+            f.w1_blocking.p99_us,
+        );
+    }
     println!("\nstreams (tarpc has none)");
     println!(
         "{:<8} | {:>22} | {:>22} | {:>22}",

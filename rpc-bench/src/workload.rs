@@ -28,6 +28,9 @@ pub struct Throughput {
 pub struct Figures {
     pub name: &'static str,
     pub w1: Rate,
+    /// W1 through the blocking client, from a thread with no runtime
+    /// (zeros for implementations without one).
+    pub w1_blocking: Rate,
     pub w2: Rate,
     pub w3: Rate,
     pub w4_64k: Throughput,
@@ -43,6 +46,7 @@ pub struct Figures {
 
 /// Call counts; `--quick` divides them by ten. `--workloads` picks some
 /// (for a profiler); the others report zeros.
+#[derive(Clone)]
 pub struct Counts {
     pub scale: usize,
     pub workloads: Option<Vec<String>>,
@@ -136,6 +140,7 @@ pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts)
     Figures {
         name: I::NAME,
         w1,
+        w1_blocking: SKIPPED_RATE,
         w2,
         w3,
         w4_64k,
@@ -148,6 +153,37 @@ pub async fn run<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts)
         server_allocs_per_call,
         server_bytes_per_idle_conn,
     }
+}
+
+/// W1 through `I`'s blocking client, if it has one: one thread making
+/// `calls` calls one after the other. Call it from a thread with no
+/// runtime.
+pub fn w1_blocking<I: Implementation>(addr: std::net::SocketAddr, counts: &Counts) -> Rate {
+    let Some(add) = (counts.runs("w1"))
+        .then(|| I::connect_blocking(addr))
+        .flatten()
+    else {
+        return SKIPPED_RATE;
+    };
+    let run = |calls: usize| {
+        let mut latencies = Vec::with_capacity(calls);
+        let start = Instant::now();
+        for i in 0..calls {
+            let a = i as i32;
+            let t = Instant::now();
+            assert_eq!(add(a, 7), a.wrapping_add(7));
+            latencies.push(t.elapsed().as_nanos() as u64);
+        }
+        let wall = start.elapsed();
+        latencies.sort_unstable();
+        Run {
+            calls,
+            wall,
+            latencies,
+        }
+    };
+    run(counts.n(2_000));
+    run(counts.n(20_000)).rate()
 }
 
 struct Run {

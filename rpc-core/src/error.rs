@@ -120,6 +120,16 @@ pub enum RpcError {
     #[error("a call with a deadline needs a tokio runtime to time it; none is running here")]
     NoRuntime,
 
+    /// A blocking client was called on a thread inside a tokio runtime (a
+    /// task, `block_on`, `spawn_blocking`), where blocking would stall the
+    /// runtime or deadlock on it. Nothing was sent: use the async client
+    /// (`<Trait>Client`) there.
+    #[error(
+        "a blocking client was called from inside a tokio runtime, where it would block the runtime; \
+         use the async client there"
+    )]
+    InsideRuntime,
+
     /// A server was given two services of one name
     /// ([`ServerBuilder::add_service`](crate::ServerBuilder::add_service)):
     /// calls could not tell them apart. Two traits of one name in

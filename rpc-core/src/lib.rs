@@ -53,6 +53,9 @@
 //!
 //! # Beyond the first call
 //!
+//! - **Synchronous code**: every service also gets a `<Trait>BlockingClient`
+//!   whose methods block instead of returning futures, on a runtime the
+//!   toolkit owns ([`blocking`]).
 //! - **Deadlines and metadata per call**: [`RpcClient::with_timeout`] and
 //!   [`RpcClient::with_metadata`] on any generated client; dropping a call's
 //!   future cancels it on the server.
@@ -73,6 +76,7 @@
 //! trait that generated servers implement.
 
 mod arena;
+pub mod blocking;
 mod client;
 mod codec;
 mod context;
@@ -148,6 +152,15 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 ///   `Result<T, RpcError>`: `client.put(k, t).await?` is an `Option<String>`.
 ///   Doc comments and `#[cfg]`s carry over. It implements [`RpcClient`], whose
 ///   `with_timeout` and `with_metadata` give calls options.
+/// - **`NotesBlockingClient`**: the same methods without `async`, for
+///   synchronous code: `NotesBlockingClient::connect(addr)?` in a plain
+///   `fn main`, then `client.put(k, t)?`. `Clone + Send + Sync`, made also
+///   by `new(channel)`, and an [`RpcClient`] too. Its calls run on a runtime
+///   the toolkit owns (one background thread, started on first use and
+///   shared); a method that returns a stream returns a
+///   [`blocking::BlockingStream`], an iterator. On a thread inside a tokio
+///   runtime its calls fail with [`RpcError::InsideRuntime`]
+///   rather than block that runtime. See [`blocking`].
 /// - **`NotesServer<T>`**: made by `NotesServer::new(imp)` for any
 ///   `imp: Notes + Send + Sync + 'static` (or `from_arc`); a [`Service`] to
 ///   pass to [`ServerBuilder::add_service`].

@@ -22,6 +22,8 @@ pub(crate) struct Names {
     pub(crate) service: Ident,
     /// `<Trait>Client`.
     pub(crate) client: Ident,
+    /// `<Trait>BlockingClient`.
+    pub(crate) blocking: Ident,
     /// `<Trait>Server`.
     pub(crate) server: Ident,
     /// The service's name on the wire: the trait's, or `name = "..."`.
@@ -42,6 +44,7 @@ impl Names {
             private,
             service: ident.clone(),
             client: format_ident!("{}Client", bare, span = ident.span()),
+            blocking: format_ident!("{}BlockingClient", bare, span = ident.span()),
             server: format_ident!("{}Server", bare, span = ident.span()),
             wire_service: match &args.name {
                 Some(name) => name.clone(),

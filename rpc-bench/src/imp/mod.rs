@@ -42,4 +42,12 @@ pub trait Implementation: 'static {
     fn serve() -> impl Future<Output = SocketAddr> + Send;
     /// Opens one connection.
     fn connect(addr: SocketAddr) -> impl Future<Output = Self::Client> + Send;
+    /// Opens one connection for a blocking client, called from a thread
+    /// with no runtime, if the implementation has one: its `add`.
+    fn connect_blocking(_addr: SocketAddr) -> Option<BlockingAdd> {
+        None
+    }
 }
+
+/// A blocking client's `add(a, b)`.
+pub type BlockingAdd = Box<dyn Fn(i32, i32) -> i32>;

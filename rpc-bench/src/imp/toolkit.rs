@@ -76,6 +76,11 @@ impl super::Implementation for Toolkit {
     async fn connect(addr: SocketAddr) -> BenchClient {
         BenchClient::connect(addr).await.expect("connect")
     }
+
+    fn connect_blocking(addr: SocketAddr) -> Option<super::BlockingAdd> {
+        let client = BenchBlockingClient::connect(addr).expect("connect");
+        Some(Box::new(move |a, b| client.add(a, b).expect("add")))
+    }
 }
 
 impl super::Client for BenchClient {

@@ -168,7 +168,9 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 ///   server can run them on any worker thread. Implement it with plain
 ///   `async fn`s.
 ///
-/// The service's wire name is the trait's name; each method's, its own.
+/// The service's wire name is the trait's name; each method's, its own,
+/// unless `#[rpc(name = "...")]` on the method gives another (1 to 255
+/// bytes; see below).
 ///
 /// # Rules
 ///
@@ -177,7 +179,8 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// plain names; they are not generic and have no default body. Arguments and
 /// return values are owned types that are `Serialize + DeserializeOwned +
 /// Send + 'static`. The trait has no generic parameters or associated items.
-/// A method may not be called `new` or `connect`. Breaking a rule is a
+/// A method may not be called `new` or `connect` in Rust (the clients'
+/// constructors are), but may carry either name on the wire. Breaking a rule is a
 /// compile error at the offending tokens that says what to write instead.
 ///
 /// # Streams
@@ -247,6 +250,21 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// wire (1 to 255 bytes; the trait's name by default), so that two traits of
 /// one name in different modules can be served side by side: a server
 /// refuses two services of one name ([`RpcError::DuplicateService`]).
+///
+/// On a method, `#[rpc(name = "new")]` sets the method's name on the wire,
+/// for a name that Rust does not allow or the clients take; the Rust
+/// method keeps its own. Two methods of one wire name are a compile error.
+///
+/// ```
+/// # use rpc_core::rpc_service;
+/// /// Makes widgets.
+/// #[rpc_service]
+/// pub trait Widgets {
+///     /// Called `new` on the wire; `client.create(..)` in Rust.
+///     #[rpc(name = "new")]
+///     async fn create(&self, label: String) -> u64;
+/// }
+/// ```
 ///
 /// `#[rpc_service(crate = "path::to::rpc_core")]` names the runtime when it
 /// is re-exported rather than a direct dependency. Both may be given,

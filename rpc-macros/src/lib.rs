@@ -4,6 +4,7 @@
 mod args;
 mod errors;
 mod expand;
+mod method_args;
 mod model;
 mod names;
 mod parse;

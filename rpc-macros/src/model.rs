@@ -14,6 +14,8 @@ pub(crate) struct Service<'a> {
 pub(crate) struct Method<'a> {
     pub(crate) original: &'a TraitItemFn,
     pub(crate) ident: &'a Ident,
+    /// What its `#[rpc(...)]` attributes say.
+    pub(crate) args_of_rpc: crate::method_args::MethodArgs,
     pub(crate) receiver: Receiver<'a>,
     pub(crate) args: Vec<Arg<'a>>,
     /// What the caller receives: the return type, or `T` of a

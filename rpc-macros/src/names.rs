@@ -53,9 +53,13 @@ impl Names {
         }
     }
 
-    /// A method's name on the wire: its identifier without any `r#`.
+    /// A method's name on the wire: `#[rpc(name = "...")]`, or its
+    /// identifier without any `r#`.
     pub(crate) fn wire_method(method: &Method<'_>) -> LitStr {
-        LitStr::new(&method.ident.unraw().to_string(), method.ident.span())
+        match &method.args_of_rpc.name {
+            Some(name) => name.clone(),
+            None => LitStr::new(&method.ident.unraw().to_string(), method.ident.span()),
+        }
     }
 
     /// A local of the generated code that user tokens can neither see nor

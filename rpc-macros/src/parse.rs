@@ -2,17 +2,20 @@
 
 use syn::{FnArg, ItemTrait, ReturnType, TraitItem};
 
+use crate::errors::Errors;
+use crate::method_args::MethodArgs;
 use crate::model::{Arg, Method, Receiver, Service};
 
 impl<'a> Service<'a> {
-    /// Builds the model of `item`. Infallible: every trait has a model,
-    /// however wrong, so that all its errors can be reported together.
-    pub(crate) fn from_syn(item: &'a ItemTrait) -> Service<'a> {
+    /// Builds the model of `item`. Every trait has a model, however wrong,
+    /// so that all its errors can be reported together; the methods'
+    /// `#[rpc(...)]` arguments that do not parse are recorded in `errors`.
+    pub(crate) fn from_syn(item: &'a ItemTrait, errors: &mut Errors) -> Service<'a> {
         let mut methods = Vec::new();
         let mut other_items = Vec::new();
         for trait_item in &item.items {
             match trait_item {
-                TraitItem::Fn(f) => methods.push(Method::from_syn(f)),
+                TraitItem::Fn(f) => methods.push(Method::from_syn(f, errors)),
                 other => other_items.push(other),
             }
         }
@@ -25,7 +28,7 @@ impl<'a> Service<'a> {
 }
 
 impl<'a> Method<'a> {
-    fn from_syn(f: &'a syn::TraitItemFn) -> Method<'a> {
+    fn from_syn(f: &'a syn::TraitItemFn, errors: &mut Errors) -> Method<'a> {
         let mut inputs = f.sig.inputs.iter();
         let receiver = match f.sig.inputs.first() {
             Some(FnArg::Receiver(r)) => {
@@ -69,6 +72,7 @@ impl<'a> Method<'a> {
         Method {
             original: f,
             ident: &f.sig.ident,
+            args_of_rpc: MethodArgs::parse(&f.attrs, errors),
             receiver,
             args,
             answer,

@@ -6,7 +6,7 @@ use syn::{Pat, Type};
 
 use crate::errors::Errors;
 use crate::model::{Method, Receiver, Service};
-use crate::names::RESERVED_CLIENT_METHODS;
+use crate::names::{Names, RESERVED_CLIENT_METHODS};
 use crate::streams;
 
 /// Checks every rule, recording each violation.
@@ -282,20 +282,33 @@ fn check_names(service: &Service<'_>, errors: &mut Errors) {
             "rpc service names are at most 255 bytes long; shorten it",
         );
     }
+    let mut wire_names = std::collections::HashMap::new();
     for method in &service.methods {
         let name = method.ident.to_string();
         if RESERVED_CLIENT_METHODS.contains(&name.as_str()) {
             errors.push(
                 method.ident,
                 format!(
-                    "`{name}` is taken by the generated client's constructor `{trait_ident}Client::{name}`; rename the method"
+                    "`{name}` is taken by the generated client's constructor `{trait_ident}Client::{name}`; \
+                     rename the method, and keep `{name}` as its name on the wire with `#[rpc(name = \"{name}\")]`"
                 ),
             );
         }
-        if name.len() > u8::MAX as usize {
+        let wire = Names::wire_method(method);
+        // A `#[rpc(name)]` was judged where it was parsed.
+        if method.args_of_rpc.name.is_none() && name.len() > u8::MAX as usize {
             errors.push(
                 method.ident,
-                "rpc method names are at most 255 bytes long; shorten it",
+                "rpc method names are at most 255 bytes long; shorten it, or give a shorter one with `#[rpc(name = \"...\")]`",
+            );
+        }
+        if let Some(first) = wire_names.insert(wire.value(), method.ident) {
+            errors.push(
+                &wire,
+                format!(
+                    "`{first}` is already called `{}` on the wire; give one of them another name with `#[rpc(name = \"...\")]`",
+                    wire.value()
+                ),
             );
         }
     }

@@ -169,3 +169,63 @@ async fn a_service_can_take_a_wire_name_of_its_own() {
     assert_eq!(users.which().await.unwrap(), "users");
     assert_eq!(billing.which().await.unwrap(), "billing");
 }
+
+/// Methods whose wire names Rust would not allow, or the client takes.
+#[rpc_core::rpc_service]
+pub trait Factory {
+    /// Called `new` on the wire, which the client's constructor takes in Rust.
+    #[rpc(name = "new")]
+    async fn create(&self, label: String) -> String;
+    /// Called `Make-Thing` on the wire.
+    #[rpc(name = "Make-Thing")]
+    async fn make_thing(&self) -> u32;
+    /// Called by its own name.
+    async fn plain(&self) -> u32;
+}
+
+struct Plant;
+
+impl Factory for Plant {
+    async fn create(&self, label: String) -> String {
+        format!("made {label}")
+    }
+    async fn make_thing(&self) -> u32 {
+        7
+    }
+    async fn plain(&self) -> u32 {
+        8
+    }
+}
+
+#[tokio::test]
+async fn a_method_can_take_a_wire_name_of_its_own() {
+    let addr = serve(Server::builder().add_service(FactoryServer::new(Plant))).await;
+    let channel = Channel::connect(addr).await.unwrap();
+    let client = FactoryClient::new(channel.clone());
+    assert_eq!(client.create("a".into()).await.unwrap(), "made a");
+    assert_eq!(client.make_thing().await.unwrap(), 7);
+    assert_eq!(client.plain().await.unwrap(), 8);
+    // On the wire, only the given names answer.
+    let by_wire: String = channel
+        .call("Factory", "new", ("b".to_owned(),))
+        .await
+        .unwrap();
+    assert_eq!(by_wire, "made b");
+    assert_eq!(
+        channel
+            .call::<_, u32>("Factory", "Make-Thing", ())
+            .await
+            .unwrap(),
+        7
+    );
+    let by_rust_name = channel
+        .call::<_, String>("Factory", "create", ("c".to_owned(),))
+        .await;
+    assert_eq!(
+        by_rust_name.unwrap_err().code(),
+        Some(Code::UnknownMethod),
+        "the Rust name is not the wire name"
+    );
+    // The trait keeps its Rust names, callable as plain methods.
+    assert_eq!(Plant.create("d".into()).await, "made d");
+}

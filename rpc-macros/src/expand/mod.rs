@@ -33,10 +33,18 @@ pub(crate) fn rpc_service(args: TokenStream, item: TokenStream) -> TokenStream {
         errors.push(item_head(&parsed), not_a_trait(&parsed));
         return with_errors(item, errors);
     };
-    let service = Service::from_syn(trait_item);
+    let service = Service::from_syn(trait_item, &mut errors);
     validate::check(&service, &mut errors);
     if let Err(e) = errors.finish() {
         let errors = e.to_compile_error();
+        // The trait without the `#[rpc]`s, which rustc would report as
+        // unknown attributes on top of the real errors.
+        let mut item = trait_item.clone();
+        for trait_item in &mut item.items {
+            if let syn::TraitItem::Fn(f) = trait_item {
+                f.attrs.retain(|attr| !crate::method_args::is_rpc(attr));
+            }
+        }
         return quote!(#item #errors);
     }
     let names = Names::new(&service, &args);

@@ -13,6 +13,8 @@ pub(crate) fn emit(service: &Service<'_>, _names: &Names) -> TokenStream {
     let mut item = service.original.clone();
     for trait_item in &mut item.items {
         if let TraitItem::Fn(f) = trait_item {
+            // `#[rpc(...)]` is the macro's, not an attribute rustc knows.
+            f.attrs.retain(|attr| !crate::method_args::is_rpc(attr));
             let span = f.sig.ident.span();
             let output = match &f.sig.output {
                 ReturnType::Default => quote!(()),

@@ -94,6 +94,7 @@ mod status;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod trace;
 pub mod transport;
 
 #[cfg(test)]

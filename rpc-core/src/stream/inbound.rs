@@ -380,6 +380,10 @@ pub(crate) struct Reader<T> {
     /// the consumer has taken its last item: what the window bounds is what
     /// the consumer has not taken, decoded or not.
     owed: usize,
+    /// What the call's span learns of the stream; `None` when no
+    /// subscriber wants the span (boxed: a stream is not worth 40 bytes
+    /// more to a program that does not trace).
+    seen: Option<Box<Seen>>,
 }
 
 impl<T> Reader<T> {
@@ -396,6 +400,18 @@ impl<T> Reader<T> {
             decoded: VecDeque::new(),
             failed: None,
             owed: 0,
+            seen: {
+                // Made inside the call (its handler, or the client's call
+                // future), whose span is the current one.
+                let span = tracing::Span::current();
+                (!span.is_disabled()).then(|| {
+                    Box::new(Seen {
+                        span,
+                        items: 0,
+                        ends_call: false,
+                    })
+                })
+            },
         }
     }
 
@@ -410,7 +426,17 @@ impl<T> Reader<T> {
             decoded: self.decoded.into_iter().map(convert).collect(),
             failed: self.failed,
             owed: self.owed,
+            seen: self.seen,
         }
+    }
+
+    /// Marks the stream as the answer to the call: its clean end is the
+    /// call's.
+    pub(crate) fn ending_call(mut self) -> Self {
+        if let Some(seen) = &mut self.seen {
+            seen.ends_call = true;
+        }
+        self
     }
 
     /// The next item; the end's error, if any, after the last. The deadline
@@ -421,9 +447,13 @@ impl<T> Reader<T> {
                 if self.decoded.is_empty() && self.owed > 0 {
                     self.inbound.0.taken(std::mem::take(&mut self.owed));
                 }
+                if let Some(seen) = &mut self.seen {
+                    seen.items += 1;
+                }
                 return Poll::Ready(Some(Ok(item)));
             }
             if let Some(error) = self.failed.take() {
+                Seen::record(&self.seen, Some(&error));
                 return Poll::Ready(Some(Err(error)));
             }
             if let Some((sleep, timeout)) = &mut self.deadline {
@@ -434,7 +464,9 @@ impl<T> Reader<T> {
                     if !finished {
                         self.current = None;
                         self.inbound.0.give_up();
-                        return Poll::Ready(Some(Err(RpcError::DeadlineExceeded { timeout })));
+                        let error = RpcError::DeadlineExceeded { timeout };
+                        Seen::record(&self.seen, Some(&error));
+                        return Poll::Ready(Some(Err(error)));
                     }
                 }
             }
@@ -446,10 +478,43 @@ impl<T> Reader<T> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(None)) => {}
                 Poll::Ready(Ok(Some(cost))) => self.owed = cost,
-                Poll::Ready(Err(None)) => return Poll::Ready(None),
+                Poll::Ready(Err(None)) => {
+                    Seen::record(&self.seen, None);
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Err(Some(error))) => self.failed = Some(error),
             }
         }
+    }
+}
+
+/// The span of the call a stream belongs to, and the items taken so far:
+/// the span learns how many came when the stream ends, or is dropped.
+struct Seen {
+    span: tracing::Span,
+    items: u64,
+    /// Whether the stream's end is the call's (a server stream the client
+    /// reads), so that a clean end is the call's status.
+    ends_call: bool,
+}
+
+impl Seen {
+    /// Tells the span how many items came, and the error that ended the
+    /// stream, if one did.
+    fn record(seen: &Option<Box<Seen>>, error: Option<&RpcError>) {
+        let Some(seen) = seen else { return };
+        seen.span.record("rpc.items_received", seen.items);
+        match error {
+            Some(error) => crate::trace::failed(&seen.span, error),
+            None if seen.ends_call => crate::trace::ended(&seen.span, Some(crate::Code::Ok)),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        self.span.record("rpc.items_received", self.items);
     }
 }
 

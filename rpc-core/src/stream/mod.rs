@@ -155,6 +155,23 @@ impl<T> Streaming<T> {
         }
     }
 
+    /// [`Streaming::remote`] for the stream a client reads as a call's
+    /// answer, whose clean end is the end of the call.
+    pub(crate) fn answer(
+        inbound: Inbound,
+        deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    ) -> Self
+    where
+        T: DeserializeOwned,
+    {
+        match Self::remote(inbound, deadline).source {
+            Source::Remote(reader) => Streaming {
+                source: Source::Remote(reader.ending_call()),
+            },
+            local => Streaming { source: local },
+        }
+    }
+
     /// The same stream with items of type `U`, which travels as `T` does:
     /// items made here are converted with `convert`; items from the other
     /// side are decoded with `decode`, which need not go through `U`'s own

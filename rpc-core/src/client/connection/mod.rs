@@ -153,6 +153,7 @@ impl Connection {
         args: A,
         options: &CallOptions,
         deadline: Option<Deadline>,
+        span: &tracing::Span,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -185,6 +186,9 @@ impl Connection {
             })
             .map_err(|_| self.not_processed())?;
         drop(args);
+        if !span.is_disabled() {
+            span.record("rpc.request_id", id);
+        }
         let mut give_up = GiveUp {
             connection: self,
             id: Some(id),
@@ -311,4 +315,13 @@ fn response_into_result<R: DeserializeOwned>(
             format!("unknown status {}: {}", status.0, message()),
         ),
     }))
+}
+
+/// Tells the span of the stream call being made (the current one: see
+/// `Channel::call_streaming_result`) its request id, known only now.
+pub(super) fn record_id(id: u64) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("rpc.request_id", id);
+    }
 }

@@ -161,14 +161,11 @@ impl Connection {
             })
             .map_err(|_| self.not_processed())?;
         drop(args);
+        super::record_id(id);
         if let (Some(input), Some(credit)) = (input, credit) {
-            tokio::spawn(send_input(
-                input,
-                id,
-                credit,
-                link.clone(),
-                self.max_frame_length,
-            ));
+            // In the call's span, which counts the items sent.
+            let sending = send_input(input, id, credit, link.clone(), self.max_frame_length);
+            tokio::spawn(tracing::Instrument::in_current_span(sending));
         }
         Ok(Opened {
             id,
@@ -286,7 +283,7 @@ impl Opened {
             answered => answered,
         };
         let Some(answer) = answered else {
-            return Ok(Ok(Streaming::remote(
+            return Ok(Ok(Streaming::answer(
                 inbound,
                 deadline.map(|d| (d.at(), d.timeout())),
             )));

@@ -25,7 +25,9 @@ use crate::server::rate::Rate;
 use crate::server::running::{Cancelled, Running};
 use crate::server::watchdog::Stamp;
 use crate::service::{Reply, Request, ResponseFuture, Service};
+use crate::status::Code;
 use crate::stream::{Routed, Streams};
+use crate::trace;
 use crate::transport::Batch;
 
 /// Pings a client may send at once; after that, one per minimum ping
@@ -106,6 +108,7 @@ pub(super) const MAX_DEFERRED: usize = 64;
 struct Registered {
     id: u64,
     future: ResponseFuture,
+    span: tracing::Span,
     context: Option<CallContext>,
     deadline: Option<Instant>,
     cancelled: CancellationToken,
@@ -116,6 +119,8 @@ struct Registered {
 pub(super) struct Started {
     id: u64,
     future: ResponseFuture,
+    /// The call's span, entered while it is polled.
+    span: tracing::Span,
     /// What the call's code sees as [`CallContext::current`] while it is
     /// polled.
     context: Option<CallContext>,
@@ -265,11 +270,16 @@ impl Calls {
             self.shared.watchdog.enter(stamp);
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
+        let span = trace::server(service, method, id, self.peer.addr());
         // Made only if an interceptor attaches something.
         let attached = RefCell::new(None);
-        let target = match self.admit(id, service, method, deadline, metadata, &attached) {
+        let admitted = trace::within(&span, || {
+            self.admit(id, service, method, deadline, metadata, &attached)
+        });
+        let target = match admitted {
             Ok(target) => target,
             Err(refusal) => {
+                trace::ended(&span, refusal.code());
                 self.reply(refusal);
                 return Ok(None);
             }
@@ -321,6 +331,7 @@ impl Calls {
             return Ok(Some(Started {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
+                span,
                 context: Some(context),
                 deadline,
                 size,
@@ -332,28 +343,28 @@ impl Calls {
         }
         // Generated `call`s only build a future, but a hand-written one could panic.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| target.call(method, request)));
-        match started {
-            Ok(Some(future)) => Ok(Some(Started {
-                id,
-                future,
-                context: Some(context),
-                deadline,
-                size,
-                inline,
-            })),
-            Ok(None) => {
-                self.reply(Reply::error(
+        let refusal = match started {
+            Ok(Some(future)) => {
+                return Ok(Some(Started {
                     id,
-                    Status::UNKNOWN_METHOD,
-                    &format!("service `{service}` has no method `{method}`"),
-                ));
-                Ok(None)
+                    future,
+                    span,
+                    context: Some(context),
+                    deadline,
+                    size,
+                    inline,
+                }));
             }
-            Err(panic) => {
-                self.reply(panicked(id, panic));
-                Ok(None)
-            }
-        }
+            Ok(None) => Reply::error(
+                id,
+                Status::UNKNOWN_METHOD,
+                &format!("service `{service}` has no method `{method}`"),
+            ),
+            Err(panic) => panicked(id, panic),
+        };
+        trace::ended(&span, refusal.code());
+        self.reply(refusal);
+        Ok(None)
     }
 
     /// The own reader is done with the frame it passed its stamp for: the
@@ -365,20 +376,18 @@ impl Calls {
 
     /// Polls a started call once; if it is not done, moves it to a task.
     pub(super) fn poll_here(&self, mut call: Started) -> Result<(), String> {
-        let polled = crate::context::within(&mut call.context, || poll_once(&mut call.future));
-        match polled {
-            Ok(Poll::Ready(reply)) => {
-                discard(call.id, call.future);
-                self.reply(reply);
-                Ok(())
-            }
-            Err(panic) => {
-                discard(call.id, call.future);
-                self.reply(panicked(call.id, panic));
-                Ok(())
-            }
-            Ok(Poll::Pending) => self.spawn(call),
-        }
+        let polled = trace::within(&call.span, || {
+            crate::context::within(&mut call.context, || poll_once(&mut call.future))
+        });
+        let reply = match polled {
+            Ok(Poll::Ready(reply)) => reply,
+            Err(panic) => panicked(call.id, panic),
+            Ok(Poll::Pending) => return self.spawn(call),
+        };
+        trace::within(&call.span, || discard(call.id, call.future));
+        trace::ended(&call.span, reply.code());
+        self.reply(reply);
+        Ok(())
     }
 
     /// The service to run a call, or the answer to a call that must not
@@ -444,6 +453,7 @@ impl Calls {
         let Started {
             id,
             future,
+            span,
             mut context,
             deadline,
             size,
@@ -458,6 +468,7 @@ impl Calls {
         };
         lock(&self.deferred).calls.push(Registered {
             id,
+            span,
             context,
             future,
             deadline,
@@ -471,6 +482,7 @@ impl Calls {
         let Registered {
             id,
             mut future,
+            span,
             mut context,
             deadline,
             cancelled,
@@ -492,7 +504,9 @@ impl Calls {
                     Some(Reply::error(id, Status::DEADLINE_EXCEEDED, "the call ran past its deadline"))
                 }
                 ended = AssertUnwindSafe(std::future::poll_fn(|cx| {
-                    crate::context::within(&mut context, || future.as_mut().poll(cx))
+                    trace::within(&span, || {
+                        crate::context::within(&mut context, || future.as_mut().poll(cx))
+                    })
                 }))
                 .catch_unwind() => Some(match ended {
                     Ok(reply) => reply,
@@ -501,10 +515,17 @@ impl Calls {
             };
             // Within the context: a guard in a handler cut off by a cancel or
             // its deadline may ask which call it was.
-            crate::context::within(&mut context, || discard(id, future));
+            trace::within(&span, || {
+                crate::context::within(&mut context, || discard(id, future))
+            });
             // The handler's future is dropped by now: the call no longer
             // runs, and its id may be used again.
             drop(running);
+            // No reply: the connection went, and the call with it.
+            trace::ended(
+                &span,
+                reply.as_ref().map_or(Some(Code::Cancelled), Reply::code),
+            );
             if let Some(reply) = reply {
                 let _ = outbox.send(reply.into_frame());
             }

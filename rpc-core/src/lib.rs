@@ -86,6 +86,7 @@ mod envelope;
 mod error;
 mod frame;
 mod metadata;
+mod meter;
 mod panic;
 mod server;
 mod service;

@@ -30,6 +30,14 @@ pub trait Service: Send + Sync + 'static {
     /// Starts the call of `method`, or returns `None` if this service has
     /// no method of that name.
     fn call(&self, method: &str, request: Request) -> Option<ResponseFuture>;
+
+    /// The names of the methods [`Service::call`] starts. Metrics label
+    /// calls by method only for these (any other name a client sends is
+    /// labelled `unknown`, so that strangers cannot grow the labels without
+    /// bound). Generated servers list theirs; the default lists none.
+    fn methods(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// The future of one call's reply.

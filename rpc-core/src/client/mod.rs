@@ -27,8 +27,8 @@ use crate::metadata;
 use crate::stream::Streaming;
 #[cfg(feature = "tls")]
 use crate::tls::ClientTlsConfig;
-use crate::trace;
 use crate::transport::{self, ConnectSettings, Connector, Dial};
+use crate::{meter, trace};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
 use connection::{Connection, Keepalive};
@@ -213,6 +213,7 @@ impl Channel {
         A: Serialize,
         R: DeserializeOwned,
     {
+        let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let span = trace::client(service, method);
         if span.is_disabled() {
             // Not through `traced`: one more future around the call, moved
@@ -220,10 +221,16 @@ impl Channel {
             //
             // The deadline runs from here: the wait for a reconnect and for
             // a permit count against it, not only the wait for the reply.
-            let (connection, deadline) = self.connection().await?;
-            return connection
-                .call(service, method, args, &self.options, deadline, &span)
-                .await;
+            let result = match self.connection().await {
+                Ok((connection, deadline)) => {
+                    connection
+                        .call(service, method, args, &self.options, deadline, &span)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            meter.ended_with(&result);
+            return result;
         }
         let call = async {
             let (connection, deadline) = self.connection().await?;
@@ -233,6 +240,7 @@ impl Channel {
         };
         let result = call.instrument(span.clone()).await;
         trace::ended_with(&span, &result);
+        meter.ended_with(&result);
         result
     }
 
@@ -317,6 +325,7 @@ impl Channel {
     {
         // The stream returned holds the span until it ends: the call's
         // status is recorded then, or when it fails.
+        let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let span = trace::client(service, method);
         let call = async {
             let (connection, deadline) = self.connection().await?;
@@ -326,10 +335,14 @@ impl Channel {
                 .stream()
                 .await
         };
+        // Counted as finished once the stream is open (or refused).
         if span.is_disabled() {
-            return call.await;
+            let opened = call.await;
+            meter.ended_with(&opened);
+            return opened;
         }
         let opened = call.instrument(span.clone()).await;
+        meter.ended_with(&opened);
         match &opened {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => trace::ended(&span, Some(crate::Code::Ok)),
@@ -617,11 +630,15 @@ async fn traced<R>(
     method: &str,
     call: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {
+    let meter = meter::Call::start(meter::Side::Client, || (service, method));
     let span = trace::client(service, method);
-    if span.is_disabled() {
-        return call.await;
-    }
-    let result = call.instrument(span.clone()).await;
-    trace::ended_with(&span, &result);
+    let result = if span.is_disabled() {
+        call.await
+    } else {
+        let result = call.instrument(span.clone()).await;
+        trace::ended_with(&span, &result);
+        result
+    };
+    meter.ended_with(&result);
     result
 }

@@ -23,6 +23,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::error::RpcError;
 use crate::frame::{self, FrameDecoder, HelloError, ReceiveBudget};
+use crate::meter;
 use crate::stall::StallTimeout;
 #[cfg(feature = "tls")]
 use crate::tls;
@@ -33,7 +34,7 @@ pub(crate) use outbox::{Batch, Buffer, Outbox};
 pub(crate) use release::Release;
 pub(crate) use stream::Io;
 pub use stream::{AsyncStream, BoxedStream, PeerAddr};
-use stream::{ReadHalf, WriteHalf};
+pub(crate) use stream::{ReadHalf, WriteHalf};
 pub(crate) use writer::FrameWriter;
 
 /// First size of a connection's read buffer. It grows to fit the bursts
@@ -87,7 +88,8 @@ pub(crate) async fn connect(
     let addr = dial.describe();
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        let (mut read, mut write) = client_stream(io, settings).await?;
+        let (read, write) = client_stream(io, settings).await?;
+        let (mut read, mut write) = meter::bytes(read, write, meter::Side::Client);
         frame::write_hello(&mut write, 0)
             .await
             .map_err(HelloError::Io)?;
@@ -174,7 +176,8 @@ pub(crate) struct PeerIdentity {
 pub(crate) async fn accept(io: Io, settings: &AcceptSettings) -> Result<Accepted, String> {
     let handshake_timeout = settings.handshake_timeout;
     let exchange = async {
-        let (mut read, mut write, identity) = server_stream(io, settings).await?;
+        let (read, write, identity) = server_stream(io, settings).await?;
+        let (mut read, mut write) = meter::bytes(read, write, meter::Side::Server);
         frame::read_hello(&mut read).await?;
         frame::write_hello(&mut write, settings.call_limit)
             .await

@@ -30,6 +30,12 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
         .methods
         .iter()
         .map(|m| emit_arm(m, names, &inner, &request));
+    // A method's `#[cfg]` leaves its name out with it.
+    let wire_methods = service.methods.iter().map(|m| {
+        let cfgs = m.cfgs();
+        let name = Names::wire_method(m);
+        quote!(#(#cfgs)* #name)
+    });
     let bounds = quote! {
         #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static
     };
@@ -67,6 +73,10 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
         impl<T: #bounds> #private::Service for #server<T> {
             fn name(&self) -> &'static str {
                 #wire_service
+            }
+
+            fn methods(&self) -> &'static [&'static str] {
+                &[#(#wire_methods),*]
             }
 
             fn call(

@@ -119,7 +119,13 @@ impl Connection {
             gave_up: gave_up.clone(),
             streams: streams.clone(),
         };
-        tokio::spawn(reader.run(connected.reader, writer_done, reader_alive, closed.clone()));
+        // Open, for the metrics, while its reader runs.
+        let open = crate::meter::Connection::open(crate::meter::Side::Client);
+        let reading = reader.run(connected.reader, writer_done, reader_alive, closed.clone());
+        tokio::spawn(async move {
+            let _open = open;
+            reading.await
+        });
         Connection {
             outbox,
             pending,

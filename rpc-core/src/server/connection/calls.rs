@@ -27,8 +27,8 @@ use crate::server::watchdog::Stamp;
 use crate::service::{Reply, Request, ResponseFuture, Service};
 use crate::status::Code;
 use crate::stream::{Routed, Streams};
-use crate::trace;
 use crate::transport::Batch;
+use crate::{meter, trace};
 
 /// Pings a client may send at once; after that, one per minimum ping
 /// interval, or it is disconnected for flooding.
@@ -109,6 +109,7 @@ struct Registered {
     id: u64,
     future: ResponseFuture,
     span: tracing::Span,
+    meter: meter::Call,
     context: Option<CallContext>,
     deadline: Option<Instant>,
     cancelled: CancellationToken,
@@ -121,6 +122,8 @@ pub(super) struct Started {
     future: ResponseFuture,
     /// The call's span, entered while it is polled.
     span: tracing::Span,
+    /// The call, as the metrics count it.
+    meter: meter::Call,
     /// What the call's code sees as [`CallContext::current`] while it is
     /// polled.
     context: Option<CallContext>,
@@ -271,6 +274,7 @@ impl Calls {
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
         let span = trace::server(service, method, id, self.peer.addr());
+        let meter = meter::Call::start(meter::Side::Server, || self.labels(service, method));
         // Made only if an interceptor attaches something.
         let attached = RefCell::new(None);
         let admitted = trace::within(&span, || {
@@ -279,7 +283,7 @@ impl Calls {
         let target = match admitted {
             Ok(target) => target,
             Err(refusal) => {
-                trace::ended(&span, refusal.code());
+                ended(&span, meter, refusal.code());
                 self.reply(refusal);
                 return Ok(None);
             }
@@ -332,6 +336,7 @@ impl Calls {
                 id,
                 future: Box::pin(layer::run(layered.clone(), call)),
                 span,
+                meter,
                 context: Some(context),
                 deadline,
                 size,
@@ -349,6 +354,7 @@ impl Calls {
                     id,
                     future,
                     span,
+                    meter,
                     context: Some(context),
                     deadline,
                     size,
@@ -362,9 +368,22 @@ impl Calls {
             ),
             Err(panic) => panicked(id, panic),
         };
-        trace::ended(&span, refusal.code());
+        ended(&span, meter, refusal.code());
         self.reply(refusal);
         Ok(None)
+    }
+
+    /// The service and method names a call is counted under in the
+    /// metrics: the names it gave if the server has them, `unknown` if not,
+    /// so that a client cannot make labels without bound.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fn labels<'a>(&self, service: &'a str, method: &'a str) -> (&'a str, &'a str) {
+        const UNKNOWN: &str = "unknown";
+        match self.shared.router.get(service) {
+            None => (UNKNOWN, UNKNOWN),
+            Some(target) if target.methods().contains(&method) => (service, method),
+            Some(_) => (service, UNKNOWN),
+        }
     }
 
     /// The own reader is done with the frame it passed its stamp for: the
@@ -385,7 +404,7 @@ impl Calls {
             Ok(Poll::Pending) => return self.spawn(call),
         };
         trace::within(&call.span, || discard(call.id, call.future));
-        trace::ended(&call.span, reply.code());
+        ended(&call.span, call.meter, reply.code());
         self.reply(reply);
         Ok(())
     }
@@ -454,6 +473,7 @@ impl Calls {
             id,
             future,
             span,
+            meter,
             mut context,
             deadline,
             size,
@@ -469,6 +489,7 @@ impl Calls {
         lock(&self.deferred).calls.push(Registered {
             id,
             span,
+            meter,
             context,
             future,
             deadline,
@@ -483,6 +504,7 @@ impl Calls {
             id,
             mut future,
             span,
+            meter,
             mut context,
             deadline,
             cancelled,
@@ -522,8 +544,9 @@ impl Calls {
             // runs, and its id may be used again.
             drop(running);
             // No reply: the connection went, and the call with it.
-            trace::ended(
+            ended(
                 &span,
+                meter,
                 reply.as_ref().map_or(Some(Code::Cancelled), Reply::code),
             );
             if let Some(reply) = reply {
@@ -627,6 +650,12 @@ fn discard(id: u64, future: ResponseFuture) {
             "a handler's future panicked while it was dropped"
         );
     }
+}
+
+/// Records how a call ended, in its span and its metrics.
+fn ended(span: &tracing::Span, meter: meter::Call, code: Option<Code>) {
+    trace::ended(span, code);
+    meter.ended(code);
 }
 
 fn panicked(id: u64, panic: Box<dyn Any + Send>) -> Reply {

@@ -41,6 +41,7 @@ const GONE_PROBE: Duration = Duration::from_millis(500);
 /// Serves one connection until it ends, logging why it ended. Once the
 /// server drains, the connection ends by the grace deadline at the latest.
 pub(crate) async fn serve(io: Io, peer: PeerAddr, shared: Arc<Shared>) {
+    let _open = crate::meter::Connection::open(crate::meter::Side::Server);
     let mut drain = shared.drain.clone();
     // One future: `select!` drops the other branch as soon as this one's
     // future completes, and `run` must go on until the deadline itself.

@@ -87,6 +87,8 @@ mod error;
 mod frame;
 mod metadata;
 mod meter;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod panic;
 mod server;
 mod service;

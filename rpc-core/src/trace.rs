@@ -12,6 +12,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::error::RpcError;
+use crate::metadata::Metadata;
 use crate::status::Code;
 use crate::transport::PeerAddr;
 
@@ -20,11 +21,19 @@ pub(crate) const SYSTEM: &str = "rkit";
 
 /// The span of a call the server read. Its duration is the call's, from
 /// the request read to the answer queued.
-pub(crate) fn server(service: &str, method: &str, id: u64, peer: &PeerAddr) -> Span {
+/// With cargo feature `opentelemetry`, the span continues the trace whose
+/// context the call's metadata carries.
+pub(crate) fn server(
+    service: &str,
+    method: &str,
+    id: u64,
+    peer: &PeerAddr,
+    metadata: Metadata<'_>,
+) -> Span {
     if !wanted() {
         return Span::none();
     }
-    tracing::info_span!(
+    let span = tracing::info_span!(
         target: "rpc_core::call",
         "rpc.server",
         otel.name = %format_args!("{service}/{method}"),
@@ -39,7 +48,12 @@ pub(crate) fn server(service: &str, method: &str, id: u64, peer: &PeerAddr) -> S
         error.type = Empty,
         rpc.items_sent = Empty,
         rpc.items_received = Empty,
-    )
+    );
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::extract(&span, metadata);
+    #[cfg(not(feature = "opentelemetry"))]
+    let _ = metadata;
+    span
 }
 
 /// The span of a call a client makes. Its duration is the call's, from the

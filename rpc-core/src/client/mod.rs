@@ -196,6 +196,21 @@ impl Channel {
         self.inner.current.load().is_closed()
     }
 
+    /// The options of a call traced in `span`, when its trace context goes
+    /// with it (cargo feature `opentelemetry`); `None`: the channel's own.
+    fn traced_options(&self, span: &tracing::Span) -> Option<CallOptions> {
+        #[cfg(feature = "opentelemetry")]
+        if !span.is_disabled() {
+            let metadata = crate::otel::inject(span, self.options.metadata())?;
+            return Some(CallOptions {
+                timeout: self.options.timeout,
+                metadata: Some(metadata.into()),
+            });
+        }
+        let _ = span;
+        None
+    }
+
     /// Calls `method` of `service` with `args` (a tuple of the method's
     /// arguments) and decodes the reply as `R`.
     ///
@@ -232,10 +247,12 @@ impl Channel {
             meter.ended_with(&result);
             return result;
         }
+        let options = self.traced_options(&span);
+        let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
             connection
-                .call(service, method, args, &self.options, deadline, &span)
+                .call(service, method, args, options, deadline, &span)
                 .await
         };
         let result = call.instrument(span.clone()).await;
@@ -262,23 +279,18 @@ impl Channel {
         U: Serialize + DeserializeOwned + Send + 'static,
         R: DeserializeOwned,
     {
+        let span = trace::client(service, method);
+        let options = self.traced_options(&span);
+        let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
             connection
-                .open(
-                    service,
-                    method,
-                    args,
-                    &self.options,
-                    deadline,
-                    Some(input),
-                    false,
-                )
+                .open(service, method, args, options, deadline, Some(input), false)
                 .await?
                 .answer()
                 .await
         };
-        traced(service, method, call).await
+        traced(span, service, method, call).await
     }
 
     /// Calls `method` of `service`, whose reply is a stream of `T`; `input`
@@ -327,10 +339,12 @@ impl Channel {
         // status is recorded then, or when it fails.
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let span = trace::client(service, method);
+        let options = self.traced_options(&span);
+        let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
             connection
-                .open(service, method, args, &self.options, deadline, input, true)
+                .open(service, method, args, options, deadline, input, true)
                 .await?
                 .stream()
                 .await
@@ -626,12 +640,12 @@ impl ChannelBuilder {
 /// Runs a unary call in a span of its own, when a subscriber wants one;
 /// otherwise just runs it (no wrapper, nothing entered).
 async fn traced<R>(
+    span: tracing::Span,
     service: &str,
     method: &str,
     call: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {
     let meter = meter::Call::start(meter::Side::Client, || (service, method));
-    let span = trace::client(service, method);
     let result = if span.is_disabled() {
         call.await
     } else {

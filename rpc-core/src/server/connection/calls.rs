@@ -273,7 +273,7 @@ impl Calls {
             self.shared.watchdog.enter(stamp);
         }
         self.first_unread.fetch_max(id + 1, Ordering::Relaxed);
-        let span = trace::server(service, method, id, self.peer.addr());
+        let span = trace::server(service, method, id, self.peer.addr(), metadata);
         let meter = meter::Call::start(meter::Side::Server, || self.labels(service, method));
         // Made only if an interceptor attaches something.
         let attached = RefCell::new(None);

@@ -63,6 +63,10 @@
 //!   metadata and peer before any handler; [`BearerToken`] is a ready one.
 //! - **TLS and mutual TLS** (cargo feature `tls`): the [`tls`] module,
 //!   `ServerBuilder::tls` and `ChannelBuilder::tls`.
+//! - **Observability**: a `tracing` span per call on each side; cargo
+//!   features `opentelemetry` (W3C trace context across the wire) and
+//!   `metrics` (the `metrics` facade). docs/OBSERVABILITY.md in the
+//!   repository lists every field and metric.
 //! - **Limits, shutdown, keepalive, reconnect**: the settings of
 //!   [`ServerBuilder`] and [`ChannelBuilder`]; docs/RELIABILITY.md in the
 //!   repository lists each default and what it protects against.

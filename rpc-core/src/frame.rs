@@ -326,6 +326,10 @@ pub(crate) async fn read_hello<R: AsyncRead + Unpin>(io: &mut R) -> Result<u16, 
 }
 
 fn check_hello(hello: &[u8; HELLO_LEN]) -> Result<u16, HelloError> {
+    // A TLS record: handshake (22) or alert (21), then major version 3.
+    if matches!(hello[0], 0x15 | 0x16) && hello[1] == 0x03 {
+        return Err(HelloError::Tls);
+    }
     if hello[..4] != MAGIC {
         return Err(HelloError::Magic(hello[..4].try_into().unwrap_or_default()));
     }
@@ -345,6 +349,11 @@ pub(crate) enum HelloError {
     Magic([u8; 4]),
     #[error("peer speaks protocol version {0}; this side speaks version {VERSION}")]
     Version(u16),
+    #[error(
+        "peer speaks TLS and this side does not: set TLS on this side \
+         (ChannelBuilder::tls, ServerBuilder::tls), or connect to the port that serves plaintext"
+    )]
+    Tls,
 }
 
 #[cfg(test)]
@@ -359,6 +368,16 @@ mod tests {
         hello[..4].copy_from_slice(&MAGIC);
         hello[4..6].copy_from_slice(&VERSION.to_le_bytes());
         assert_eq!(check_hello(&hello).unwrap(), 0);
+        // The start of a TLS ClientHello, and of a TLS alert.
+        for tls in [
+            [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01],
+            [0x15, 0x03, 0x03, 0, 2, 2, 50, 0],
+        ] {
+            assert!(
+                matches!(check_hello(&tls), Err(HelloError::Tls)),
+                "{tls:02x?}"
+            );
+        }
         hello[6..8].copy_from_slice(&100u16.to_le_bytes());
         assert_eq!(check_hello(&hello).unwrap(), 100);
         assert!(matches!(

@@ -207,9 +207,10 @@ async fn a_plaintext_client_is_refused_by_a_tls_server_which_keeps_serving() {
         .handshake_timeout(Duration::from_secs(5))
         .connect(addr)
         .await;
+    let refused = chain(&plain.expect_err("a plaintext handshake must not pass for TLS"));
     assert!(
-        plain.is_err(),
-        "a plaintext handshake must not pass for TLS"
+        refused.contains("it may expect TLS") || refused.contains("peer speaks TLS"),
+        "the error says TLS is probably needed: {refused}"
     );
     let client = connect(
         addr,
@@ -312,4 +313,118 @@ async fn tls_works_over_the_in_memory_transport_too() {
         matches!(refused, Err(RpcError::Connect { .. })),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn a_tls_client_of_a_plaintext_server_is_told_it_may_not_use_tls() {
+    let ca = TestCa::new("test CA");
+    let addr = serve(Server::builder().add_service(shapes())).await;
+    let refused = connect(
+        addr,
+        ClientTlsConfig::new("localhost").ca_certificates(ca.roots()),
+    )
+    .await;
+    expect_refused(refused, "it may not use TLS");
+}
+
+/// Events as a server logs them: level and message.
+#[derive(Clone, Default)]
+struct Logged(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), message));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tls_clients_that_close_or_vanish_leave_no_line_in_the_servers_log() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logged = Logged::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+    let ca = TestCa::new("test CA");
+    let addr = serve(
+        Server::builder()
+            .add_service(shapes())
+            .tls(ServerTlsConfig::new(ca.server(&["localhost"]).identity())),
+    )
+    .await;
+    let tls = || ClientTlsConfig::new("localhost").ca_certificates(ca.roots());
+
+    // Closed: calls in flight are answered, later ones refused, and the
+    // server sees close_notify.
+    let client = connect(addr, tls()).await.unwrap();
+    client.ping().await.unwrap();
+    let channel = rpc_core::RpcClient::channel(&client).clone();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo_text("last".into()).await }
+    });
+    tokio::task::yield_now().await;
+    channel.close().await;
+    assert_eq!(in_flight.await.unwrap().unwrap(), "last");
+    assert!(channel.is_closed());
+    assert!(matches!(
+        client.ping().await,
+        Err(RpcError::NotProcessed { .. })
+    ));
+
+    // Vanished: a client whose runtime stops sends no close_notify.
+    let vanishing = std::thread::spawn({
+        let tls = tls();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = connect(addr, tls).await.unwrap();
+                client.ping().await.unwrap();
+                // Not closed, not dropped: the runtime goes with it.
+                std::mem::forget(client);
+            });
+            runtime.shutdown_background();
+        }
+    });
+    // Joined off this thread, which serves the server.
+    tokio::task::spawn_blocking(move || vanishing.join())
+        .await
+        .unwrap()
+        .unwrap();
+    // Both ends as the server saw them, logged at DEBUG only.
+    let seen = |what: &str| {
+        logged
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(level, line)| *level == tracing::Level::DEBUG && line.contains(what))
+    };
+    rpc_tests::eventually("the server has ended both connections", || {
+        seen("connection closed") && seen("without ending it")
+    })
+    .await;
+    let loud: Vec<_> = logged
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(level, _)| *level <= tracing::Level::INFO)
+        .cloned()
+        .collect();
+    assert!(loud.is_empty(), "logged at INFO or above: {loud:?}");
 }

@@ -106,6 +106,8 @@ struct Inner {
     settings: ChannelBuilder,
     /// Held while reconnecting, so that many callers make one attempt.
     backoff: tokio::sync::Mutex<Backoff>,
+    /// Set by [`Channel::close`]: no call, and no reconnect, after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Channel {
@@ -188,6 +190,33 @@ impl Channel {
         let mut channel = self.clone();
         channel.options.metadata = Some(entries.into());
         channel
+    }
+
+    /// Closes the connection cleanly, for every clone of this channel: new
+    /// calls fail at once with [`RpcError::NotProcessed`] (and the channel
+    /// does not reconnect); calls already sent still get their answers;
+    /// then this side ends its half (under TLS with `close_notify`, so
+    /// that the server sees a well-behaved client) and waits for the server
+    /// to close the other. Returns once the connection is gone.
+    ///
+    /// Dropping the last clone closes the connection too, but on a task of
+    /// its own that a program about to exit may never run: call this
+    /// before `main` returns. It waits for the calls in flight, which their
+    /// deadlines bound; wrap it in `tokio::time::timeout` to bound it
+    /// otherwise.
+    ///
+    /// ```
+    /// # async fn run(channel: rpc_core::Channel) {
+    /// channel.close().await;
+    /// assert!(channel.is_closed());
+    /// # }
+    /// ```
+    pub async fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let connection = self.inner.current.load_full();
+        connection.close().await;
     }
 
     /// Whether the current connection has ended (or is draining). The next
@@ -368,6 +397,11 @@ impl Channel {
     /// The connection to call over, reconnected if need be, and the call's
     /// deadline, which runs from here.
     async fn connection(&self) -> Result<(Arc<Connection>, Option<Deadline>), RpcError> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(RpcError::NotProcessed {
+                reason: "the channel was closed (Channel::close)".to_owned(),
+            });
+        }
         let deadline = Deadline::start(self.options.timeout)?;
         let mut connection = self.inner.current.load_full();
         if connection.is_closed() && self.inner.settings.reconnect {
@@ -632,6 +666,7 @@ impl ChannelBuilder {
                     self.max_backoff,
                 )),
                 settings: self,
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

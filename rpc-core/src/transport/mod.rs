@@ -111,7 +111,10 @@ pub(crate) async fn connect(
                 call_limit,
             })
         }
-        Ok(Err(HelloError::Io(source))) => Err(RpcError::Connect { addr, source }),
+        Ok(Err(HelloError::Io(source))) => Err(RpcError::Connect {
+            addr,
+            source: explained(source, settings),
+        }),
         Ok(Err(e)) => Err(RpcError::Protocol(e.to_string())),
         Err(_) => Err(RpcError::Connect {
             addr,
@@ -121,6 +124,29 @@ pub(crate) async fn connect(
             ),
         }),
     }
+}
+
+/// `error`, if the server closed the connection during the handshake,
+/// with what that usually means: the two sides disagree about TLS.
+fn explained(error: io::Error, settings: &ConnectSettings) -> io::Error {
+    if error.kind() != io::ErrorKind::UnexpectedEof {
+        return error;
+    }
+    #[cfg(feature = "tls")]
+    let tls = settings.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    let tls = {
+        let _ = settings;
+        false
+    };
+    let hint = if tls {
+        "the server closed the connection during the TLS handshake: it may not use TLS \
+         (connect without ChannelBuilder::tls)"
+    } else {
+        "the server closed the connection during the handshake: it may expect TLS \
+         (connect with ChannelBuilder::tls)"
+    };
+    io::Error::new(io::ErrorKind::UnexpectedEof, format!("{hint}; {error}"))
 }
 
 /// The client's halves of `io`: TLS over it if the settings ask.

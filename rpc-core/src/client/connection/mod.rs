@@ -46,6 +46,9 @@ pub(crate) struct Keepalive {
 #[derive(Debug, Default)]
 pub(crate) struct Closed(OnceLock<String>);
 
+/// Why a connection that [`Connection::close`] closed takes no calls.
+const CLOSED_BY_CALLER: &str = "the channel was closed (Channel::close)";
+
 impl Closed {
     fn set(&self, reason: impl Into<String>) {
         let _ = self.0.set(reason.into());
@@ -81,6 +84,8 @@ pub(crate) struct Connection {
     max_frame_length: usize,
     /// What each server stream lets be in flight.
     stream_window: usize,
+    /// Cancelled when the reader ends: the connection is gone.
+    ended: tokio_util::sync::CancellationToken,
 }
 
 impl Connection {
@@ -119,11 +124,14 @@ impl Connection {
             gave_up: gave_up.clone(),
             streams: streams.clone(),
         };
-        // Open, for the metrics, while its reader runs.
+        // Open, for the metrics and for `close`, while its reader runs.
         let open = crate::meter::Connection::open(crate::meter::Side::Client);
+        let ended = tokio_util::sync::CancellationToken::new();
+        let reading_ends = ended.clone().drop_guard();
         let reading = reader.run(connected.reader, writer_done, reader_alive, closed.clone());
         tokio::spawn(async move {
             let _open = open;
+            let _ends = reading_ends;
             reading.await
         });
         Connection {
@@ -135,7 +143,16 @@ impl Connection {
             streams,
             max_frame_length,
             stream_window,
+            ended,
         }
+    }
+
+    /// Takes no more calls, ends this side once what is queued is written,
+    /// and waits until the reader has read the server's end.
+    pub(crate) async fn close(&self) {
+        self.closed.set(CLOSED_BY_CALLER);
+        self.outbox.close();
+        self.ended.cancelled().await;
     }
 
     /// Whether the connection takes no more calls.

@@ -8,6 +8,10 @@ use tokio::sync::oneshot;
 use super::Closed;
 use crate::transport::{Buffer, FrameWriter, Outbox};
 
+/// How long a connection whose channel was dropped waits for the server
+/// to close its end.
+const DROPPED_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Writes what is queued until every caller is gone (then it half-closes)
 /// or the reader ends.
 pub(super) async fn write_loop(
@@ -27,9 +31,21 @@ pub(super) async fn write_loop(
             more = std::future::poll_fn(|cx| outbox.poll_queued(cx)) => more,
         };
         if !more {
-            // Every Channel clone is gone, and with them every caller.
+            // `Channel::close`, or every Channel clone gone (and with them
+            // every caller).
+            let by_close = closed.is_closed() && closed.reason() == super::CLOSED_BY_CALLER;
             closed.set("the channel was dropped");
             writer.shutdown().await;
+            // The reader goes on until the server closes its end (it
+            // answers what it has read first): ending here would end the
+            // reader, and the answers with it. A close waits as long as
+            // its calls take; a dropped channel's connection, which no
+            // caller waits on, lingers a while at most.
+            if by_close {
+                let _ = reader_done.await;
+            } else {
+                let _ = tokio::time::timeout(DROPPED_LINGER, reader_done).await;
+            }
             return;
         }
         // The caller that woke the writer ran first; let the others that

@@ -303,6 +303,13 @@ pub(super) async fn read_loop(
         };
         match next {
             None => break Ok(Ended::ByClient),
+            // TLS ends without close_notify look so: many clients end that
+            // way (an exiting process), no worse than a TCP close, and
+            // not worth a line per client at INFO.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!("the client closed the connection without ending it: {e}");
+                break Ok(Ended::ByClient);
+            }
             Some(Err(e)) => break Err(format!("bad frame: {e}")),
             Some(Ok(Incoming::Started)) => {
                 *frame_deadline = Some(Instant::now() + shared.frame_timeout);

@@ -2,9 +2,10 @@
 //! OpenTelemetry's semantic conventions for RPC (docs/OBSERVABILITY.md
 //! lists every field).
 //!
-//! With no subscriber, or one that does not want them, a span is
-//! `Span::none()`: one check per call, no field evaluated, and nothing
-//! entered or recorded (with tracing's `log` feature, which another crate
+//! With no subscriber, or one that does not want them, there is no span
+//! (`None`, not even a disabled `Span`, whose moves and drop cost the
+//! client about 40 instructions a call): one check per call, no field
+//! evaluated, and nothing entered or recorded (with tracing's `log` feature, which another crate
 //! may turn on, even a disabled span costs a `log` check each time it is
 //! entered: measured at 160 instructions per call).
 
@@ -29,9 +30,9 @@ pub(crate) fn server(
     id: u64,
     peer: &PeerAddr,
     metadata: Metadata<'_>,
-) -> Span {
+) -> Option<Span> {
     if !wanted() {
-        return Span::none();
+        return None;
     }
     let span = tracing::info_span!(
         target: "rpc_core::call",
@@ -53,16 +54,16 @@ pub(crate) fn server(
     crate::otel::extract(&span, metadata);
     #[cfg(not(feature = "opentelemetry"))]
     let _ = metadata;
-    span
+    Some(span)
 }
 
 /// The span of a call a client makes. Its duration is the call's, from the
 /// call to its answer, or to the end of the stream it returns.
-pub(crate) fn client(service: &str, method: &str) -> Span {
+pub(crate) fn client(service: &str, method: &str) -> Option<Span> {
     if !wanted() {
-        return Span::none();
+        return None;
     }
-    tracing::info_span!(
+    Some(tracing::info_span!(
         target: "rpc_core::call",
         "rpc.client",
         otel.name = %format_args!("{service}/{method}"),
@@ -76,7 +77,7 @@ pub(crate) fn client(service: &str, method: &str) -> Span {
         error.type = Empty,
         rpc.items_sent = Empty,
         rpc.items_received = Empty,
-    )
+    ))
 }
 
 /// Whether a subscriber wants call spans.
@@ -84,12 +85,11 @@ fn wanted() -> bool {
     tracing::span_enabled!(target: "rpc_core::call", tracing::Level::INFO)
 }
 
-/// Runs `f` in `span`, or just runs it when the span is disabled.
-pub(crate) fn within<R>(span: &Span, f: impl FnOnce() -> R) -> R {
-    if span.is_disabled() {
-        f()
-    } else {
-        span.in_scope(f)
+/// Runs `f` in `span`, or just runs it when there is none.
+pub(crate) fn within<R>(span: &Option<Span>, f: impl FnOnce() -> R) -> R {
+    match span {
+        Some(span) => span.in_scope(f),
+        None => f(),
     }
 }
 

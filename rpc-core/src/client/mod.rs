@@ -227,9 +227,9 @@ impl Channel {
 
     /// The options of a call traced in `span`, when its trace context goes
     /// with it (cargo feature `opentelemetry`); `None`: the channel's own.
-    fn traced_options(&self, span: &tracing::Span) -> Option<CallOptions> {
+    fn traced_options(&self, span: Option<&tracing::Span>) -> Option<CallOptions> {
         #[cfg(feature = "opentelemetry")]
-        if !span.is_disabled() {
+        if let Some(span) = span {
             let metadata = crate::otel::inject(span, self.options.metadata())?;
             return Some(CallOptions {
                 timeout: self.options.timeout,
@@ -258,8 +258,7 @@ impl Channel {
         R: DeserializeOwned,
     {
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
-        let span = trace::client(service, method);
-        if span.is_disabled() {
+        let Some(span) = trace::client(service, method) else {
             // Not through `traced`: one more future around the call, moved
             // in, cost the client 400 bytes of copying per call.
             //
@@ -268,25 +267,42 @@ impl Channel {
             let result = match self.connection().await {
                 Ok((connection, deadline)) => {
                     connection
-                        .call(service, method, args, &self.options, deadline, &span)
+                        .call(service, method, args, &self.options, deadline, None)
                         .await
                 }
                 Err(e) => Err(e),
             };
             meter.ended_with(&result);
             return result;
-        }
-        let options = self.traced_options(&span);
+        };
+        // Boxed, so that the untraced call's future stays its own size.
+        let result = Box::pin(self.call_traced(span, service, method, args)).await;
+        meter.ended_with(&result);
+        result
+    }
+
+    /// [`Channel::call`] in `span`.
+    async fn call_traced<A, R>(
+        &self,
+        span: tracing::Span,
+        service: &str,
+        method: &str,
+        args: A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let options = self.traced_options(Some(&span));
         let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
             connection
-                .call(service, method, args, options, deadline, &span)
+                .call(service, method, args, options, deadline, Some(&span))
                 .await
         };
         let result = call.instrument(span.clone()).await;
         trace::ended_with(&span, &result);
-        meter.ended_with(&result);
         result
     }
 
@@ -309,7 +325,7 @@ impl Channel {
         R: DeserializeOwned,
     {
         let span = trace::client(service, method);
-        let options = self.traced_options(&span);
+        let options = self.traced_options(span.as_ref());
         let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
@@ -368,7 +384,7 @@ impl Channel {
         // status is recorded then, or when it fails.
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let span = trace::client(service, method);
-        let options = self.traced_options(&span);
+        let options = self.traced_options(span.as_ref());
         let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
             let (connection, deadline) = self.connection().await?;
@@ -379,11 +395,11 @@ impl Channel {
                 .await
         };
         // Counted as finished once the stream is open (or refused).
-        if span.is_disabled() {
+        let Some(span) = span else {
             let opened = call.await;
             meter.ended_with(&opened);
             return opened;
-        }
+        };
         let opened = call.instrument(span.clone()).await;
         meter.ended_with(&opened);
         match &opened {
@@ -675,18 +691,19 @@ impl ChannelBuilder {
 /// Runs a unary call in a span of its own, when a subscriber wants one;
 /// otherwise just runs it (no wrapper, nothing entered).
 async fn traced<R>(
-    span: tracing::Span,
+    span: Option<tracing::Span>,
     service: &str,
     method: &str,
     call: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {
     let meter = meter::Call::start(meter::Side::Client, || (service, method));
-    let result = if span.is_disabled() {
-        call.await
-    } else {
-        let result = call.instrument(span.clone()).await;
-        trace::ended_with(&span, &result);
-        result
+    let result = match span {
+        None => call.await,
+        Some(span) => {
+            let result = call.instrument(span.clone()).await;
+            trace::ended_with(&span, &result);
+            result
+        }
     };
     meter.ended_with(&result);
     result

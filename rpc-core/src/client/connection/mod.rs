@@ -176,7 +176,7 @@ impl Connection {
         args: A,
         options: &CallOptions,
         deadline: Option<Deadline>,
-        span: &tracing::Span,
+        span: Option<&tracing::Span>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -209,7 +209,7 @@ impl Connection {
             })
             .map_err(|_| self.not_processed())?;
         drop(args);
-        if !span.is_disabled() {
+        if let Some(span) = span {
             span.record("rpc.request_id", id);
         }
         let mut give_up = GiveUp {

@@ -108,7 +108,7 @@ pub(super) const MAX_DEFERRED: usize = 64;
 struct Registered {
     id: u64,
     future: ResponseFuture,
-    span: tracing::Span,
+    span: Option<tracing::Span>,
     meter: meter::Call,
     context: Option<CallContext>,
     deadline: Option<Instant>,
@@ -121,7 +121,7 @@ pub(super) struct Started {
     id: u64,
     future: ResponseFuture,
     /// The call's span, entered while it is polled.
-    span: tracing::Span,
+    span: Option<tracing::Span>,
     /// The call, as the metrics count it.
     meter: meter::Call,
     /// What the call's code sees as [`CallContext::current`] while it is
@@ -653,8 +653,10 @@ fn discard(id: u64, future: ResponseFuture) {
 }
 
 /// Records how a call ended, in its span and its metrics.
-fn ended(span: &tracing::Span, meter: meter::Call, code: Option<Code>) {
-    trace::ended(span, code);
+fn ended(span: &Option<tracing::Span>, meter: meter::Call, code: Option<Code>) {
+    if let Some(span) = span {
+        trace::ended(span, code);
+    }
     meter.ended(code);
 }
 

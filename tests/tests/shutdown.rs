@@ -7,7 +7,7 @@ use std::time::Duration;
 use rpc_core::{Channel, RpcError, Server, ServerBuilder};
 use rpc_tests::{
     ControlClient, ControlImpl, ControlServer, eventually, raw_connect, read_frame,
-    read_until_closed, request_frame,
+    read_until_closed, request_frame, serve, within_10s,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -190,4 +190,107 @@ async fn dropping_the_serve_future_leaves_open_connections_served() {
     serving.abort();
     let _ = serving.await;
     assert_eq!(client.fast(2).await.unwrap(), 2);
+}
+
+/// A peer that does the handshake and then never closes its end: close()
+/// still returns (after the linger, here on a paused clock) and frees the
+/// connection.
+#[tokio::test(start_paused = true)]
+async fn close_returns_even_if_the_server_never_closes_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (half_closed, client_ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 8];
+        socket.read_exact(&mut hello).await.unwrap();
+        socket.write_all(&rpc_tests::HELLO).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = socket.read_to_end(&mut sink).await;
+        let _ = half_closed.send(());
+        // Holds its end open for ever.
+        std::future::pending::<()>().await;
+    });
+    let channel = rpc_core::Channel::connect(addr).await.unwrap();
+    // The clock is paused: the linger passes as soon as nothing else can
+    // happen, and the minute is a bound, not a wait.
+    let closed = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(channel.close(), async {
+            client_ended.await.unwrap();
+        })
+    })
+    .await;
+    assert!(closed.is_ok(), "close() waited for ever");
+    assert!(channel.is_closed());
+}
+
+/// close() while a call is reconnecting: the reconnect does not install a
+/// connection behind it.
+#[tokio::test]
+async fn close_during_a_reconnect_leaves_no_connection_behind() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (control, _started) = ControlImpl::new();
+    let target = serve(Server::builder().add_service(ControlServer::from_arc(control))).await;
+    // A proxy: the first connection passes and can be cut; later ones
+    // wait for `release` before they are forwarded.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let (cut, release, accepted) = (cut.clone(), release.clone(), accepted.clone());
+        async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let n = accepted.fetch_add(1, Ordering::SeqCst);
+                let (cut, release) = (cut.clone(), release.clone());
+                tokio::spawn(async move {
+                    if n > 0 {
+                        let _ = release.acquire().await.unwrap();
+                    }
+                    let mut out = tokio::net::TcpStream::connect(target).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        () = cut.notified(), if n == 0 => {}
+                    }
+                });
+            }
+        }
+    });
+    let channel = Channel::connect(addr).await.unwrap();
+    let client = ControlClient::new(channel.clone());
+    assert_eq!(client.fast(1).await.unwrap(), 1);
+    cut.notify_waiters();
+    eventually("the cut is noticed", || channel.is_closed()).await;
+    let reconnecting = tokio::spawn({
+        let client = client.clone();
+        async move { client.fast(2).await }
+    });
+    eventually("the call is reconnecting", || {
+        accepted.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let closing = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.close().await }
+    });
+    release.add_permits(1);
+    within_10s("close", closing).await.unwrap();
+    // Answered if the reconnect won the race with the close, refused if
+    // not; either way no connection is left behind.
+    let call = within_10s("the call", reconnecting).await.unwrap();
+    assert!(
+        matches!(call, Ok(2) | Err(RpcError::NotProcessed { .. })),
+        "{call:?}"
+    );
+    assert!(
+        channel.is_closed(),
+        "no connection outlives Channel::close()"
+    );
+    assert!(matches!(
+        client.fast(3).await,
+        Err(RpcError::NotProcessed { .. })
+    ));
 }

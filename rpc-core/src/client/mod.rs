@@ -202,8 +202,9 @@ impl Channel {
     /// Dropping the last clone closes the connection too, but on a task of
     /// its own that a program about to exit may never run: call this
     /// before `main` returns. It waits for the calls in flight, which their
-    /// deadlines bound; wrap it in `tokio::time::timeout` to bound it
-    /// otherwise.
+    /// deadlines bound (wrap it in `tokio::time::timeout` to bound it
+    /// otherwise), and then at most 10 s for a server that does not close
+    /// its end, after which it ends the connection itself.
     ///
     /// ```
     /// # async fn run(channel: rpc_core::Channel) {
@@ -215,7 +216,12 @@ impl Channel {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
-        let connection = self.inner.current.load_full();
+        // A reconnect under way finishes first, and sees the flag before it
+        // would install a connection.
+        let connection = {
+            let _reconnecting = self.inner.backoff.lock().await;
+            self.inner.current.load_full()
+        };
         connection.close().await;
     }
 
@@ -459,6 +465,14 @@ impl Channel {
                     settings.keepalive,
                     settings.stream_window,
                 ));
+                // `close` ran meanwhile: it waits for this lock, so the
+                // fresh connection must not outlive it. Dropped here, it
+                // closes (its only handle).
+                if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(RpcError::NotProcessed {
+                        reason: "the channel was closed (Channel::close)".to_owned(),
+                    });
+                }
                 self.inner.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
                 Ok(fresh)

@@ -95,6 +95,14 @@ impl Pending {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a caller still waits for an answer.
+    pub(crate) fn has_callers(&self) -> bool {
+        self.lock()
+            .by_id
+            .values()
+            .any(|entry| matches!(entry.slot, Slot::Waiting(_)))
+    }
+
     /// Gives a call the next id, enters it, and has `queue` queue its
     /// request with that id, all under one lock, so that ids go out in
     /// order. `queue` returns `false` if the writer has gone. `caller` is

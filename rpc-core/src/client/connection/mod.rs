@@ -115,6 +115,7 @@ impl Connection {
             reader_done,
             writer_alive,
             closed.clone(),
+            pending.clone(),
         ));
         let reader = reader::Reader {
             pending: pending.clone(),

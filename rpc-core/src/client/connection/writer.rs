@@ -6,11 +6,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::Closed;
+use crate::client::pending::Pending;
 use crate::transport::{Buffer, FrameWriter, Outbox};
 
-/// How long a connection whose channel was dropped waits for the server
-/// to close its end.
-const DROPPED_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a connection whose channel was closed or dropped waits for the
+/// server to close its end once no caller waits for an answer.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Writes what is queued until every caller is gone (then it half-closes)
 /// or the reader ends.
@@ -20,6 +21,7 @@ pub(super) async fn write_loop(
     mut reader_done: oneshot::Receiver<()>,
     _alive: oneshot::Sender<()>,
     closed: Arc<Closed>,
+    pending: Arc<Pending>,
 ) {
     // However the loop ends, nothing more is queued for it.
     let _stopped = Stopped(&outbox);
@@ -38,15 +40,20 @@ pub(super) async fn write_loop(
             writer.shutdown().await;
             // The reader goes on until the server closes its end (it
             // answers what it has read first): ending here would end the
-            // reader, and the answers with it. A close waits as long as
-            // its calls take; a dropped channel's connection, which no
-            // caller waits on, lingers a while at most.
-            if by_close {
-                let _ = reader_done.await;
-            } else {
-                let _ = tokio::time::timeout(DROPPED_LINGER, reader_done).await;
+            // reader, and the answers with it. But not for ever: once no
+            // caller waits (a close waits for its calls; a dropped
+            // channel has none), the server gets a while to close, and
+            // then returning ends the reader and frees the socket.
+            loop {
+                tokio::select! {
+                    _ = &mut reader_done => return,
+                    () = tokio::time::sleep(LINGER) => {
+                        if !by_close || !pending.has_callers() {
+                            return;
+                        }
+                    }
+                }
             }
-            return;
         }
         // The caller that woke the writer ran first; let the others that
         // are ready queue their calls too, so that they go out together.

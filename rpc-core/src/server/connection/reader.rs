@@ -305,8 +305,13 @@ pub(super) async fn read_loop(
             None => break Ok(Ended::ByClient),
             // TLS ends without close_notify look so: many clients end that
             // way (an exiting process), no worse than a TCP close, and
-            // not worth a line per client at INFO.
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // not worth a line per client at INFO. Between frames only: a
+            // frame cut short is bad, as over plain TCP.
+            Some(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && frames.read_buffer().is_empty()
+                    && frame_deadline.is_none() =>
+            {
                 tracing::debug!("the client closed the connection without ending it: {e}");
                 break Ok(Ended::ByClient);
             }

@@ -18,7 +18,7 @@ pub(crate) struct Args {
 
 /// The value of `key = "..."`; a value without quotes is an error that
 /// says to quote it.
-fn string(
+pub(crate) fn string(
     meta: &syn::meta::ParseNestedMeta<'_>,
     key: &str,
     example: &str,
@@ -42,6 +42,32 @@ fn string(
     ))
 }
 
+/// A wire name (`name = "..."` of a service or a method) is 1 to 255
+/// bytes; `leave_out` and `default` say how to get the default instead.
+pub(crate) fn check_wire_name(
+    value: &syn::LitStr,
+    what: &str,
+    leave_out: &str,
+    default: &str,
+    errors: &mut Errors,
+) {
+    let name = value.value();
+    if name.is_empty() {
+        errors.push(
+            value,
+            format!("a {what} name cannot be empty; write one, or leave {leave_out} out to use {default}"),
+        );
+    } else if name.len() > 255 {
+        errors.push(
+            value,
+            format!(
+                "a {what} name is at most 255 bytes on the wire, this one {}; write a shorter one",
+                name.len()
+            ),
+        );
+    }
+}
+
 impl Args {
     /// Parses the arguments, reporting unknown and repeated keys.
     pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Args> {
@@ -50,15 +76,7 @@ impl Args {
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
                 let value = string(&meta, "name", "Calculator")?;
-                let name = value.value();
-                if name.is_empty() {
-                    errors.push(&value, "a service name cannot be empty; write one, or leave `name` out to use the trait's");
-                } else if name.len() > 255 {
-                    errors.push(
-                        &value,
-                        format!("a service name is at most 255 bytes on the wire, this one {}; write a shorter one", name.len()),
-                    );
-                }
+                check_wire_name(&value, "service", "`name`", "the trait's", &mut errors);
                 if args.name.replace(value).is_some() {
                     errors.push(&meta.path, "`name` is given twice; keep one");
                 }

@@ -28,19 +28,14 @@ impl MethodArgs {
                         "unknown argument `{key}`; `#[rpc]` accepts `name = \"wire_name\"`"
                     )));
                 }
-                let value = meta.value()?;
-                let Ok(name) = value.parse::<syn::LitStr>() else {
-                    return Err(meta.error("`name` takes a string; write `#[rpc(name = \"wire_name\")]`"));
-                };
-                let text = name.value();
-                if text.is_empty() {
-                    errors.push(&name, "a method name cannot be empty; write one, or leave `#[rpc(name)]` out to use the method's");
-                } else if text.len() > 255 {
-                    errors.push(
-                        &name,
-                        format!("a method name is at most 255 bytes on the wire, this one {}; write a shorter one", text.len()),
-                    );
-                }
+                let name = crate::args::string(&meta, "name", "wire_name")?;
+                crate::args::check_wire_name(
+                    &name,
+                    "method",
+                    "`#[rpc(name)]`",
+                    "the method's",
+                    errors,
+                );
                 if args.name.replace(name).is_some() {
                     errors.push(&meta.path, "`name` is given twice; keep one");
                 }

@@ -25,6 +25,23 @@ impl Relay for Imp {
     }
 }
 
+/// Spans of this thread go to OpenTelemetry, and from there to the
+/// exporter, while the guard is held.
+fn exporting() -> (
+    InMemorySpanExporter,
+    SdkTracerProvider,
+    tracing::subscriber::DefaultGuard,
+) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("rpc-tests")));
+    let guard = tracing::subscriber::set_default(subscriber);
+    (exporter, provider, guard)
+}
+
 /// The one span of `kind`.
 fn of_kind(spans: &[SpanData], kind: SpanKind) -> &SpanData {
     spans
@@ -43,13 +60,7 @@ fn find<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_server_span_continues_the_clients_trace() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("rpc-tests")));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (exporter, provider, _guard) = exporting();
 
     let addr = serve(Server::builder().add_service(RelayServer::new(Imp))).await;
     let client = RelayClient::new(Channel::connect(addr).await.unwrap());
@@ -94,13 +105,7 @@ async fn the_server_span_continues_the_clients_trace() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_call_spans_context_goes_ahead_of_a_channels_own_traceparent() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("rpc-tests")));
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (exporter, provider, _guard) = exporting();
 
     let addr = serve(Server::builder().add_service(RelayServer::new(Imp))).await;
     // A broken header of the channel's own never fails the call, and the

@@ -15,7 +15,11 @@ pub use crate::service::{Request, ResponseFuture, Service};
 pub use crate::stream::Streaming;
 pub use crate::stream::serve::{Opened, Output, Stream, StreamOrError, Unary, handle_streaming};
 pub use serde::de::DeserializeOwned as SerdeDeserializeOwned;
-pub use serde::{Deserialize as SerdeDeserialize, Serialize as SerdeSerialize};
+pub use serde::de::{Error as DeError, SeqAccess, Visitor};
+pub use serde::ser::SerializeTuple;
+pub use serde::{
+    Deserialize as SerdeDeserialize, Deserializer, Serialize as SerdeSerialize, Serializer,
+};
 pub use std::sync::Arc;
 pub use tokio::net::ToSocketAddrs;
 
@@ -87,8 +91,35 @@ pub fn vec_stream(stream: crate::Streaming<ByteBuf>) -> crate::Streaming<Vec<u8>
     stream.retyped(|bytes| bytes.0, crate::stream::decode::<ByteBuf, Vec<u8>>)
 }
 
+/// What an argument's type must be, named so that a type that is not gets
+/// one message that says what to do, rather than serde's two.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as an rpc argument: it must implement serde's `Serialize` and `Deserialize`",
+    label = "not `Serialize` and `Deserialize`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`, or wrap a foreign type in a struct of your own that does"
+)]
+pub trait Wire: Serialize + DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Wire for T {}
+
+/// Encodes one argument of an argument struct.
+pub fn element<S: SerializeTuple, T: Wire>(tuple: &mut S, value: &T) -> Result<(), S::Error> {
+    tuple.serialize_element(value)
+}
+
+/// Decodes one argument of an argument struct.
+pub fn next_element<'de, A: SeqAccess<'de>, T: Wire>(seq: &mut A) -> Result<Option<T>, A::Error> {
+    seq.next_element()
+}
+
+/// Fails to compile, at the offending type, unless `T` is owned and
+/// `Send`, as an argument must be (its serde impls are checked where its
+/// method's argument struct uses them).
+pub fn assert_owned<T: Send + 'static>() {}
+
 /// Fails to compile, at the offending type, unless `T` can cross the wire
-/// as an argument or return value.
+/// as a return value or a stream's item.
 pub fn assert_wire_type<T: Serialize + DeserializeOwned + Send + 'static>() {}
 
 /// The refusal a handler returned. The macro reads a method's

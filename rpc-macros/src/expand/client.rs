@@ -103,6 +103,7 @@ fn emit_method(
                 quote!(#ident)
             })
         });
+    let args_struct = super::args::ident(names, method);
     let stream_arg = method.stream_arg();
     // `Streaming<Vec<u8>>` travels as a stream of `ByteBuf`s.
     let (item, sent) = match stream_arg {
@@ -122,24 +123,24 @@ fn emit_method(
     let call = match returns {
         Returns::Stream(t) if is_byte_vec(t) => quote! {
             self.#channel
-                .call_streaming::<_, #item, #private::ByteBuf>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .call_streaming::<_, #item, #private::ByteBuf>(#wire_service, #wire_method, #args_struct(#(#packed),*), #input)
                 .await
                 .map(#private::vec_stream)
         },
         Returns::Stream(t) => quote! {
             self.#channel
-                .call_streaming::<_, #item, #t>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .call_streaming::<_, #item, #t>(#wire_service, #wire_method, #args_struct(#(#packed),*), #input)
                 .await
         },
         Returns::StreamOrError(t, e) if is_byte_vec(t) => quote! {
             self.#channel
-                .call_streaming_result::<_, #item, #private::ByteBuf, #e>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .call_streaming_result::<_, #item, #private::ByteBuf, #e>(#wire_service, #wire_method, #args_struct(#(#packed),*), #input)
                 .await
                 .map(|__result| __result.map(#private::vec_stream))
         },
         Returns::StreamOrError(t, e) => quote! {
             self.#channel
-                .call_streaming_result::<_, #item, #t, #e>(#wire_service, #wire_method, (#(#packed,)*), #input)
+                .call_streaming_result::<_, #item, #t, #e>(#wire_service, #wire_method, #args_struct(#(#packed),*), #input)
                 .await
         },
         Returns::Value => {
@@ -151,31 +152,40 @@ fn emit_method(
             match stream_arg {
                 Some(_) => quote! {
                     self.#channel
-                        .call_with_stream::<_, #item, #reply>(#wire_service, #wire_method, (#(#packed,)*), #sent)
+                        .call_with_stream::<_, #item, #reply>(#wire_service, #wire_method, #args_struct(#(#packed),*), #sent)
                         .await
                         #unwrap
                 },
                 None => quote! {
                     self.#channel
-                        .call::<_, #reply>(#wire_service, #wire_method, (#(#packed,)*))
+                        .call::<_, #reply>(#wire_service, #wire_method, #args_struct(#(#packed),*))
                         .await
                         #unwrap
                 },
             }
         }
     };
-    // What crosses the wire: a stream's items rather than the stream.
+    // What crosses the wire: a stream's items rather than the stream. The
+    // other arguments' serde impls are checked in their struct's impls
+    // (see args.rs), once; here only that they are owned and `Send`.
+    let owned = method
+        .args
+        .iter()
+        .filter(|a| !a.is_stream())
+        .map(|a| a.ty)
+        .map(|ty| quote_spanned!(ty.span()=> #private::assert_owned::<#ty>();));
     let wire_types = method
         .args
         .iter()
-        .map(|a| streams::item_of(a.ty).unwrap_or(a.ty))
+        .filter_map(|a| streams::item_of(a.ty))
         .chain(match returns {
             Returns::Value => method.answer.into_iter().collect::<Vec<_>>(),
             Returns::Stream(t) => vec![t],
             Returns::StreamOrError(t, e) => vec![t, e],
         });
-    let checks =
-        wire_types.map(|ty| quote_spanned!(ty.span()=> #private::assert_wire_type::<#ty>();));
+    let checks = wire_types
+        .map(|ty| quote_spanned!(ty.span()=> #private::assert_wire_type::<#ty>();))
+        .chain(owned);
     quote! {
         #(#attrs)*
         #default_doc

@@ -1,5 +1,6 @@
 //! parse -> validate -> emit, and what to emit when a step fails.
 
+mod args;
 mod blocking;
 mod client;
 mod server;
@@ -50,10 +51,12 @@ pub(crate) fn rpc_service(args: TokenStream, item: TokenStream) -> TokenStream {
     let names = Names::new(&service, &args);
     let service_trait = service_trait::emit(&service, &names);
     let client = client::emit(&service, &names);
+    let args = args::emit(&service, &names);
     let blocking = blocking::emit(&service, &names);
     let server = server::emit(&service, &names);
     quote! {
         #service_trait
+        #args
         #client
         #blocking
         #server

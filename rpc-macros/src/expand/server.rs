@@ -110,20 +110,20 @@ fn emit_arm(
     let arg_idents: Vec<_> = method.arg_idents().collect();
     // `Vec<u8>` arguments arrive as bytes, in one copy; see `ByteBuf`. A
     // stream argument is not among the encoded ones.
-    let (patterns, types): (Vec<_>, Vec<_>) = method
+    let patterns: Vec<_> = method
         .args
         .iter()
         .filter(|arg| !arg.is_stream())
         .filter_map(|arg| {
             let ident = arg.ident?;
-            let ty = arg.ty;
             Some(if arg.is_bytes() {
-                (quote!(#private::ByteBuf(#ident)), quote!(#private::ByteBuf))
+                quote!(#private::ByteBuf(#ident))
             } else {
-                (quote!(#ident), quote!(#ty))
+                quote!(#ident)
             })
         })
-        .unzip();
+        .collect();
+    let args_struct = super::args::ident(names, method);
     let service = Names::local("service");
     let run = quote!(<T as #trait_ident>::#ident(&*#service, #(#arg_idents),*).await);
     // A refusable method's answer is wrapped inside its `Result`.
@@ -154,7 +154,8 @@ fn emit_arm(
         } else {
             value
         });
-        let handler = quote!(move |(#(#patterns,)*): (#(#types,)*)| async move { #output });
+        let handler =
+            quote!(move |#args_struct(#(#patterns),*): #args_struct| async move { #output });
         let call = match method.refusal {
             Some(_) => quote!(#private::handle_refusable(#request, #handler)),
             None => quote!(#private::handle(#request, #handler)),
@@ -209,7 +210,7 @@ fn emit_arm(
         None => (false, quote!(()), quote!(let _ = #input;)),
     };
     let handler = quote! {
-        move |(#(#patterns,)*): (#(#types,)*), #input: ::core::option::Option<#private::Streaming<#item>>| async move {
+        move |#args_struct(#(#patterns),*): #args_struct, #input: ::core::option::Option<#private::Streaming<#item>>| async move {
             #unpack
             #output
         }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::service::Reply;
 
 pub use crate::client::Channel;
+pub use crate::describe::{Description, MethodDescription, MethodFormats};
 pub use crate::error::RpcError;
 pub use crate::server::Rejection;
 pub use crate::service::{Request, ResponseFuture, Service};
@@ -111,6 +112,16 @@ pub fn element<S: SerializeTuple, T: Wire>(tuple: &mut S, value: &T) -> Result<(
 /// Decodes one argument of an argument struct.
 pub fn next_element<'de, A: SeqAccess<'de>, T: Wire>(seq: &mut A) -> Result<Option<T>, A::Error> {
     seq.next_element()
+}
+
+/// The formats of a method's arguments, from the traced format of its
+/// argument struct (a tuple of them).
+pub fn elements(format: serde_reflection::Format) -> Vec<serde_reflection::Format> {
+    match format {
+        serde_reflection::Format::Tuple(elements) => elements,
+        serde_reflection::Format::Unit => Vec::new(),
+        one => vec![one],
+    }
 }
 
 /// Fails to compile, at the offending type, unless `T` is owned and

@@ -63,6 +63,9 @@
 //!   metadata and peer before any handler; [`BearerToken`] is a ready one.
 //! - **TLS and mutual TLS** (cargo feature `tls`): the [`tls`] module,
 //!   `ServerBuilder::tls` and `ChannelBuilder::tls`.
+//! - **Introspection**: every server describes its services as JSON
+//!   through `rpc.Reflection` ([`ServerBuilder::introspection`],
+//!   [`describe`]; docs/PROTOCOL.md §9).
 //! - **Observability**: a `tracing` span per call on each side; cargo
 //!   features `opentelemetry` (W3C trace context across the wire) and
 //!   `metrics` (the `metrics` facade). docs/OBSERVABILITY.md in the
@@ -85,6 +88,7 @@ mod client;
 mod codec;
 mod context;
 mod depth;
+pub mod describe;
 mod duration;
 mod envelope;
 mod error;

@@ -38,6 +38,13 @@ pub trait Service: Send + Sync + 'static {
     fn methods(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// What the service says of itself to the server's introspection
+    /// (docs/PROTOCOL.md, "Introspection"). Generated servers describe
+    /// theirs; the default describes nothing.
+    fn description(&self) -> Option<crate::describe::Description> {
+        None
+    }
 }
 
 /// The future of one call's reply.

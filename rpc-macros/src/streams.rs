@@ -61,7 +61,7 @@ pub(crate) fn find(ty: &Type) -> Option<&Type> {
 }
 
 /// The type arguments of `ty` if its path ends in `name<...>`.
-fn last_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
+pub(crate) fn last_args<'a>(ty: &'a Type, name: &str) -> Option<Vec<&'a Type>> {
     let Type::Path(path) = ty else { return None };
     if path.qself.is_some() {
         return None;

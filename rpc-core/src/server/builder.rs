@@ -13,6 +13,7 @@ use tower_service::Service as TowerService;
 use super::interceptor::Interceptor;
 use super::layer::{BoxCallService, BoxError, Call, Routed, Wrap, boxed};
 use super::log::ConnectionLog;
+use super::reflection;
 use super::router::Router;
 use super::{Listener, Server, Shared};
 use crate::duration;
@@ -91,6 +92,8 @@ pub struct ServerBuilder {
     #[cfg(feature = "tls")]
     tls: Option<ServerTlsConfig>,
     limits: Limits,
+    /// Whether the server answers `rpc.Reflection`.
+    introspection: bool,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -108,6 +111,7 @@ impl ServerBuilder {
             duplicate: None,
             interceptors: Vec::new(),
             layers: Vec::new(),
+            introspection: true,
             #[cfg(feature = "tls")]
             tls: None,
             limits: Limits {
@@ -419,8 +423,26 @@ impl ServerBuilder {
     fn check(&self) -> Result<(), RpcError> {
         match &self.duplicate {
             Some(name) => Err(RpcError::DuplicateService { name: name.clone() }),
+            None if self.introspection && self.router.get(reflection::NAME).is_some() => {
+                Err(RpcError::DuplicateService {
+                    name: reflection::NAME.to_owned(),
+                })
+            }
             None => Ok(()),
         }
+    }
+
+    /// Whether the server answers the introspection service
+    /// `rpc.Reflection` (on by default): any client may list the services
+    /// and have each described as JSON, methods, doc comments, argument
+    /// names and types and serde's formats of them (docs/PROTOCOL.md,
+    /// "Introspection"), which is how the `rpc` command line and clients in
+    /// other languages call a service without its trait. Turn it off when
+    /// the server's interface is not for strangers to read; interceptors
+    /// see its calls as any other.
+    pub fn introspection(mut self, on: bool) -> Self {
+        self.introspection = on;
+        self
     }
 
     /// Makes the server on `listener`; [`ServerBuilder::check`] has passed.
@@ -433,7 +455,13 @@ impl ServerBuilder {
             .transpose()?;
         let limits = self.limits;
         let (drain, drain_rx) = watch::channel(None);
-        let router = Arc::new(self.router);
+        let mut router = self.router;
+        if self.introspection {
+            let reflection = reflection::Reflection::new(router.services());
+            // Checked free in `check`.
+            let _ = router.add(Arc::new(reflection));
+        }
+        let router = Arc::new(router);
         let layered = (!self.layers.is_empty()).then(|| {
             let mut service = boxed(Routed {
                 router: router.clone(),

@@ -10,6 +10,7 @@ mod interceptor;
 pub(crate) mod layer;
 mod log;
 mod rate;
+mod reflection;
 mod router;
 mod running;
 mod watchdog;

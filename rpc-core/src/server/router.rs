@@ -30,6 +30,13 @@ impl Router {
             .map(|(_, service)| service)
     }
 
+    /// Every service, by name.
+    pub(crate) fn services(&self) -> impl Iterator<Item = (&'static str, Arc<dyn Service>)> + '_ {
+        self.services
+            .iter()
+            .map(|(name, service)| (*name, service.clone()))
+    }
+
     pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.services.iter().map(|(name, _)| *name)
     }

@@ -3,6 +3,7 @@
 mod args;
 mod blocking;
 mod client;
+mod describe;
 mod server;
 mod service_trait;
 

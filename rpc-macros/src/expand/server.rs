@@ -30,6 +30,7 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
         .methods
         .iter()
         .map(|m| emit_arm(m, names, &inner, &request));
+    let description = super::describe::emit(service, names);
     // A method's `#[cfg]` leaves its name out with it.
     let wire_methods = service.methods.iter().map(|m| {
         let cfgs = m.cfgs();
@@ -77,6 +78,10 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
 
             fn methods(&self) -> &'static [&'static str] {
                 &[#(#wire_methods),*]
+            }
+
+            fn description(&self) -> ::core::option::Option<#private::Description> {
+                #description
             }
 
             fn call(

@@ -98,6 +98,24 @@ pub(crate) fn decode<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, Cod
     }
 }
 
+/// Decodes one value with `seed`, which must take all of `body`: a value
+/// whose type is known only at run time (the `rpc` command line's, from a
+/// server's description).
+pub(crate) fn decode_with<'de, S: DeserializeSeed<'de>>(
+    seed: S,
+    body: &'de [u8],
+) -> Result<S::Value, CodecError> {
+    let len = body.len();
+    match decode_seed(seed, body) {
+        Ok((value, read)) if read == len => Ok(value),
+        Ok((_, read)) => Err(CodecError::new(format!(
+            "{} trailing bytes after the value",
+            len - read
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Decodes `count` values that follow each other at the front of `bytes`
 /// (the items of a stream frame), handing each to `take` as it is decoded;
 /// returns the bytes they took. One decoder for the whole run: per value,

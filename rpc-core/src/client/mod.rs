@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::duration;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::metadata;
@@ -28,6 +27,7 @@ use crate::stream::Streaming;
 #[cfg(feature = "tls")]
 use crate::tls::ClientTlsConfig;
 use crate::transport::{self, ConnectSettings, Connector, Dial};
+use crate::{codec, duration};
 use crate::{meter, trace};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
@@ -273,7 +273,7 @@ impl Channel {
             let result = match self.connection().await {
                 Ok((connection, deadline)) => {
                     connection
-                        .call(service, method, args, &self.options, deadline, None)
+                        .call(service, method, args, &self.options, deadline, None, decode)
                         .await
                 }
                 Err(e) => Err(e),
@@ -304,11 +304,65 @@ impl Channel {
         let call = async {
             let (connection, deadline) = self.connection().await?;
             connection
-                .call(service, method, args, options, deadline, Some(&span))
+                .call(
+                    service,
+                    method,
+                    args,
+                    options,
+                    deadline,
+                    Some(&span),
+                    decode,
+                )
                 .await
         };
         let result = call.instrument(span.clone()).await;
         trace::ended_with(&span, &result);
+        result
+    }
+
+    /// Calls `method` of `service` with `args`, decoding the reply with
+    /// `seed`: for a caller that knows the reply's type only at run time,
+    /// as the `rpc` command line does from the server's description
+    /// (docs/PROTOCOL.md §9; serde-reflection's `json_converter` makes such
+    /// seeds). Otherwise as [`Channel::call`].
+    pub async fn call_seeded<A, S, V>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        seed: S,
+    ) -> Result<V, RpcError>
+    where
+        A: Serialize,
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
+    {
+        let meter = meter::Call::start(meter::Side::Client, || (service, method));
+        let span = trace::client(service, method);
+        let options = self.traced_options(span.as_ref());
+        let options = options.as_ref().unwrap_or(&self.options);
+        let call = async {
+            let (connection, deadline) = self.connection().await?;
+            let decode = move |body: &[u8]| codec::decode_with(seed, body);
+            connection
+                .call(
+                    service,
+                    method,
+                    args,
+                    options,
+                    deadline,
+                    span.as_ref(),
+                    decode,
+                )
+                .await
+        };
+        let result = match &span {
+            Some(span) => call.instrument(span.clone()).await,
+            None => call.await,
+        };
+        if let Some(span) = &span {
+            trace::ended_with(span, &result);
+        }
+        meter.ended_with(&result);
         result
     }
 
@@ -700,6 +754,11 @@ impl ChannelBuilder {
             }),
         })
     }
+}
+
+/// A reply's body as `R`, for any lifetime of the body.
+fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, crate::error::CodecError> {
+    codec::decode(body)
 }
 
 /// Runs a unary call in a span of its own, when a subscriber wants one;

@@ -26,7 +26,7 @@ use super::deadline::Deadline;
 use super::limit::CallLimit;
 use super::pending::{Answer, Pending, Response};
 use crate::envelope::{self, Status};
-use crate::error::RpcError;
+use crate::error::{CodecError, RpcError};
 use crate::status::{Code, Status as CallStatus};
 use crate::stream::Streams;
 use crate::transport::Connected;
@@ -170,6 +170,9 @@ impl Connection {
     /// has one (the wait for a permit included). Giving up before the
     /// answer (the future dropped, or the deadline) sends the server a
     /// cancel for the call.
+    // Each is a different part of the call, from a different place; a
+    // struct of them would be built at one call site and unpacked here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call<A, R>(
         &self,
         service: &str,
@@ -178,10 +181,10 @@ impl Connection {
         options: &CallOptions,
         deadline: Option<Deadline>,
         span: Option<&tracing::Span>,
+        decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
-        R: DeserializeOwned,
     {
         if self.closed.is_closed() {
             return Err(self.not_processed());
@@ -234,7 +237,7 @@ impl Connection {
         give_up.id = None;
         match answer {
             Ok(Answer::Response(response)) => {
-                response_into_result(response, service, method, options.timeout)
+                response_decoded(response, service, method, options.timeout, decode)
             }
             Ok(Answer::NotProcessed) => Err(self.not_processed()),
             Err(_) => Err(self.closed_error()),
@@ -319,10 +322,23 @@ fn response_into_result<R: DeserializeOwned>(
     method: &str,
     deadline: Option<Duration>,
 ) -> Result<R, RpcError> {
+    response_decoded(response, service, method, deadline, |body| {
+        codec::decode(body)
+    })
+}
+
+/// [`response_into_result`] decoding an OK body with `decode`.
+fn response_decoded<R>(
+    response: Response,
+    service: &str,
+    method: &str,
+    deadline: Option<Duration>,
+    decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
+) -> Result<R, RpcError> {
     let Response { status, body } = response;
     let message = || String::from_utf8_lossy(&body).into_owned();
     if status == Status::OK {
-        return codec::decode(&body).map_err(|source| RpcError::Decode {
+        return decode(&body).map_err(|source| RpcError::Decode {
             what: format!("the reply of {service}.{method}"),
             source,
         });

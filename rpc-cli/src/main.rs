@@ -1,0 +1,228 @@
+//! `rpc`: describe and call any server of the rpc toolkit from the command
+//! line. It reads the server's own description (docs/PROTOCOL.md §9) and
+//! turns JSON arguments into the method's bincode and the reply back into
+//! JSON, so it needs no generated code and no schema files.
+//!
+//! ```text
+//! $ rpc describe 127.0.0.1:7878
+//! $ rpc call 127.0.0.1:7878 Calculator.add 2 3
+//! 5
+//! ```
+
+mod description;
+mod options;
+mod show;
+mod values;
+
+use std::process::ExitCode;
+
+use rpc_core::tls::{ClientTlsConfig, Identity, certificates_from_pem_file};
+use rpc_core::{Channel, RpcError};
+use serde_reflection::Format;
+
+use description::Service;
+use options::{Command, Options};
+
+/// Why `rpc` failed, as its exit code says.
+enum Failure {
+    /// 2: the command line, or an argument that does not fit its type.
+    Usage(String),
+    /// 3: no connection, or it broke.
+    Transport(RpcError),
+    /// 4: the server answered with an error status.
+    Status(RpcError),
+}
+
+impl From<RpcError> for Failure {
+    fn from(e: RpcError) -> Self {
+        if e.code().is_some() {
+            Failure::Status(e)
+        } else {
+            Failure::Transport(e)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("rpc: {message}");
+            }
+            eprintln!("{}", options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rpc: cannot start: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("rpc: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Transport(e)) => {
+            eprintln!("rpc: {}", chain(&e));
+            ExitCode::from(3)
+        }
+        Err(Failure::Status(e)) => {
+            eprintln!("rpc: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+async fn run(options: Options) -> Result<String, Failure> {
+    let channel = connect(&options).await?;
+    let output = match &options.command {
+        Command::Describe { json } => {
+            let list: String = channel.call("rpc.Reflection", "list", ()).await?;
+            let list: serde_json::Value = serde_json::from_str(&list).map_err(|e| {
+                Failure::Usage(format!("the server's service list does not parse: {e}"))
+            })?;
+            let mut out = Vec::new();
+            for name in list["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+            {
+                let text: String = channel.call("rpc.Reflection", "describe", (name,)).await?;
+                if *json {
+                    out.push(text);
+                } else {
+                    out.push(show::service(&parse_service(&text)?));
+                }
+            }
+            out.join("\n")
+        }
+        Command::Call {
+            service,
+            method,
+            args,
+            pretty,
+        } => {
+            let text: String = channel
+                .call("rpc.Reflection", "describe", (service.as_str(),))
+                .await?;
+            let described = parse_service(&text)?;
+            let Some(found) = described.methods.iter().find(|m| &m.name == method) else {
+                let known: Vec<_> = described.methods.iter().map(|m| m.name.as_str()).collect();
+                return Err(Failure::Usage(format!(
+                    "{service} has no method `{method}` (it has {})",
+                    known.join(", ")
+                )));
+            };
+            if found.shape != "unary" {
+                return Err(Failure::Usage(format!(
+                    "{service}.{method} is a {} stream method, which this version of rpc cannot call yet",
+                    found.shape
+                )));
+            }
+            if let Some(reason) = &found.opaque {
+                return Err(Failure::Usage(format!(
+                    "{service}.{method} cannot be called from here: {reason}"
+                )));
+            }
+            let registry = described.registry().map_err(Failure::Usage)?;
+            let mut values = values::arguments(found, args).map_err(Failure::Usage)?;
+            let mut formats = Vec::new();
+            for (arg, value) in found.args.iter().zip(&mut values) {
+                let format = arg.format.clone().ok_or_else(|| {
+                    Failure::Usage(format!("argument `{}` has no described format", arg.name))
+                })?;
+                values::check(value, &format, &registry)
+                    .map_err(|e| Failure::Usage(format!("argument `{}`: {e}", arg.name)))?;
+                values::unit_variants(value, &format, &registry, values::Way::In);
+                formats.push(format);
+            }
+            let returns =
+                found.returns.format.clone().ok_or_else(|| {
+                    Failure::Usage("the result has no described format".to_owned())
+                })?;
+            let encoded = values::Encoded {
+                values: serde_json::Value::Array(values),
+                format: Format::Tuple(formats),
+                registry: &registry,
+            };
+            let reply = values::reply(returns.clone(), &registry);
+            let mut value: serde_json::Value =
+                channel.call_seeded(service, method, encoded, reply).await?;
+            values::unit_variants(&mut value, &returns, &registry, values::Way::Out);
+            if *pretty {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            } else {
+                value.to_string()
+            }
+        }
+    };
+    // Ends the connection cleanly (TLS close_notify) before the process goes.
+    channel.close().await;
+    Ok(output)
+}
+
+fn parse_service(text: &str) -> Result<Service, Failure> {
+    serde_json::from_str(text)
+        .map_err(|e| Failure::Usage(format!("the server's description does not parse: {e}")))
+}
+
+async fn connect(options: &Options) -> Result<Channel, Failure> {
+    let mut builder = Channel::builder();
+    if let Some(timeout) = options.timeout {
+        builder = builder.call_timeout(timeout);
+    }
+    if options.tls.is_on() {
+        let host = options
+            .addr
+            .rsplit_once(':')
+            .map_or(options.addr.as_str(), |(host, _)| host);
+        let name = options
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        let mut tls = ClientTlsConfig::new(name);
+        if let Some(ca) = &options.tls.ca {
+            tls = tls.ca_certificates(
+                certificates_from_pem_file(ca)
+                    .map_err(|e| Failure::Usage(format!("--ca {ca}: {e}")))?,
+            );
+        }
+        if let (Some(cert), Some(key)) = (&options.tls.cert, &options.tls.key) {
+            tls = tls.identity(
+                Identity::from_pem_files(cert, key)
+                    .map_err(|e| Failure::Usage(format!("--cert/--key: {e}")))?,
+            );
+        }
+        builder = builder.tls(tls);
+    }
+    let mut channel = builder.connect(options.addr.as_str()).await?;
+    for (key, value) in &options.metadata {
+        channel = channel.with_metadata(key, value);
+    }
+    Ok(channel)
+}
+
+/// An error with its causes.
+fn chain(e: &RpcError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

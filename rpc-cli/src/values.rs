@@ -1,0 +1,352 @@
+//! Command-line JSON values to a method's arguments and back, by the
+//! formats the server described: checked first, so that a value of the
+//! wrong kind is an error that names the argument and what it expected.
+
+use serde_json::Value;
+use serde_reflection::json_converter::{
+    DeserializationContext, EmptyEnvironment, SerializationContext,
+};
+use serde_reflection::{ContainerFormat, Format, Registry, VariantFormat};
+
+use crate::description::Method;
+
+/// The arguments as one JSON array in the method's order: `words` are
+/// JSON values, or strings where they are not JSON; one JSON object whose
+/// keys are the argument names gives them by name.
+pub(crate) fn arguments(method: &Method, words: &[String]) -> Result<Vec<Value>, String> {
+    let names: Vec<&str> = method.args.iter().map(|a| a.name.as_str()).collect();
+    let values: Vec<Value> = words
+        .iter()
+        .map(|w| serde_json::from_str(w).unwrap_or_else(|_| Value::String(w.clone())))
+        .collect();
+    if let [Value::Object(by_name)] = &values[..] {
+        let keys: Vec<&str> = by_name.keys().map(String::as_str).collect();
+        let mut sorted_names = names.clone();
+        sorted_names.sort_unstable();
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort_unstable();
+        if sorted_keys == sorted_names && names.len() != 1 || (names.len() == 1 && keys == names) {
+            return Ok(names.iter().map(|n| by_name[*n].clone()).collect());
+        }
+    }
+    if values.len() != names.len() {
+        return Err(format!(
+            "{} takes {} argument{} ({}), {} given",
+            method.name,
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            values.len()
+        ));
+    }
+    Ok(values)
+}
+
+/// Checks `value` against `format`, saying what is wrong and where.
+pub(crate) fn check(value: &Value, format: &Format, registry: &Registry) -> Result<(), String> {
+    let expected = |what: &str| Err(format!("expected {what}, found {}", found(value)));
+    match format {
+        Format::Unit => match value {
+            Value::Null => Ok(()),
+            _ => expected("null (unit)"),
+        },
+        Format::Bool => match value {
+            Value::Bool(_) => Ok(()),
+            _ => expected("bool"),
+        },
+        Format::I8 | Format::I16 | Format::I32 | Format::I64 | Format::I128 => {
+            integer(value, format, true)
+        }
+        Format::U8 | Format::U16 | Format::U32 | Format::U64 | Format::U128 => {
+            integer(value, format, false)
+        }
+        Format::F32 | Format::F64 => match value {
+            Value::Number(_) => Ok(()),
+            _ => expected("a number"),
+        },
+        Format::Char => match value {
+            Value::String(s) if s.chars().count() == 1 => Ok(()),
+            _ => expected("one character"),
+        },
+        Format::Str => match value {
+            Value::String(_) => Ok(()),
+            _ => expected("string"),
+        },
+        Format::Bytes => match value {
+            Value::Array(items) if items.iter().all(|i| i.as_u64().is_some_and(|b| b <= 255)) => {
+                Ok(())
+            }
+            _ => expected("bytes, as an array of numbers 0 to 255"),
+        },
+        Format::Option(inner) => match value {
+            Value::Null => Ok(()),
+            other => check(other, inner, registry),
+        },
+        Format::Seq(inner) => match value {
+            Value::Array(items) => each(items, |_| inner, registry),
+            _ => expected("an array"),
+        },
+        Format::Map { value: inner, .. } => match value {
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                check(v, inner, registry).map_err(|e| format!("at `{k}`: {e}"))
+            }),
+            _ => expected("an object"),
+        },
+        Format::Tuple(formats) => match value {
+            Value::Array(items) if items.len() == formats.len() => {
+                each(items, |i| &formats[i], registry)
+            }
+            _ => expected(&format!("an array of {}", formats.len())),
+        },
+        Format::TupleArray { content, size } => match value {
+            Value::Array(items) if items.len() == *size => each(items, |_| content, registry),
+            _ => expected(&format!("an array of {size}")),
+        },
+        Format::TypeName(name) => match registry.get(name) {
+            Some(container) => container_check(value, name, container, registry),
+            None => Err(format!("the server did not describe type `{name}`")),
+        },
+        Format::Variable(_) => Ok(()),
+    }
+}
+
+fn container_check(
+    value: &Value,
+    name: &str,
+    container: &ContainerFormat,
+    registry: &Registry,
+) -> Result<(), String> {
+    match container {
+        ContainerFormat::UnitStruct => Ok(()),
+        ContainerFormat::NewTypeStruct(inner) => check(value, inner, registry),
+        ContainerFormat::TupleStruct(formats) => {
+            check(value, &Format::Tuple(formats.clone()), registry)
+        }
+        ContainerFormat::Struct(fields) => match value {
+            Value::Object(map) => fields
+                .iter()
+                .try_for_each(|field| match map.get(&field.name) {
+                    Some(v) => check(v, &field.value, registry)
+                        .map_err(|e| format!("field `{}`: {e}", field.name)),
+                    None => Err(format!("{name} needs field `{}`", field.name)),
+                }),
+            _ => Err(format!(
+                "expected {name} (an object), found {}",
+                found(value)
+            )),
+        },
+        ContainerFormat::Enum(variants) => {
+            let (variant, inner) = match value {
+                Value::String(v) => (v.as_str(), None),
+                Value::Object(map) if map.len() == 1 => {
+                    let (k, v) = map.iter().next().expect("one entry");
+                    (k.as_str(), Some(v))
+                }
+                _ => {
+                    return Err(format!(
+                        "expected {name} (\"Variant\" or {{\"Variant\": value}}), found {}",
+                        found(value)
+                    ));
+                }
+            };
+            let Some(found_variant) = variants.values().find(|v| v.name == variant) else {
+                let known: Vec<_> = variants.values().map(|v| v.name.as_str()).collect();
+                return Err(format!(
+                    "{name} has no variant `{variant}` (it has {})",
+                    known.join(", ")
+                ));
+            };
+            match (&found_variant.value, inner) {
+                (VariantFormat::Unit, None) => Ok(()),
+                (VariantFormat::NewType(f), Some(v)) => check(v, f, registry),
+                (VariantFormat::Tuple(fs), Some(v)) => {
+                    check(v, &Format::Tuple(fs.clone()), registry)
+                }
+                (VariantFormat::Struct(fields), Some(v)) => container_check(
+                    v,
+                    variant,
+                    &ContainerFormat::Struct(fields.clone()),
+                    registry,
+                ),
+                (VariantFormat::Unit, Some(_)) => Err(format!(
+                    "{name}::{variant} takes no value: write \"{variant}\""
+                )),
+                (_, None) => Err(format!(
+                    "{name}::{variant} takes a value: write {{\"{variant}\": ...}}"
+                )),
+                (VariantFormat::Variable(_), _) => Ok(()),
+            }
+        }
+    }
+}
+
+fn each<'a>(
+    items: &[Value],
+    format: impl Fn(usize) -> &'a Format,
+    registry: &Registry,
+) -> Result<(), String> {
+    items.iter().enumerate().try_for_each(|(i, item)| {
+        check(item, format(i), registry).map_err(|e| format!("at [{i}]: {e}"))
+    })
+}
+
+fn integer(value: &Value, format: &Format, signed: bool) -> Result<(), String> {
+    let width = format!("{format:?}").to_lowercase();
+    let fits = match value {
+        Value::Number(n) if signed => n.as_i64().is_some_and(|v| match format {
+            Format::I8 => i8::try_from(v).is_ok(),
+            Format::I16 => i16::try_from(v).is_ok(),
+            Format::I32 => i32::try_from(v).is_ok(),
+            _ => true,
+        }),
+        Value::Number(n) => n.as_u64().is_some_and(|v| match format {
+            Format::U8 => u8::try_from(v).is_ok(),
+            Format::U16 => u16::try_from(v).is_ok(),
+            Format::U32 => u32::try_from(v).is_ok(),
+            _ => true,
+        }),
+        _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!("expected {width}, found {}", found(value)))
+    }
+}
+
+/// How a JSON value reads in an error.
+fn found(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("bool {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {}", Value::String(s.clone())),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+/// The arguments, as what the call sends.
+pub(crate) struct Encoded<'a> {
+    pub(crate) values: Value,
+    pub(crate) format: Format,
+    pub(crate) registry: &'a Registry,
+}
+
+impl serde::Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SerializationContext {
+            value: &self.values,
+            format: &self.format,
+            registry: self.registry,
+            environment: &EmptyEnvironment,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// What decodes a reply of `format` into JSON.
+pub(crate) fn reply<'a>(
+    format: Format,
+    registry: &'a Registry,
+) -> DeserializationContext<'a, EmptyEnvironment> {
+    DeserializationContext {
+        format,
+        registry,
+        environment: &EmptyEnvironment,
+    }
+}
+
+/// Which way [`unit_variants`] rewrites.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Way {
+    /// `"Variant"` -> `{"Variant": null}`, as the converter reads a unit variant.
+    In,
+    /// `{"Variant": null}` -> `"Variant"`, as serde_json writes one.
+    Out,
+}
+
+/// Rewrites unit variants in `value` (of `format`) between serde_json's
+/// shape (`"Variant"`) and the converter's (`{"Variant": null}`).
+pub(crate) fn unit_variants(value: &mut Value, format: &Format, registry: &Registry, way: Way) {
+    match (format, value) {
+        (Format::Option(inner), value) if !value.is_null() => {
+            unit_variants(value, inner, registry, way)
+        }
+        (Format::Seq(inner) | Format::TupleArray { content: inner, .. }, Value::Array(items)) => {
+            items
+                .iter_mut()
+                .for_each(|item| unit_variants(item, inner, registry, way));
+        }
+        (Format::Map { value: inner, .. }, Value::Object(map)) => {
+            map.values_mut()
+                .for_each(|v| unit_variants(v, inner, registry, way));
+        }
+        (Format::Tuple(formats), Value::Array(items)) => {
+            for (item, f) in items.iter_mut().zip(formats) {
+                unit_variants(item, f, registry, way);
+            }
+        }
+        (Format::TypeName(name), value) => match registry.get(name) {
+            Some(ContainerFormat::NewTypeStruct(inner)) => {
+                unit_variants(value, inner, registry, way)
+            }
+            Some(ContainerFormat::TupleStruct(formats)) => {
+                unit_variants(value, &Format::Tuple(formats.clone()), registry, way)
+            }
+            Some(ContainerFormat::Struct(fields)) => {
+                if let Value::Object(map) = value {
+                    for field in fields {
+                        if let Some(v) = map.get_mut(&field.name) {
+                            unit_variants(v, &field.value, registry, way);
+                        }
+                    }
+                }
+            }
+            Some(ContainerFormat::Enum(variants)) => {
+                let unit = |name: &str| {
+                    variants
+                        .values()
+                        .any(|v| v.name == name && matches!(v.value, VariantFormat::Unit))
+                };
+                match value {
+                    Value::String(name) if way == Way::In && unit(name) => {
+                        *value = serde_json::json!({ name.clone(): null });
+                    }
+                    Value::Object(map) if map.len() == 1 => {
+                        let (name, inner) = map.iter_mut().next().expect("one entry");
+                        if way == Way::Out && inner.is_null() && unit(name) {
+                            *value = Value::String(name.clone());
+                            return;
+                        }
+                        let payload = variants
+                            .values()
+                            .find(|v| &v.name == name)
+                            .map(|v| v.value.clone());
+                        match payload {
+                            Some(VariantFormat::NewType(f)) => {
+                                unit_variants(inner, &f, registry, way)
+                            }
+                            Some(VariantFormat::Tuple(fs)) => {
+                                unit_variants(inner, &Format::Tuple(fs), registry, way)
+                            }
+                            Some(VariantFormat::Struct(fields)) => {
+                                if let Value::Object(map) = inner {
+                                    for field in fields {
+                                        if let Some(v) = map.get_mut(&field.name) {
+                                            unit_variants(v, &field.value, registry, way);
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}

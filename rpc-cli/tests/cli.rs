@@ -1,0 +1,180 @@
+//! The built `rpc` binary against a real server on 127.0.0.1: describe,
+//! call with positional and named arguments, structs and enums both ways,
+//! clear errors and exit codes that tell usage, transport and RPC errors
+//! apart.
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use rpc_core::{BearerToken, Server};
+use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
+use rpc_tests::{ShapesImpl, ShapesServer};
+
+async fn server(builder: rpc_core::ServerBuilder) -> SocketAddr {
+    let server = builder
+        .add_service(CalculatorServer::new(Calc::default()))
+        .add_service(SeedObjectsServer::new(Seeds::default()))
+        .add_service(ShapesServer::new(ShapesImpl))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    addr
+}
+
+/// Runs `rpc` with `args` (off this thread, which serves the server).
+async fn rpc(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rpc"))
+            .args(&args)
+            .output()
+            .expect("the rpc binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn describe_lists_the_methods_and_types() {
+    let addr = server(Server::builder()).await.to_string();
+    let out = rpc(&["describe", &addr]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("add(a: i64, b: i64) -> i64"), "{text}");
+    assert!(text.contains("Adds two numbers."), "{text}");
+    assert!(
+        text.contains("div(a: i64, b: i64) -> Result<i64, MathError>"),
+        "{text}"
+    );
+    assert!(text.contains("MathError = enum { DivByZero }"), "{text}");
+    assert!(
+        text.contains("Shape = enum { Point, Circle(f64), Rect { w: u32, h: u32 } }"),
+        "{text}"
+    );
+    let json = rpc(&["describe", &addr, "--describe-json"]).await;
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&json).lines().next().unwrap()).unwrap();
+    assert_eq!(first["service"], "Calculator");
+}
+
+#[tokio::test]
+async fn calls_take_positional_or_named_arguments_and_print_json() {
+    let addr = server(Server::builder()).await.to_string();
+    for (args, expected) in [
+        (vec!["Calculator.add", "2", "3"], "5"),
+        (
+            vec!["Calculator.div", r#"{"a": 84, "b": 2}"#],
+            r#"{"Ok":42}"#,
+        ),
+        (vec!["Calculator.div", "1", "0"], r#"{"Err":"DivByZero"}"#),
+        (vec!["SeedObjects.get_obj"], r#""lxx nb""#),
+        (vec!["SeedObjects.send_obj", "lxx nb"], "null"),
+        (vec!["Shapes.option", "null"], "null"),
+        (vec!["Shapes.echo", "[1, 2, 255]"], "[1,2,255]"),
+        (vec!["Shapes.swap", r#"["x", 7]"#], r#"[7,"x"]"#),
+    ] {
+        let mut line = vec!["call", &addr];
+        line.extend(&args);
+        let out = rpc(&line).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), expected, "{args:?}");
+    }
+    // A struct with nested options and an enum of every variant kind, there
+    // and back.
+    for shape in [
+        r#""Point""#,
+        r#"{"Circle": 1.5}"#,
+        r#"{"Rect": {"w": 1, "h": 2}}"#,
+    ] {
+        let record = format!(r#"{{"id": 7, "name": "ünï", "tags": ["a"], "shape": {shape}}}"#);
+        let out = rpc(&["call", &addr, "Shapes.record", &record]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let back: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(back, sent);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_usage_error() {
+    let addr = server(Server::builder()).await.to_string();
+    for (args, message) in [
+        (
+            vec!["Calculator.add", "2", "x"],
+            "argument `b`: expected i64, found string \"x\"",
+        ),
+        (
+            vec!["Calculator.add", "2"],
+            "add takes 2 arguments (a, b), 1 given",
+        ),
+        (vec!["Calculator.nope"], "Calculator has no method `nope`"),
+        (
+            vec!["Shapes.six", "300", "1", "1", "1", "true", "c"],
+            "argument `a`: expected u8, found number 300",
+        ),
+        (
+            vec![
+                "Shapes.record",
+                r#"{"id": 1, "name": "n", "tags": null, "shape": "Square"}"#,
+            ],
+            "argument `record`: field `shape`: Shape has no variant `Square` (it has Point, Circle, Rect)",
+        ),
+    ] {
+        let mut line = vec!["call", &addr];
+        line.extend(&args);
+        let out = rpc(&line).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    let out = rpc(&[
+        "call",
+        &addr,
+        "Calculator.add",
+        "1",
+        "2",
+        "--timeout",
+        "soon",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = rpc(&["frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("usage:"));
+}
+
+#[tokio::test]
+async fn transport_and_rpc_errors_have_exit_codes_of_their_own() {
+    // Nothing listens on port 1.
+    let out = rpc(&["call", "127.0.0.1:1", "Calculator.add", "1", "2"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("could not connect"));
+
+    let addr = server(Server::builder().interceptor(BearerToken::new("s3cret")))
+        .await
+        .to_string();
+    let out = rpc(&["call", &addr, "Calculator.add", "1", "2"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("UNAUTHENTICATED"), "{}", stderr(&out));
+    let out = rpc(&[
+        "call",
+        &addr,
+        "Calculator.add",
+        "1",
+        "2",
+        "-H",
+        "authorization=Bearer s3cret",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "3");
+}

@@ -178,3 +178,48 @@ async fn transport_and_rpc_errors_have_exit_codes_of_their_own() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "3");
 }
+
+#[tokio::test]
+async fn calls_go_over_tls_with_the_ca_given() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rpc_core::tls::{Identity, ServerTlsConfig};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let identity =
+        Identity::from_pem(leaf.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let dir = std::env::temp_dir().join(format!("rpc-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let addr = server(Server::builder().tls(ServerTlsConfig::new(identity)))
+        .await
+        .to_string();
+    let ca_path = ca_file.to_str().unwrap();
+
+    let out = rpc(&[
+        "call",
+        &addr,
+        "Calculator.add",
+        "2",
+        "3",
+        "--ca",
+        ca_path,
+        "--server-name",
+        "localhost",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "5");
+    // Without TLS, the error says TLS is probably what is missing.
+    let out = rpc(&["call", &addr, "Calculator.add", "2", "3"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

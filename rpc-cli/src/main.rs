@@ -29,16 +29,20 @@ enum Failure {
     Usage(String),
     /// 3: no connection, or it broke.
     Transport(RpcError),
+    /// 3: the server's description does not make sense.
+    Server(String),
     /// 4: the server answered with an error status.
     Status(RpcError),
 }
 
 impl From<RpcError> for Failure {
     fn from(e: RpcError) -> Self {
-        if e.code().is_some() {
-            Failure::Status(e)
-        } else {
-            Failure::Transport(e)
+        match e {
+            // The arguments passed the checks but still do not encode (a
+            // map whose keys are not strings, say): the caller's to fix.
+            RpcError::Encode { .. } => Failure::Usage(chain(&e)),
+            e if e.code().is_some() => Failure::Status(e),
+            e => Failure::Transport(e),
         }
     }
 }
@@ -75,6 +79,10 @@ fn main() -> ExitCode {
         }
         Err(Failure::Transport(e)) => {
             eprintln!("rpc: {}", chain(&e));
+            ExitCode::from(3)
+        }
+        Err(Failure::Server(message)) => {
+            eprintln!("rpc: {message}");
             ExitCode::from(3)
         }
         Err(Failure::Status(e)) => {
@@ -136,7 +144,7 @@ async fn run(options: Options) -> Result<String, Failure> {
                     "{service}.{method} cannot be called from here: {reason}"
                 )));
             }
-            let registry = described.registry().map_err(Failure::Usage)?;
+            let registry = described.registry().map_err(Failure::Server)?;
             let mut values = values::arguments(found, args).map_err(Failure::Usage)?;
             let mut formats = Vec::new();
             for (arg, value) in found.args.iter().zip(&mut values) {

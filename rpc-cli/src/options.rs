@@ -60,8 +60,9 @@ options:
   --cert FILE --key FILE   client certificate and key (PEM), for mutual TLS
   --server-name NAME   name the server's certificate must have (default: ADDR's host)
 
-exit codes: 0 done, 2 usage or a bad argument, 3 transport error, 4 the server
-answered with an error status";
+exit codes: 0 done, 2 usage or a bad argument, 3 a transport error or a
+server description that makes no sense, 4 an error status (the server's, or
+the call's deadline passing)";
 
 /// Parses `args` (without the program's name).
 pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {

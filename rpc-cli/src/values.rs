@@ -42,8 +42,30 @@ pub(crate) fn arguments(method: &Method, words: &[String]) -> Result<Vec<Value>,
     Ok(values)
 }
 
+/// Levels of format a value is checked through: a described type that
+/// holds itself with nothing between (`struct T(T)`) would otherwise
+/// recurse until the stack overflows.
+const MAX_DEPTH: usize = 128;
+
 /// Checks `value` against `format`, saying what is wrong and where.
 pub(crate) fn check(value: &Value, format: &Format, registry: &Registry) -> Result<(), String> {
+    checked(value, format, registry, MAX_DEPTH)
+}
+
+fn checked(
+    value: &Value,
+    format: &Format,
+    registry: &Registry,
+    depth: usize,
+) -> Result<(), String> {
+    let Some(depth) = depth.checked_sub(1) else {
+        return Err(format!(
+            "nested more than {MAX_DEPTH} levels deep (the server describes a type that holds itself?)"
+        ));
+    };
+    let check = |value: &Value, format: &Format, registry: &Registry| {
+        checked(value, format, registry, depth)
+    };
     let expected = |what: &str| Err(format!("expected {what}, found {}", found(value)));
     match format {
         Format::Unit => match value {
@@ -83,7 +105,7 @@ pub(crate) fn check(value: &Value, format: &Format, registry: &Registry) -> Resu
             other => check(other, inner, registry),
         },
         Format::Seq(inner) => match value {
-            Value::Array(items) => each(items, |_| inner, registry),
+            Value::Array(items) => each(items, |_| inner, registry, depth),
             _ => expected("an array"),
         },
         Format::Map { value: inner, .. } => match value {
@@ -94,16 +116,18 @@ pub(crate) fn check(value: &Value, format: &Format, registry: &Registry) -> Resu
         },
         Format::Tuple(formats) => match value {
             Value::Array(items) if items.len() == formats.len() => {
-                each(items, |i| &formats[i], registry)
+                each(items, |i| &formats[i], registry, depth)
             }
             _ => expected(&format!("an array of {}", formats.len())),
         },
         Format::TupleArray { content, size } => match value {
-            Value::Array(items) if items.len() == *size => each(items, |_| content, registry),
+            Value::Array(items) if items.len() == *size => {
+                each(items, |_| content, registry, depth)
+            }
             _ => expected(&format!("an array of {size}")),
         },
         Format::TypeName(name) => match registry.get(name) {
-            Some(container) => container_check(value, name, container, registry),
+            Some(container) => container_check(value, name, container, registry, depth),
             None => Err(format!("the server did not describe type `{name}`")),
         },
         Format::Variable(_) => Ok(()),
@@ -115,7 +139,11 @@ fn container_check(
     name: &str,
     container: &ContainerFormat,
     registry: &Registry,
+    depth: usize,
 ) -> Result<(), String> {
+    let check = |value: &Value, format: &Format, registry: &Registry| {
+        checked(value, format, registry, depth)
+    };
     match container {
         ContainerFormat::UnitStruct => Ok(()),
         ContainerFormat::NewTypeStruct(inner) => check(value, inner, registry),
@@ -167,6 +195,7 @@ fn container_check(
                     variant,
                     &ContainerFormat::Struct(fields.clone()),
                     registry,
+                    depth,
                 ),
                 (VariantFormat::Unit, Some(_)) => Err(format!(
                     "{name}::{variant} takes no value: write \"{variant}\""
@@ -184,9 +213,10 @@ fn each<'a>(
     items: &[Value],
     format: impl Fn(usize) -> &'a Format,
     registry: &Registry,
+    depth: usize,
 ) -> Result<(), String> {
     items.iter().enumerate().try_for_each(|(i, item)| {
-        check(item, format(i), registry).map_err(|e| format!("at [{i}]: {e}"))
+        checked(item, format(i), registry, depth).map_err(|e| format!("at [{i}]: {e}"))
     })
 }
 

@@ -223,3 +223,70 @@ async fn calls_go_over_tls_with_the_ca_given() {
     assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An impostor introspection service that answers whatever description it
+/// is given, as a broken or hostile server could.
+#[rpc_core::rpc_service(name = "rpc.Reflection")]
+pub trait Impostor {
+    /// The services.
+    async fn list(&self) -> String;
+    /// The description it was made with.
+    async fn describe(&self, name: String) -> String;
+}
+
+struct Lies(String);
+
+impl Impostor for Lies {
+    async fn list(&self) -> String {
+        r#"{"services":["Calculator"]}"#.to_owned()
+    }
+    async fn describe(&self, _name: String) -> String {
+        self.0.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_describes_nonsense_is_an_error_not_a_crash() {
+    let method = |args: &str, returns: &str, types: &str| {
+        format!(
+            r#"{{"service":"Calculator","methods":[{{"name":"total","doc":"","shape":"unary","args":[{args}],"returns":{{"type":"T","format":{returns}}}}}],"types":{types}}}"#
+        )
+    };
+    let recursive = r#"{"T":{"NEWTYPESTRUCT":{"TYPENAME":"T"}}}"#;
+    for (what, description, args) in [
+        (
+            "a recursive argument",
+            method(
+                r#"{"name":"a","type":"T","format":{"TYPENAME":"T"}}"#,
+                r#""I64""#,
+                recursive,
+            ),
+            vec!["1"],
+        ),
+        (
+            "a recursive reply",
+            method("", r#"{"TYPENAME":"T"}"#, recursive),
+            vec![],
+        ),
+        ("no JSON at all", "{not json".to_owned(), vec![]),
+    ] {
+        let server = Server::builder()
+            .introspection(false)
+            .add_service(CalculatorServer::new(Calc::default()))
+            .add_service(ImpostorServer::new(Lies(description)))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = server.local_addr().to_string();
+        tokio::spawn(server.serve());
+        let mut line = vec!["call", &addr, "Calculator.total"];
+        line.extend(&args);
+        let out = rpc(&line).await;
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(2 | 3)),
+            "{what}: exit {code:?}, {}",
+            stderr(&out)
+        );
+    }
+}

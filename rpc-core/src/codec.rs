@@ -106,6 +106,10 @@ pub(crate) fn decode_with<'de, S: DeserializeSeed<'de>>(
     body: &'de [u8],
 ) -> Result<S::Value, CodecError> {
     let len = body.len();
+    let seed = crate::depth::SeedLimited {
+        seed,
+        body_len: len,
+    };
     match decode_seed(seed, body) {
         Ok((value, read)) if read == len => Ok(value),
         Ok((_, read)) => Err(CodecError::new(format!(

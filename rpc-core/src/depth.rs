@@ -57,6 +57,26 @@ impl<'de, T: de::Deserialize<'de>> DeserializeSeed<'de> for DepthLimited<T> {
     }
 }
 
+/// [`DepthLimited`] for a seed: a value whose type is known only at run
+/// time (a format a server described), which a hostile description can
+/// make recurse without end.
+pub(crate) struct SeedLimited<S> {
+    pub(crate) seed: S,
+    pub(crate) body_len: usize,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for SeedLimited<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        self.seed.deserialize(Limited {
+            inner: deserializer,
+            left: MAX_DEPTH,
+            most_items: self.body_len,
+        })
+    }
+}
+
 /// A deserializer, visitor, access or seed with `left` levels to go.
 struct Limited<T> {
     inner: T,

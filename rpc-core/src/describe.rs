@@ -62,6 +62,25 @@ impl MethodDescription {
     }
 }
 
+/// One method's formats; a type whose `Deserialize` panics on the
+/// tracer's made-up values makes the method opaque, like one that refuses
+/// them.
+fn traced(
+    method: &MethodDescription,
+    tracer: &mut Tracer,
+    samples: &Samples,
+) -> serde_reflection::Result<MethodFormats> {
+    let traced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (method.trace)(tracer, samples)
+    }));
+    traced.unwrap_or_else(|panic| {
+        Err(serde_reflection::Error::Custom(format!(
+            "a type's Deserialize panicked: {}",
+            crate::panic::message(&*panic)
+        )))
+    })
+}
+
 /// Passes over a service's types before they are described as opaque.
 const MAX_PASSES: usize = 256;
 
@@ -87,7 +106,7 @@ pub(crate) fn trace(
             let formats: Vec<_> = description
                 .methods
                 .iter()
-                .map(|method| (method.trace)(&mut tracer, &samples))
+                .map(|method| traced(method, &mut tracer, &samples))
                 .collect();
             let mut more = false;
             for name in &enums {

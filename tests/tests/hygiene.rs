@@ -121,3 +121,76 @@ fn clients_are_clone_send_sync_and_servers_are_services() {
     client::<services::ClashClient>();
     service::<services::ClashServer<services::Impl>>();
 }
+
+/// User types named like the generic parameters and helpers of generated
+/// code, and two traits whose names and methods would make the same
+/// argument-struct name if joined naively.
+#[allow(non_camel_case_types)]
+pub mod type_names {
+    use ::serde::{Deserialize, Serialize};
+
+    /// Named like a generic parameter.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    pub struct A(pub u8);
+    /// Named like a generic parameter.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    pub struct S(pub u8);
+    /// Named like a generic parameter.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    pub struct D(pub u8);
+    /// Named like a visitor.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    pub struct Fields(pub u8);
+
+    /// Takes them all.
+    #[::rpc_core::rpc_service]
+    pub trait Foo {
+        /// All four.
+        async fn bar_baz(&self, a: A, s: S, d: D, f: Fields) -> u8;
+    }
+
+    /// `Foo_bar`'s `baz` beside `Foo`'s `bar_baz`.
+    #[::rpc_core::rpc_service]
+    pub trait Foo_bar {
+        /// One.
+        async fn baz(&self, a: A) -> u8;
+    }
+
+    /// Serves both.
+    pub struct Both;
+
+    impl Foo for Both {
+        async fn bar_baz(&self, a: A, s: S, d: D, f: Fields) -> u8 {
+            a.0 + s.0 + d.0 + f.0
+        }
+    }
+
+    impl Foo_bar for Both {
+        async fn baz(&self, a: A) -> u8 {
+            a.0
+        }
+    }
+}
+
+#[test]
+fn user_types_may_have_the_names_generated_code_uses() {
+    use type_names::*;
+    let runtime = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = ::rpc_core::Server::builder()
+            .add_service(FooServer::new(Both))
+            .add_service(Foo_barServer::new(Both))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        ::tokio::spawn(server.serve());
+        let channel = ::rpc_core::Channel::connect(addr).await.unwrap();
+        let foo = FooClient::new(::std::clone::Clone::clone(&channel));
+        ::std::assert_eq!(foo.bar_baz(A(1), S(2), D(3), Fields(4)).await.unwrap(), 10);
+        ::std::assert_eq!(Foo_barClient::new(channel).baz(A(5)).await.unwrap(), 5);
+    });
+}

@@ -36,6 +36,18 @@ impl TryFrom<String> for XName {
     }
 }
 
+/// A number read from text, whose `Deserialize` panics on anything else,
+/// such as the empty string the tracer makes up.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String")]
+pub struct Parsed(u32);
+
+impl From<String> for Parsed {
+    fn from(text: String) -> Self {
+        Parsed(text.parse().expect("a number"))
+    }
+}
+
 /// A method whose type cannot be traced, beside one whose can.
 #[rpc_service]
 pub trait Picky {
@@ -43,6 +55,8 @@ pub trait Picky {
     async fn greet(&self, name: XName) -> String;
     /// Adds.
     async fn add(&self, a: i64, b: i64) -> i64;
+    /// Reads a number.
+    async fn parse(&self, number: Parsed) -> u32;
 }
 
 struct Host;
@@ -53,6 +67,9 @@ impl Picky for Host {
     }
     async fn add(&self, a: i64, b: i64) -> i64 {
         a + b
+    }
+    async fn parse(&self, number: Parsed) -> u32 {
+        number.0
     }
 }
 
@@ -231,6 +248,17 @@ async fn a_type_that_cannot_be_traced_is_opaque_and_the_rest_is_described() {
         "{greet}"
     );
     assert_eq!(greet["args"][0]["type"], "XName");
+    // A `Deserialize` that panics on the tracer's values makes its method
+    // opaque too, once: the description is kept.
+    let parse = method(&picky, "parse");
+    assert!(
+        parse["opaque"].as_str().unwrap().contains("panicked"),
+        "{parse}"
+    );
+    assert_eq!(
+        reflect(&channel, "describe", ("Picky",)).await.unwrap(),
+        picky
+    );
     let add = method(&picky, "add");
     assert!(add.get("opaque").is_none(), "{add}");
     assert_eq!(

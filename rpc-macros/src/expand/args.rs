@@ -15,13 +15,22 @@ use syn::spanned::Spanned;
 use crate::model::{Method, Service};
 use crate::names::Names;
 
-/// The name of `method`'s argument struct.
+/// The name of `method`'s argument struct. The trait's name goes in with
+/// its length, so that no other trait and method of the module make the
+/// same name (`Foo`'s `bar_baz` and `Foo_bar`'s `baz`).
 pub(crate) fn ident(names: &Names, method: &Method<'_>) -> Ident {
+    let service = names.service.unraw().to_string();
     format_ident!(
-        "__{}_{}_rpc_args",
-        names.service.unraw(),
+        "__rpc_args_{}_{}_{}",
+        service.len(),
+        service,
         method.ident.unraw()
     )
+}
+
+/// `method`'s argument struct's visitor, beside it.
+fn visitor(names: &Names, method: &Method<'_>) -> Ident {
+    format_ident!("{}_visitor", ident(names, method))
 }
 
 /// The types of the fields: the arguments besides a stream, `Vec<u8>` as
@@ -53,6 +62,13 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
 fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
     let private = &names.private;
     let name = ident(names, method);
+    let visitor = visitor(names, method);
+    // Generic parameters and locals the user's types cannot be named.
+    let (ser, de, seq_access) = (
+        Names::local("__RpcSerializer"),
+        Names::local("__RpcDeserializer"),
+        Names::local("__RpcSeq"),
+    );
     let cfgs: Vec<_> = method.cfgs().collect();
     let types = field_types(method, private);
     // The user's types, for spans: an error about one points at it.
@@ -78,7 +94,7 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
                 ::core::option::Option::Some(value) => value,
                 ::core::option::Option::None => {
                     return ::core::result::Result::Err(
-                        <A::Error as #private::DeError>::invalid_length(#i, &self),
+                        <#seq_access::Error as #private::DeError>::invalid_length(#i, &self),
                     );
                 }
             }
@@ -93,10 +109,10 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
 
         #(#cfgs)*
         impl #private::SerdeSerialize for #name {
-            fn serialize<S: #private::Serializer>(
+            fn serialize<#ser: #private::Serializer>(
                 &self,
-                serializer: S,
-            ) -> ::core::result::Result<S::Ok, S::Error> {
+                serializer: #ser,
+            ) -> ::core::result::Result<#ser::Ok, #ser::Error> {
                 let mut tuple = #private::Serializer::serialize_tuple(serializer, #len)?;
                 #(#serialize)*
                 #private::SerializeTuple::end(tuple)
@@ -104,28 +120,31 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
         }
 
         #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        struct #visitor;
+
+        #(#cfgs)*
+        impl<'de> #private::Visitor<'de> for #visitor {
+            type Value = #name;
+            fn expecting(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(#expecting)
+            }
+            #[allow(unused_mut)]
+            fn visit_seq<#seq_access: #private::SeqAccess<'de>>(
+                self,
+                mut seq: #seq_access,
+            ) -> ::core::result::Result<#name, #seq_access::Error> {
+                ::core::result::Result::Ok(#name(#(#deserialize),*))
+            }
+        }
+
+        #(#cfgs)*
         impl<'de> #private::SerdeDeserialize<'de> for #name {
-            fn deserialize<D: #private::Deserializer<'de>>(
-                deserializer: D,
-            ) -> ::core::result::Result<Self, D::Error> {
-                struct Fields;
-                impl<'de> #private::Visitor<'de> for Fields {
-                    type Value = #name;
-                    fn expecting(
-                        &self,
-                        f: &mut ::core::fmt::Formatter<'_>,
-                    ) -> ::core::fmt::Result {
-                        f.write_str(#expecting)
-                    }
-                    #[allow(unused_mut)]
-                    fn visit_seq<A: #private::SeqAccess<'de>>(
-                        self,
-                        mut seq: A,
-                    ) -> ::core::result::Result<#name, A::Error> {
-                        ::core::result::Result::Ok(#name(#(#deserialize),*))
-                    }
-                }
-                #private::Deserializer::deserialize_tuple(deserializer, #len, Fields)
+            fn deserialize<#de: #private::Deserializer<'de>>(
+                deserializer: #de,
+            ) -> ::core::result::Result<Self, #de::Error> {
+                #private::Deserializer::deserialize_tuple(deserializer, #len, #visitor)
             }
         }
     }

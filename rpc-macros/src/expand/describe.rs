@@ -5,6 +5,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
+use syn::ext::IdentExt;
 use syn::{Attribute, Type};
 
 use crate::model::{Method, Service, is_byte_vec};
@@ -34,7 +35,7 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
     let plain: Vec<_> = method.args.iter().filter(|a| !a.is_stream()).collect();
     let arg_names = plain
         .iter()
-        .map(|a| a.ident.map(ToString::to_string).unwrap_or_default());
+        .map(|a| a.ident.map(|i| i.unraw().to_string()).unwrap_or_default());
     let arg_texts = plain.iter().map(|a| text(a.ty));
     // Traced as the method's argument struct, whose serde impls hold any
     // error about a type (see args.rs): traced type by type, a type that
@@ -47,7 +48,7 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
     {
         Some((ident, item)) => {
             let (ident, item_text, item_wire) =
-                (ident.to_string(), text(item), wire(item, private));
+                (ident.unraw().to_string(), text(item), wire(item, private));
             (
                 quote!(::core::option::Option::Some((#ident, #item_text))),
                 quote!(::core::option::Option::Some(tracer.trace_type::<#item_wire>(samples)?.0)),

@@ -82,13 +82,21 @@ pub fn block_on<T>(call: impl Future<Output = Result<T, RpcError>>) -> Result<T,
     runtime()?.block_on(call)
 }
 
-/// The toolkit's runtime, started on first use.
+/// The toolkit's runtime, started on first use. A start that fails (no
+/// thread could be made, say) is tried again by the next call rather than
+/// remembered.
 fn runtime() -> Result<&'static Handle, RpcError> {
-    static RUNTIME: OnceLock<Result<Handle, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(start)
-        .as_ref()
-        .map_err(|reason| RpcError::Io(std::io::Error::other(reason.clone())))
+    static RUNTIME: OnceLock<Handle> = OnceLock::new();
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle);
+    }
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle);
+    }
+    let handle = start().map_err(|reason| RpcError::Io(std::io::Error::other(reason)))?;
+    Ok(RUNTIME.get_or_init(|| handle))
 }
 
 /// Starts a one-thread runtime on a thread of its own, which drives its

@@ -133,9 +133,12 @@ pub enum RpcError {
     /// A server was given two services of one name
     /// ([`ServerBuilder::add_service`](crate::ServerBuilder::add_service)):
     /// calls could not tell them apart. Two traits of one name in
-    /// different modules do this; rename one.
+    /// different modules do this; rename one. A service named
+    /// `rpc.Reflection` takes the introspection service's name, unless
+    /// [`ServerBuilder::introspection`](crate::ServerBuilder::introspection)
+    /// is off.
     #[error(
-        "a service named `{name}` was added twice to this server; service names must be unique"
+        "two services are named `{name}` on this server (the introspection service counts, as `rpc.Reflection`); service names must be unique"
     )]
     DuplicateService {
         /// The name both services have.

@@ -108,7 +108,10 @@ async fn the_same_service_twice_is_an_error_at_startup_not_a_panic() {
     for made in [twice().bind("127.0.0.1:0").await, twice().build()] {
         match made {
             Err(e @ RpcError::DuplicateService { .. }) => {
-                assert!(e.to_string().contains("`Shapes` was added twice"), "{e}");
+                assert!(
+                    e.to_string().contains("two services are named `Shapes`"),
+                    "{e}"
+                );
             }
             Err(other) => panic!("another error: {other}"),
             Ok(_) => panic!("a server with two services of one name"),

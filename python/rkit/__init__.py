@@ -1,0 +1,19 @@
+"""rkit: call any rpc toolkit server from Python, with no generated code.
+
+    import rkit
+    proxy = rkit.ServerProxy("127.0.0.1:7878")
+    proxy.Calculator.add(2, 3)        # 5
+    proxy.Calculator.div(1, 0)        # raises rkit.RemoteError, .value == "DivByZero"
+
+Pure Python, standard library only. It reads the server's description
+(docs/PROTOCOL.md section 9) and encodes each call from it.
+"""
+
+from .client import (BadRequest, Cancelled, ConnectionClosed, DeadlineExceeded, HandlerPanicked, Internal,
+                     PermissionDenied, RemoteError, ResourceExhausted, RpcError, ServerProxy, Unauthenticated,
+                     UnknownMethod, UnknownService)
+from .codec import ArgumentError
+
+__all__ = ["ArgumentError", "BadRequest", "Cancelled", "ConnectionClosed", "DeadlineExceeded", "HandlerPanicked",
+           "Internal", "PermissionDenied", "RemoteError", "ResourceExhausted", "RpcError", "ServerProxy",
+           "Unauthenticated", "UnknownMethod", "UnknownService"]

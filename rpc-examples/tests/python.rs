@@ -8,7 +8,9 @@ use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_passes_its_tests() {
-    let python = std::process::Command::new("python3").arg("--version").output();
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .output();
     if python.is_err() {
         assert!(
             std::env::var_os("RKIT_REQUIRE_PYTHON").is_none(),
@@ -38,6 +40,12 @@ async fn the_python_client_passes_its_tests() {
     .await
     .unwrap();
     let report = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the Python tests failed:\n{report}");
-    assert!(!report.contains("skipped"), "a Python test was skipped:\n{report}");
+    assert!(
+        output.status.success(),
+        "the Python tests failed:\n{report}"
+    );
+    assert!(
+        !report.contains("skipped"),
+        "a Python test was skipped:\n{report}"
+    );
 }

@@ -282,22 +282,22 @@ impl Channel {
             return result;
         };
         // Boxed, so that the untraced call's future stays its own size.
-        let result = Box::pin(self.call_traced(span, service, method, args)).await;
+        let result = Box::pin(self.call_traced(span, service, method, args, decode)).await;
         meter.ended_with(&result);
         result
     }
 
-    /// [`Channel::call`] in `span`.
+    /// A unary call in `span`, its reply decoded with `decode`.
     async fn call_traced<A, R>(
         &self,
         span: tracing::Span,
         service: &str,
         method: &str,
         args: A,
+        decode: impl FnOnce(&[u8]) -> Result<R, crate::error::CodecError>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
-        R: DeserializeOwned,
     {
         let options = self.traced_options(Some(&span));
         let options = options.as_ref().unwrap_or(&self.options);
@@ -337,31 +337,18 @@ impl Channel {
         S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
     {
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
-        let span = trace::client(service, method);
-        let options = self.traced_options(span.as_ref());
-        let options = options.as_ref().unwrap_or(&self.options);
-        let call = async {
-            let (connection, deadline) = self.connection().await?;
-            let decode = move |body: &[u8]| codec::decode_with(seed, body);
-            connection
-                .call(
-                    service,
-                    method,
-                    args,
-                    options,
-                    deadline,
-                    span.as_ref(),
-                    decode,
-                )
-                .await
+        let decode = move |body: &[u8]| codec::decode_with(seed, body);
+        let result = match trace::client(service, method) {
+            Some(span) => self.call_traced(span, service, method, args, decode).await,
+            None => match self.connection().await {
+                Ok((connection, deadline)) => {
+                    connection
+                        .call(service, method, args, &self.options, deadline, None, decode)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         };
-        let result = match &span {
-            Some(span) => call.instrument(span.clone()).await,
-            None => call.await,
-        };
-        if let Some(span) = &span {
-            trace::ended_with(span, &result);
-        }
         meter.ended_with(&result);
         result
     }

@@ -75,11 +75,11 @@ class ServerProxyTest(unittest.TestCase):
     def test_statuses_are_exceptions_of_their_own(self):
         connection = self.proxy._connection
         status, body = connection.call("Calculator", "nope", b"")
-        error = rkit.client.status_error(status, body)
+        error = rkit.errors.status_error(status, body)
         self.assertIsInstance(error, rkit.UnknownMethod)
         self.assertEqual(error.code, 2)
         status, body = connection.call("Calculator", "add", b"\x04")
-        self.assertIsInstance(rkit.client.status_error(status, body), rkit.BadRequest)
+        self.assertIsInstance(rkit.errors.status_error(status, body), rkit.BadRequest)
 
 
 if __name__ == "__main__":

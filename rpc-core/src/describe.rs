@@ -25,8 +25,9 @@ pub struct MethodDescription {
     pub doc: &'static str,
     /// Its arguments besides a stream: names and types as written.
     pub args: Vec<(&'static str, &'static str)>,
-    /// The stream argument's name and item type as written, if it takes one.
-    pub stream_arg: Option<(&'static str, &'static str)>,
+    /// The stream argument's name, item type as written, and place among
+    /// all the arguments (0 for the first), if it takes one.
+    pub stream_arg: Option<(&'static str, &'static str, usize)>,
     /// What the caller receives, as written (`T` of a `Result<T, Rejection>`).
     pub returns: &'static str,
     /// Whether it returns a stream (`Streaming<T>` or `Result<Streaming<T>, E>`).

@@ -1,5 +1,7 @@
 //! The example services, defined once and shared by the example binaries.
 
+pub mod market;
+
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rpc_core::rpc_service;

@@ -4,6 +4,7 @@
 //! set (as .ci/run sets it), which makes that a failure.
 
 use rpc_core::Server;
+use rpc_examples::market::{Exchange, MarketServer};
 use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,6 +23,7 @@ async fn the_python_client_passes_its_tests() {
     let server = Server::builder()
         .add_service(CalculatorServer::new(Calc::default()))
         .add_service(SeedObjectsServer::new(Seeds::default()))
+        .add_service(MarketServer::new(Exchange))
         .bind("127.0.0.1:0")
         .await
         .unwrap();

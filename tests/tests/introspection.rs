@@ -207,7 +207,7 @@ async fn a_server_lists_and_describes_its_services() {
     assert_eq!(shapes_of, ["client", "server", "bidi", "unary"]);
     assert_eq!(
         method(&pipes, "sum")["stream_arg"],
-        json!({ "name": "values", "type": "u32", "format": "U32" })
+        json!({ "name": "values", "type": "u32", "format": "U32", "position": 0 })
     );
     assert_eq!(
         method(&pipes, "count")["returns"],

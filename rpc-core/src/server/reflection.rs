@@ -124,13 +124,14 @@ fn describe_json(name: &str, description: Option<Description>) -> String {
             })
             .collect();
         entry.insert("args".into(), args.into());
-        if let Some((arg, ty)) = method.stream_arg {
+        if let Some((arg, ty, position)) = method.stream_arg {
             entry.insert(
                 "stream_arg".into(),
                 json!({
                     "name": arg,
                     "type": ty,
                     "format": format(formats.and_then(|f| f.stream_arg.as_ref())),
+                    "position": position,
                 }),
             );
         }

@@ -1,8 +1,10 @@
-//! The server of the two-terminal pair: serves `Calculator` and
-//! `SeedObjects` on `--addr` (default 127.0.0.1:7878) until Ctrl-C, then
-//! shuts down gracefully: calls already read are finished and answered.
+//! The server of the two-terminal pair: serves `Calculator`,
+//! `SeedObjects` and `Market` on `--addr` (default 127.0.0.1:7878) until
+//! Ctrl-C, then shuts down gracefully: calls already read are finished and
+//! answered.
 
 use rpc_core::Server;
+use rpc_examples::market::{Exchange, MarketServer};
 use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
 
 #[tokio::main]
@@ -12,10 +14,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         .add_service(CalculatorServer::new(Calc::default()))
         .add_service(SeedObjectsServer::new(Seeds::default()))
+        .add_service(MarketServer::new(Exchange))
         .bind(addr.as_str())
         .await?;
     println!(
-        "serving Calculator and SeedObjects on {}",
+        "serving Calculator, SeedObjects and Market on {}",
         server.local_addr()
     );
     println!(

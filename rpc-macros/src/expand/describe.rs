@@ -44,13 +44,14 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
     let (stream_arg, stream_format) = match method
         .args
         .iter()
-        .find_map(|a| Some((a.ident?, streams::item_of(a.ty)?)))
+        .enumerate()
+        .find_map(|(position, a)| Some((a.ident?, streams::item_of(a.ty)?, position)))
     {
-        Some((ident, item)) => {
+        Some((ident, item, position)) => {
             let (ident, item_text, item_wire) =
                 (ident.unraw().to_string(), text(item), wire(item, private));
             (
-                quote!(::core::option::Option::Some((#ident, #item_text))),
+                quote!(::core::option::Option::Some((#ident, #item_text, #position))),
                 quote!(::core::option::Option::Some(tracer.trace_type::<#item_wire>(samples)?.0)),
             )
         }

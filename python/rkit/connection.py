@@ -1,0 +1,222 @@
+"""One connection to a server (docs/PROTOCOL.md sections 1 to 5 and 8):
+the handshake, frames, requests with their deadline and metadata, and the
+messages of streams, with calls matched to their messages by id so that
+any number of threads can have calls in flight at once."""
+
+import collections
+import socket
+import struct
+import threading
+import time
+
+from .errors import ConnectionClosed, DeadlineExceeded, RpcError
+
+HELLO = b"RKIT\x01\x00\x00\x00"
+KIND_REQUEST, KIND_RESPONSE, KIND_CANCEL = 0x01, 0x02, 0x03
+KIND_PING, KIND_PONG = 0x05, 0x06
+KIND_ITEMS, KIND_END, KIND_CREDIT, KIND_STOP = 0x08, 0x09, 0x0A, 0x0B
+FLAG_EXTENSIONS, FLAG_SENDS_STREAM, FLAG_READS_STREAM = 0x01, 0x02, 0x04
+
+# Every stream starts with this much credit (section 8).
+START_CREDIT = 65536
+
+
+class Call:
+    """What has arrived for one call so far; changed under the
+    connection's lock."""
+
+    __slots__ = ("answer", "items", "credit", "stopped")
+
+    def __init__(self):
+        self.answer = None  # (status, body) once the response is in
+        self.items = collections.deque()  # items messages not yet read
+        self.credit = START_CREDIT  # what this side may still send
+        self.stopped = False  # the server reads no more of our stream
+
+
+class Connection:
+    """A connection; thread-safe, with any number of calls in flight.
+
+    There is no reader thread: a caller waiting for something reads the
+    socket itself (one at a time), hands other callers what is theirs, and
+    lets the next waiter read once its own has come. A call made alone thus
+    costs no hand-over between threads, which in Python is most of a
+    call's time."""
+
+    def __init__(self, address, timeout=10.0, ssl_context=None, server_hostname=None):
+        host, _, port = address.rpartition(":")
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname=server_hostname or host)
+        self._sock = sock
+        self._buf = bytearray()
+        sock.sendall(HELLO)
+        while len(self._buf) < 8:
+            self._take_more(timeout)
+        if self._buf[:4] != b"RKIT":
+            raise RpcError("the server does not speak this protocol (first bytes %r)" % bytes(self._buf[:4]))
+        del self._buf[:8]
+        self._write = threading.Lock()
+        self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
+        self._reading = False
+        self._next_id = 0
+        self._calls = {}
+        self._closed = None
+
+    def _take_more(self, timeout):
+        self._sock.settimeout(timeout)
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionClosed("the server closed the connection")
+        self._buf += chunk
+
+    def _read_frame(self, timeout):
+        while len(self._buf) < 4:
+            self._take_more(timeout)
+        length = struct.unpack_from("<I", self._buf, 0)[0]
+        while len(self._buf) < 4 + length:
+            self._take_more(timeout)
+        payload = bytes(self._buf[4:4 + length])
+        del self._buf[:4 + length]
+        return payload
+
+    def send(self, payload):
+        """Sends one message, whole."""
+        with self._write:
+            self._sock.sendall(struct.pack("<I", len(payload)) + payload)
+
+    def start(self, service, method, body, timeout=None, metadata=(), flags=0):
+        """Sends a request; returns its id and the `Call` its messages
+        arrive in."""
+        service_b, method_b = service.encode("utf-8"), method.encode("utf-8")
+        block = bytearray()
+        if timeout is not None:
+            block += struct.pack("<HIQ", 0x0001, 8, int(timeout * 1e6))
+        for key, value in metadata:
+            key_b = key.encode("utf-8")
+            value_b = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            block += struct.pack("<HI", 0x0002, 2 + len(key_b) + 4 + len(value_b))
+            block += struct.pack("<H", len(key_b)) + key_b + struct.pack("<I", len(value_b)) + value_b
+        if block:
+            flags |= FLAG_EXTENSIONS
+        call = Call()
+        with self._lock:
+            if self._closed is not None:
+                raise ConnectionClosed(self._closed)
+            call_id = self._next_id
+            self._next_id += 1
+            self._calls[call_id] = call
+        payload = bytearray(struct.pack("<BBQ", KIND_REQUEST, flags, call_id))
+        payload += bytes([len(service_b)]) + service_b + bytes([len(method_b)]) + method_b
+        if block:
+            payload += struct.pack("<I", len(block)) + block
+        payload += body
+        self.send(payload)
+        return call_id, call
+
+    def call(self, service, method, body, timeout=None, metadata=()):
+        """Sends one request and waits for its response: (status, body)."""
+        call_id, call = self.start(service, method, body, timeout, metadata)
+        try:
+            self.wait(call, lambda c: c.answer is not None, deadline_after(timeout))
+        finally:
+            self.forget(call_id)
+        return call.answer
+
+    def wait(self, call, ready, deadline, what="an answer"):
+        """Reads until `ready(call)` holds, or the connection ends, or the
+        monotonic `deadline` (None: none) passes."""
+        while True:
+            with self._lock:
+                while True:
+                    if ready(call):
+                        return
+                    if self._closed is not None:
+                        raise ConnectionClosed(self._closed)
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise DeadlineExceeded("no %s in time" % what)
+                    if not self._reading:
+                        self._reading = True
+                        break
+                    self._turn.wait(left)
+            try:
+                frame = self._read_frame(left)
+            except socket.timeout:
+                frame = None
+            except (OSError, ConnectionClosed) as e:
+                with self._lock:
+                    self._reading = False
+                    self._closed = str(e) if isinstance(e, ConnectionClosed) else "the connection broke: %s" % e
+                    self._turn.notify_all()
+                continue
+            with self._lock:
+                self._reading = False
+                if frame is not None:
+                    self._dispatch(frame)
+                self._turn.notify_all()
+
+    def forget(self, call_id):
+        """Drops a call's state: messages still coming for it are ignored."""
+        with self._lock:
+            self._calls.pop(call_id, None)
+
+    def cancel(self, call_id, forget=True):
+        """Asks the server to stop a call (it answers status 10 if the call
+        is still running), and forgets the call unless told not to."""
+        if forget:
+            self.forget(call_id)
+        try:
+            self.send(struct.pack("<BBQ", KIND_CANCEL, 0, call_id))
+        except OSError:
+            pass  # the connection is gone, and the call with it
+
+    def spend(self, call, cost):
+        """Takes what an items message costs from the call's credit."""
+        with self._lock:
+            call.credit -= cost
+
+    def grant(self, call_id, credit):
+        """Lets the server send `credit` more bytes of a call's stream."""
+        self.send(struct.pack("<BBQI", KIND_CREDIT, 0, call_id, credit))
+
+    def _dispatch(self, payload):
+        """Hands a message to its call; the lock is held."""
+        if len(payload) < 10:
+            self._closed = "the server sent a frame too short for a header"
+            return
+        kind, flags, ident = struct.unpack_from("<BBQ", payload, 0)
+        pos = 10
+        if flags & FLAG_EXTENSIONS and kind != KIND_RESPONSE:
+            pos += 4 + struct.unpack_from("<I", payload, pos)[0]
+        if kind == KIND_PING:
+            self.send(struct.pack("<BBQ", KIND_PONG, 0, ident))
+            return
+        call = self._calls.get(ident)
+        if call is None:
+            return  # late: the call ended or was given up
+        if kind == KIND_RESPONSE and len(payload) >= 11:
+            pos = 11
+            if flags & FLAG_EXTENSIONS:
+                pos += 4 + struct.unpack_from("<I", payload, pos)[0]
+            call.answer = (payload[10], payload[pos:])
+        elif kind == KIND_ITEMS:
+            call.items.append((payload, pos))
+        elif kind == KIND_CREDIT:
+            call.credit += struct.unpack_from("<I", payload, pos)[0]
+        elif kind == KIND_STOP:
+            call.stopped = True
+
+    def close(self):
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def deadline_after(timeout):
+    """When to give up waiting for a call with this timeout: a little past
+    the server's own deadline, so that its answer wins."""
+    return None if timeout is None else time.monotonic() + timeout + 1.0

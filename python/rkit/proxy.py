@@ -1,0 +1,193 @@
+"""Calling a server as its description says (docs/PROTOCOL.md section 9):
+services and methods as attributes, arguments encoded from their formats,
+streams as iterators."""
+
+import json
+
+from .codec import ArgumentError, Codec
+from .connection import FLAG_READS_STREAM, FLAG_SENDS_STREAM, Connection, deadline_after
+from .errors import RemoteError, RpcError, status_error
+from .streams import WINDOW, Sender, Stream, end
+
+class Method:
+    """A remote method: call it like a function."""
+
+    def __init__(self, proxy, service, described):
+        self._proxy, self._service, self._described = proxy, service, described
+        self.__doc__ = described.get("doc", "")
+
+    def __call__(self, *args, **kwargs):
+        d = self._described
+        if "opaque" in d:
+            raise ArgumentError("%s.%s cannot be called from here: %s" % (self._service, d["name"], d["opaque"]))
+        args, items = self._arguments(args, kwargs)
+        codec = self._proxy._codec(self._service)
+        body = bytearray()
+        for arg, value in zip(d["args"], args):
+            codec.encode(value, arg["format"], body, "argument %r" % arg["name"])
+        proxy = self._proxy
+        if d["shape"] == "unary":
+            status, reply = proxy._connection.call(self._service, d["name"], bytes(body), proxy._timeout,
+                                                   proxy._metadata)
+            return self._unary_answer(codec, status, reply)
+        return self._stream_call(codec, bytes(body), items)
+
+    def _arguments(self, args, kwargs):
+        """The arguments besides a stream, in order, and the stream's
+        items (None for a method that takes no stream)."""
+        d = self._described
+        stream = d.get("stream_arg")
+        names = [a["name"] for a in d["args"]]
+        if stream is not None:
+            names.insert(stream["position"], stream["name"])
+        if kwargs:
+            if args:
+                raise ArgumentError("give the arguments by position or by name, not both")
+            missing = [n for n in names if n not in kwargs]
+            if missing or len(kwargs) != len(names):
+                raise ArgumentError("%s takes %s" % (d["name"], ", ".join(names)))
+            args = tuple(kwargs[n] for n in names)
+        if len(args) != len(names):
+            raise ArgumentError("%s takes %d argument(s) (%s), %d given"
+                                % (d["name"], len(names), ", ".join(names), len(args)))
+        if stream is None:
+            return args, None
+        args = list(args)
+        items = args.pop(stream["position"])
+        try:
+            items = iter(items)
+        except TypeError:
+            raise ArgumentError("argument %r: expected an iterable of items, found %r"
+                                % (stream["name"], items)) from None
+        return args, items
+
+    def _unary_answer(self, codec, status, reply):
+        if status != 0:
+            raise status_error(status, reply)
+        fmt = self._described["returns"]["format"]
+        value, end_at = codec.decode(reply, 0, fmt)
+        if end_at != len(reply):
+            raise RpcError("%d bytes left over after the reply" % (len(reply) - end_at))
+        if fmt == {"TYPENAME": "Result"}:
+            (variant, payload), = value.items()
+            if variant == "Err":
+                raise RemoteError(payload)
+            return payload
+        return value
+
+    def _stream_call(self, codec, body, items):
+        """A call that sends a stream, reads one, or both."""
+        d, proxy = self._described, self._proxy
+        connection = proxy._connection
+        reads = d["shape"] in ("server", "bidi")
+        flags = (FLAG_SENDS_STREAM if items is not None else 0) | (FLAG_READS_STREAM if reads else 0)
+        call_id, call = connection.start(self._service, d["name"], body, proxy._timeout, proxy._metadata, flags)
+        deadline = deadline_after(proxy._timeout)
+        try:
+            if reads:
+                connection.grant(call_id, WINDOW - 65536)
+            sender = None
+            if items is not None:
+                stream = d["stream_arg"]
+                sender = Sender(connection, call_id, call, codec, stream["format"], deadline,
+                                "argument %r" % stream["name"])
+            if not reads:
+                sender.run(items)
+                if sender.error is not None:
+                    raise sender.error
+                connection.wait(call, lambda c: c.answer is not None, deadline)
+                status, reply = call.answer
+                return self._unary_answer(codec, status, reply)
+            if sender is not None:
+                sender.start(items)
+            # The stream is open once its first items message comes; a
+            # response first is an error, or the Err of a Result.
+            connection.wait(call, lambda c: c.items or c.answer is not None, deadline, "stream")
+            error_format = d.get("returns_error", {}).get("format")
+            if not call.items:
+                if sender is not None and sender.error is not None:
+                    raise sender.error
+                end(call.answer, codec, error_format)
+            stream = Stream(connection, call_id, call, codec, d["returns"]["format"], error_format, deadline)
+            stream.sender = sender
+            call_id = None  # the stream forgets it when done
+            return stream
+        finally:
+            if call_id is not None:
+                connection.forget(call_id)
+
+
+class Service:
+    """A remote service: its methods are attributes."""
+
+    def __init__(self, proxy, described):
+        self._proxy = proxy
+        self._described = described
+        self.__doc__ = described.get("doc", "")
+        self._methods = {m["name"]: Method(proxy, described["service"], m) for m in described["methods"]}
+
+    def __getattr__(self, name):
+        try:
+            return self._methods[name]
+        except KeyError:
+            raise AttributeError("%s has no method %r (it has %s)"
+                                 % (self._described["service"], name, ", ".join(self._methods))) from None
+
+
+class ServerProxy:
+    """A server, described once when made; its services are attributes.
+
+        proxy = rkit.ServerProxy("127.0.0.1:7878")
+        proxy.Calculator.add(2, 3)
+    """
+
+    def __init__(self, address, timeout=10.0, metadata=(), ssl_context=None, server_hostname=None):
+        self._timeout = timeout
+        self._metadata = tuple(metadata.items()) if isinstance(metadata, dict) else tuple(metadata)
+        self._connection = Connection(address, timeout, ssl_context, server_hostname)
+        self._services = {}
+        self._codecs = {}
+        for name in json.loads(self._reflect("list", b""))["services"]:
+            described = json.loads(self._reflect("describe", _string(name)))
+            self._services[name] = Service(self, described)
+
+    def _reflect(self, method, body):
+        status, reply = self._connection.call("rpc.Reflection", method, body, self._timeout)
+        if status != 0:
+            raise status_error(status, reply)
+        text, _ = Codec({}).decode(reply, 0, "STR")
+        return text
+
+    def _codec(self, service):
+        if service not in self._codecs:
+            self._codecs[service] = Codec(self._services[service]._described.get("types", {}))
+        return self._codecs[service]
+
+    def __getattr__(self, name):
+        try:
+            return self._services[name]
+        except KeyError:
+            raise AttributeError("the server has no service %r (it has %s)" % (name, ", ".join(self._services))) from None
+
+    def describe(self):
+        """Every service and method, a line each, like xmlrpc's methodHelp."""
+        lines = []
+        for name, service in self._services.items():
+            lines.append(name)
+            for m in service._described["methods"]:
+                args = ["%s: %s" % (a["name"], a["type"]) for a in m["args"]]
+                stream = m.get("stream_arg")
+                if stream is not None:
+                    args.insert(stream["position"], "%s: Streaming<%s>" % (stream["name"], stream["type"]))
+                args = ", ".join(args)
+                lines.append("  %s(%s) -> %s    %s" % (m["name"], args, m["returns"]["type"], m.get("doc", "").split("\n")[0]))
+        return "\n".join(lines)
+
+    def close(self):
+        self._connection.close()
+
+
+def _string(text):
+    out = bytearray()
+    Codec({}).encode(text, "STR", out)
+    return bytes(out)

@@ -1,0 +1,136 @@
+"""Both directions of a stream call (docs/PROTOCOL.md section 8): reading
+the server's items as an iterator that grants credit as it is read, and
+sending the caller's items within the credit the server grants."""
+
+import struct
+import threading
+
+from .connection import KIND_END, KIND_ITEMS
+from .errors import RemoteError, RpcError, status_error
+
+# What this client lets the server have in flight on one stream: the
+# 65,536 bytes every stream starts with, plus one grant at the start.
+WINDOW = 262144
+
+
+class Stream:
+    """The items of a stream the server sends, as an iterator.
+
+    It ends when the server's stream does; an error that ends it is raised
+    from `next`. `close()` (or leaving a `with` block) before then cancels
+    the call."""
+
+    def __init__(self, connection, call_id, call, codec, item_format, error_format, deadline):
+        self._connection, self._id, self._call = connection, call_id, call
+        self._codec, self._format, self._error_format = codec, item_format, error_format
+        self._deadline = deadline
+        self._message, self._pos, self._left = None, 0, 0
+        self._taken = 0  # bytes read since the last grant
+        self._done = False
+        self.sender = None  # the thread sending our stream, for a bidi call
+
+    def __iter__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __next__(self):
+        while self._left == 0:
+            if self._done:
+                raise StopIteration
+            self._next_message()
+        self._left -= 1
+        value, self._pos = self._codec.decode(self._message, self._pos, self._format)
+        if self._left == 0 and self._pos != len(self._message):
+            self._fail("the server sent an items message with bytes left over")
+        return value
+
+    def _next_message(self):
+        call = self._call
+        self._connection.wait(call, lambda c: c.items or c.answer is not None, self._deadline, "stream item")
+        if call.items:
+            message, pos = call.items.popleft()
+            (self._left,) = struct.unpack_from("<I", message, pos)
+            self._message, self._pos = message, pos + 4
+            self._taken += len(message)
+            if self._taken >= WINDOW // 2:
+                self._connection.grant(self._id, self._taken)
+                self._taken = 0
+            return
+        self._done = True
+        self._connection.forget(self._id)
+        sender = self.sender
+        if sender is not None and sender.error is not None:
+            raise sender.error
+        end(call.answer, self._codec, self._error_format)
+
+    def _fail(self, message):
+        self.close()
+        raise RpcError(message)
+
+    def close(self):
+        """Stops reading: the server stops the call (status 10 on its
+        side). Does nothing once the stream has ended."""
+        if not self._done:
+            self._done = True
+            self._left = 0
+            self._connection.cancel(self._id)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the interpreter may be going down
+            pass
+
+
+def end(answer, codec, error_format):
+    """What the response that ends (or refuses to open) a stream means:
+    returns for a clean end, raises for anything else."""
+    status, body = answer
+    if status != 0:
+        raise status_error(status, body)
+    if error_format is not None and body[:1] == b"\x01":
+        value, _ = codec.decode(body, 1, error_format)
+        raise RemoteError(value)
+
+
+class Sender:
+    """Sends the caller's items for one call, each in an items message of
+    its own, within the server's credit; then end. Stops early when the
+    server answers or says stop."""
+
+    def __init__(self, connection, call_id, call, codec, item_format, deadline, where):
+        self._connection, self._id, self._call = connection, call_id, call
+        self._codec, self._format, self._deadline, self._where = codec, item_format, deadline, where
+        self.error = None
+
+    def run(self, items):
+        call = self._call
+        try:
+            for index, item in enumerate(items):
+                message = bytearray(struct.pack("<BBQI", KIND_ITEMS, 0, self._id, 1))
+                self._codec.encode(item, self._format, message, "%s[%d]" % (self._where, index))
+                self._connection.wait(call, lambda c: c.credit > 0 or c.stopped or c.answer is not None,
+                                      self._deadline, "credit to send")
+                if call.stopped or call.answer is not None:
+                    return
+                # Spent before it goes: the server counts the same bytes.
+                self._connection.spend(call, len(message))
+                self._connection.send(message)
+            if not call.stopped and call.answer is None:
+                self._connection.send(struct.pack("<BBQ", KIND_END, 0, self._id))
+        except Exception as e:  # noqa: BLE001 - the caller sees it
+            # The call stays known, so that the server's answer to the
+            # cancel ends the reader's wait; the reader then raises this.
+            self.error = e
+            self._connection.cancel(self._id, forget=False)
+
+    def start(self, items):
+        """Runs in a thread of its own, for a bidi call."""
+        thread = threading.Thread(target=self.run, args=(items,), daemon=True)
+        thread.start()
+        return thread

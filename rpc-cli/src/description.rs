@@ -25,7 +25,13 @@ pub(crate) struct Method {
     pub(crate) doc: String,
     pub(crate) shape: String,
     pub(crate) args: Vec<Typed>,
+    /// The stream argument, for a method that takes one.
+    #[serde(default)]
+    pub(crate) stream_arg: Option<Typed>,
     pub(crate) returns: Typed,
+    /// For `Result<Streaming<T>, E>`: `E`.
+    #[serde(default)]
+    pub(crate) returns_error: Option<Untyped>,
     #[serde(default)]
     pub(crate) opaque: Option<String>,
 }
@@ -37,6 +43,15 @@ pub(crate) struct Typed {
     pub(crate) name: String,
     #[serde(rename = "type")]
     pub(crate) ty: String,
+    pub(crate) format: Option<Format>,
+    /// A stream argument's place among all the arguments.
+    #[serde(default)]
+    pub(crate) position: usize,
+}
+
+/// A format alone.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Untyped {
     pub(crate) format: Option<Format>,
 }
 

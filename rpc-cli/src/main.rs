@@ -12,6 +12,7 @@
 mod description;
 mod options;
 mod show;
+mod streams;
 mod values;
 
 use std::process::ExitCode;
@@ -70,7 +71,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(options)) {
         Ok(output) => {
-            println!("{output}");
+            if let Some(output) = output {
+                println!("{output}");
+            }
             ExitCode::SUCCESS
         }
         Err(Failure::Usage(message)) => {
@@ -92,8 +95,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(options: Options) -> Result<String, Failure> {
-    let channel = connect(&options).await?;
+/// Does the command: what to print, unless it printed as it went.
+async fn run(options: Options) -> Result<Option<String>, Failure> {
+    let streams = connect(&options).await?;
+    // A stream may run as long as it likes unless `--timeout` says.
+    let channel = match options.timeout {
+        None => streams.with_timeout(DEFAULT_TIMEOUT),
+        Some(_) => streams.clone(),
+    };
     let output = match &options.command {
         Command::Describe { json } => {
             let list: String = channel.call("rpc.Reflection", "list", ()).await?;
@@ -114,7 +123,7 @@ async fn run(options: Options) -> Result<String, Failure> {
                     out.push(show::service(&parse_service(&text)?));
                 }
             }
-            out.join("\n")
+            Some(out.join("\n"))
         }
         Command::Call {
             service,
@@ -133,12 +142,6 @@ async fn run(options: Options) -> Result<String, Failure> {
                     known.join(", ")
                 )));
             };
-            if found.shape != "unary" {
-                return Err(Failure::Usage(format!(
-                    "{service}.{method} is a {} stream method, which this version of rpc cannot call yet",
-                    found.shape
-                )));
-            }
             if let Some(reason) = &found.opaque {
                 return Err(Failure::Usage(format!(
                     "{service}.{method} cannot be called from here: {reason}"
@@ -153,7 +156,7 @@ async fn run(options: Options) -> Result<String, Failure> {
                 })?;
                 values::check(value, &format, &registry)
                     .map_err(|e| Failure::Usage(format!("argument `{}`: {e}", arg.name)))?;
-                values::unit_variants(value, &format, &registry, values::Way::In);
+                values::reshape(value, &format, &registry, values::Way::In);
                 formats.push(format);
             }
             let returns =
@@ -165,19 +168,44 @@ async fn run(options: Options) -> Result<String, Failure> {
                 format: Format::Tuple(formats),
                 registry: &registry,
             };
+            if found.shape != "unary" {
+                let sent = match &found.stream_arg {
+                    Some(arg) => Some((
+                        arg.name.clone(),
+                        arg.format.clone().ok_or_else(|| {
+                            Failure::Usage(format!("`{}` has no described format", arg.name))
+                        })?,
+                    )),
+                    None => None,
+                };
+                let call = streams::Call {
+                    service,
+                    method,
+                    args: encoded,
+                    registry: registry.clone(),
+                    sent,
+                    read: returns,
+                    reads_stream: matches!(found.shape.as_str(), "server" | "bidi"),
+                    error: found.returns_error.as_ref().and_then(|e| e.format.clone()),
+                    pretty: *pretty,
+                };
+                let printed = streams::call(&streams, call).await;
+                streams.close().await;
+                return printed;
+            }
             let reply = values::reply(returns.clone(), &registry);
             let mut value: serde_json::Value =
                 channel.call_seeded(service, method, encoded, reply).await?;
-            values::unit_variants(&mut value, &returns, &registry, values::Way::Out);
+            values::reshape(&mut value, &returns, &registry, values::Way::Out);
             if *pretty {
-                serde_json::to_string_pretty(&value).unwrap_or_default()
+                Some(serde_json::to_string_pretty(&value).unwrap_or_default())
             } else {
-                value.to_string()
+                Some(value.to_string())
             }
         }
     };
     // Ends the connection cleanly (TLS close_notify) before the process goes.
-    channel.close().await;
+    streams.close().await;
     Ok(output)
 }
 
@@ -185,6 +213,9 @@ fn parse_service(text: &str) -> Result<Service, Failure> {
     serde_json::from_str(text)
         .map_err(|e| Failure::Usage(format!("the server's description does not parse: {e}")))
 }
+
+/// The deadline of unary calls when `--timeout` says none.
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn connect(options: &Options) -> Result<Channel, Failure> {
     let mut builder = Channel::builder();

@@ -51,10 +51,13 @@ usage:
   rpc call ADDR Service.method [ARG ...] [--pretty] [OPTIONS]
 
 ARGs are JSON values in the method's argument order (a word that is not
-JSON is a string), or one JSON object by argument name.
+JSON is a string), or one JSON object by argument name. A method that
+takes a stream reads its items from standard input, one JSON value per
+line; a stream it returns is printed one JSON value per line.
 
 options:
-  --timeout D          deadline of each call: 500ms, 2s or seconds (default 10s)
+  --timeout D          deadline of each call: 500ms, 2s or seconds (default
+                       10s, and none for a call that sends or reads a stream)
   -H, --metadata K=V   send metadata (repeatable)
   --ca FILE            CA certificates (PEM) to trust; turns TLS on
   --cert FILE --key FILE   client certificate and key (PEM), for mutual TLS
@@ -67,7 +70,7 @@ the call's deadline passing)";
 /// Parses `args` (without the program's name).
 pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut positional = Vec::new();
-    let mut timeout = Some(Duration::from_secs(10));
+    let mut timeout = None;
     let mut metadata = Vec::new();
     let mut tls = Tls::default();
     let (mut json, mut pretty) = (false, false);

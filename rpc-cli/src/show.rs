@@ -16,20 +16,21 @@ pub(crate) fn service(service: &Service) -> String {
         out.push_str(&format!("  ({reason})\n"));
     }
     for method in &service.methods {
-        let args: Vec<String> = method
+        let mut args: Vec<String> = method
             .args
             .iter()
             .map(|a| format!("{}: {}", a.name, a.ty))
             .collect();
-        let mut signature = format!(
+        if let Some(stream) = &method.stream_arg {
+            let at = stream.position.min(args.len());
+            args.insert(at, format!("{}: Streaming<{}>", stream.name, stream.ty));
+        }
+        let signature = format!(
             "{}({}) -> {}",
             method.name,
             args.join(", "),
             method.returns.ty
         );
-        if method.shape != "unary" {
-            signature.push_str(&format!("  [{} stream]", method.shape));
-        }
         out.push_str(&format!("  {signature:<48}  {}\n", first_line(&method.doc)));
         if let Some(reason) = &method.opaque {
             out.push_str(&format!("    ({reason})\n"));

@@ -98,7 +98,8 @@ fn checked(
             Value::Array(items) if items.iter().all(|i| i.as_u64().is_some_and(|b| b <= 255)) => {
                 Ok(())
             }
-            _ => expected("bytes, as an array of numbers 0 to 255"),
+            Value::String(text) if base64(text).is_some() => Ok(()),
+            _ => expected("bytes, as an array of numbers 0 to 255 or a base64 string"),
         },
         Format::Option(inner) => match value {
             Value::Null => Ok(()),
@@ -287,7 +288,7 @@ pub(crate) fn reply<'a>(
     }
 }
 
-/// Which way [`unit_variants`] rewrites.
+/// Which way [`reshape`] rewrites.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Way {
     /// `"Variant"` -> `{"Variant": null}`, as the converter reads a unit variant.
@@ -296,39 +297,42 @@ pub(crate) enum Way {
     Out,
 }
 
-/// Rewrites unit variants in `value` (of `format`) between serde_json's
-/// shape (`"Variant"`) and the converter's (`{"Variant": null}`).
-pub(crate) fn unit_variants(value: &mut Value, format: &Format, registry: &Registry, way: Way) {
-    match (format, value) {
-        (Format::Option(inner), value) if !value.is_null() => {
-            unit_variants(value, inner, registry, way)
+/// Rewrites `value` (of `format`) between the shapes people write and
+/// read and the converter's: unit variants (`"Variant"` against
+/// `{"Variant": null}`), and, on the way in, bytes given as base64.
+pub(crate) fn reshape(value: &mut Value, format: &Format, registry: &Registry, way: Way) {
+    if let (Format::Bytes, Value::String(text), Way::In) = (format, &*value, way) {
+        if let Some(bytes) = base64(text) {
+            *value = bytes.into_iter().map(Value::from).collect();
         }
+        return;
+    }
+    match (format, value) {
+        (Format::Option(inner), value) if !value.is_null() => reshape(value, inner, registry, way),
         (Format::Seq(inner) | Format::TupleArray { content: inner, .. }, Value::Array(items)) => {
             items
                 .iter_mut()
-                .for_each(|item| unit_variants(item, inner, registry, way));
+                .for_each(|item| reshape(item, inner, registry, way));
         }
         (Format::Map { value: inner, .. }, Value::Object(map)) => {
             map.values_mut()
-                .for_each(|v| unit_variants(v, inner, registry, way));
+                .for_each(|v| reshape(v, inner, registry, way));
         }
         (Format::Tuple(formats), Value::Array(items)) => {
             for (item, f) in items.iter_mut().zip(formats) {
-                unit_variants(item, f, registry, way);
+                reshape(item, f, registry, way);
             }
         }
         (Format::TypeName(name), value) => match registry.get(name) {
-            Some(ContainerFormat::NewTypeStruct(inner)) => {
-                unit_variants(value, inner, registry, way)
-            }
+            Some(ContainerFormat::NewTypeStruct(inner)) => reshape(value, inner, registry, way),
             Some(ContainerFormat::TupleStruct(formats)) => {
-                unit_variants(value, &Format::Tuple(formats.clone()), registry, way)
+                reshape(value, &Format::Tuple(formats.clone()), registry, way)
             }
             Some(ContainerFormat::Struct(fields)) => {
                 if let Value::Object(map) = value {
                     for field in fields {
                         if let Some(v) = map.get_mut(&field.name) {
-                            unit_variants(v, &field.value, registry, way);
+                            reshape(v, &field.value, registry, way);
                         }
                     }
                 }
@@ -354,17 +358,15 @@ pub(crate) fn unit_variants(value: &mut Value, format: &Format, registry: &Regis
                             .find(|v| &v.name == name)
                             .map(|v| v.value.clone());
                         match payload {
-                            Some(VariantFormat::NewType(f)) => {
-                                unit_variants(inner, &f, registry, way)
-                            }
+                            Some(VariantFormat::NewType(f)) => reshape(inner, &f, registry, way),
                             Some(VariantFormat::Tuple(fs)) => {
-                                unit_variants(inner, &Format::Tuple(fs), registry, way)
+                                reshape(inner, &Format::Tuple(fs), registry, way)
                             }
                             Some(VariantFormat::Struct(fields)) => {
                                 if let Value::Object(map) = inner {
                                     for field in fields {
                                         if let Some(v) = map.get_mut(&field.name) {
-                                            unit_variants(v, &field.value, registry, way);
+                                            reshape(v, &field.value, registry, way);
                                         }
                                     }
                                 }
@@ -379,4 +381,15 @@ pub(crate) fn unit_variants(value: &mut Value, format: &Format, registry: &Regis
         },
         _ => {}
     }
+}
+
+/// Standard base64 (padding optional), as `rpc` takes bytes.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine.decode(text).ok()
 }

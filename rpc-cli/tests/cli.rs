@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 
 use rpc_core::{BearerToken, Server};
+use rpc_examples::market::{Exchange, MarketServer};
 use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
 use rpc_tests::{ShapesImpl, ShapesServer};
 
@@ -15,6 +16,7 @@ async fn server(builder: rpc_core::ServerBuilder) -> SocketAddr {
         .add_service(CalculatorServer::new(Calc::default()))
         .add_service(SeedObjectsServer::new(Seeds::default()))
         .add_service(ShapesServer::new(ShapesImpl))
+        .add_service(MarketServer::new(Exchange))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -31,6 +33,28 @@ async fn rpc(args: &[&str]) -> Output {
             .args(&args)
             .output()
             .expect("the rpc binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs `rpc` with `args` and `input` on its standard input.
+async fn rpc_with_input(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rpc"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the rpc binary runs");
+        // A call that gives up early closes its end: that is no failure here.
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+        child.wait_with_output().unwrap()
     })
     .await
     .unwrap()
@@ -103,6 +127,66 @@ async fn calls_take_positional_or_named_arguments_and_print_json() {
         let sent: serde_json::Value = serde_json::from_str(&record).unwrap();
         assert_eq!(back, sent);
     }
+}
+
+#[tokio::test]
+async fn streams_are_json_lines_out_and_in() {
+    let addr = server(Server::builder()).await.to_string();
+    let out = rpc(&["call", &addr, "Market.ticks", "ACME", "3"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ticks: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ticks.len(), 3);
+    assert_eq!(
+        ticks[2],
+        serde_json::json!({ "symbol": "ACME", "seq": 2, "price": 100.5 })
+    );
+    // Far past the first window of credit: the stream keeps coming.
+    let out = rpc(&["call", &addr, "Market.ticks", "ACME", "20000"]).await;
+    assert_eq!(stdout(&out).lines().count(), 20000, "{}", stderr(&out));
+
+    let out = rpc(&["call", &addr, "Market.history", "NOPE"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), r#"{"Err":{"UnknownSymbol":"NOPE"}}"#);
+
+    // Bytes as arrays or base64, blank lines skipped.
+    let out = rpc_with_input(&["call", &addr, "Market.upload", "f"], "[1,2,3]\n\nYWJj\n").await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "6");
+    let lines: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+    let out = rpc_with_input(&["call", &addr, "Market.echo"], &lines).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let echoed: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(echoed.len(), 3000);
+    assert_eq!(echoed[2999], r#""LINE 2999""#);
+
+    let out = rpc_with_input(&["call", &addr, "Market.echo"], "fine\n5\n").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`input`, line 2: expected string, found number 5"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rpc(&[
+        "call",
+        &addr,
+        "Market.ticks",
+        "ACME",
+        "4000000000",
+        "--timeout",
+        "100ms",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+    let out = rpc(&["describe", &addr]).await;
+    assert!(
+        stdout(&out).contains("upload(name: String, chunks: Streaming<Vec<u8>>) -> u64"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]

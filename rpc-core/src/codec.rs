@@ -68,7 +68,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             if overflowed {
                 Err(EncodeFailure::TooLarge)
             } else {
-                Err(EncodeFailure::Codec(CodecError::new(e.to_string())))
+                Err(EncodeFailure::Codec(CodecError::new(
+                    crate::reason::encode(&e),
+                )))
             }
         }
     }
@@ -162,7 +164,7 @@ fn decode_seed<'de, S: DeserializeSeed<'de>>(
         DecodeError::LimitExceeded => CodecError::new(format!(
             "a length prefix claims more memory than a {len}-byte message can hold"
         )),
-        e => CodecError::new(e.to_string()),
+        e => CodecError::new(crate::reason::decode(&e)),
     })
 }
 

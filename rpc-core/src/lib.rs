@@ -98,6 +98,7 @@ mod meter;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod panic;
+mod reason;
 mod server;
 mod service;
 mod stall;

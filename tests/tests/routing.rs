@@ -82,6 +82,27 @@ async fn arguments_of_the_wrong_type_are_a_bad_request() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(Code::BadRequest), "{err:?}");
+    // In words another language can show, not bincode's debug output.
+    assert!(
+        err.to_string().contains(
+            "could not decode the arguments: the value ends early: 200 more byte(s) needed"
+        ),
+        "{err}"
+    );
+    let err = channel
+        .call::<_, String>("Shapes", "echo_text", (true,))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ends early"), "{err}");
+    let err = channel
+        .call::<_, Option<usize>>("Shapes", "option", (7u8,))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("could not decode the arguments: ")
+            && !err.to_string().contains('{'),
+        "{err}"
+    );
     // Trailing bytes after valid arguments are refused too.
     let err = channel
         .call::<_, String>("Shapes", "echo_text", ("ok".to_owned(), 1u8))

@@ -13,7 +13,7 @@ from .errors import ConnectionClosed, DeadlineExceeded, RpcError
 
 HELLO = b"RKIT\x01\x00\x00\x00"
 KIND_REQUEST, KIND_RESPONSE, KIND_CANCEL = 0x01, 0x02, 0x03
-KIND_PING, KIND_PONG = 0x05, 0x06
+KIND_PING, KIND_PONG, KIND_DRAIN = 0x05, 0x06, 0x07
 KIND_ITEMS, KIND_END, KIND_CREDIT, KIND_STOP = 0x08, 0x09, 0x0A, 0x0B
 FLAG_EXTENSIONS, FLAG_SENDS_STREAM, FLAG_READS_STREAM = 0x01, 0x02, 0x04
 
@@ -28,7 +28,9 @@ class Call:
     __slots__ = ("answer", "items", "credit", "stopped")
 
     def __init__(self):
-        self.answer = None  # (status, body) once the response is in
+        # (status, body) once the response is in; an exception when it
+        # never will be (the server drained before reading the request).
+        self.answer = None
         self.items = collections.deque()  # items messages not yet read
         self.credit = START_CREDIT  # what this side may still send
         self.stopped = False  # the server reads no more of our stream
@@ -64,6 +66,7 @@ class Connection:
         self._next_id = 0
         self._calls = {}
         self._closed = None
+        self._draining = None
 
     def _take_more(self, timeout):
         self._sock.settimeout(timeout)
@@ -82,38 +85,26 @@ class Connection:
         del self._buf[:4 + length]
         return payload
 
-    def send(self, payload):
-        """Sends one message, whole."""
+    def send(self, frame):
+        """Sends one whole frame."""
         with self._write:
-            self._sock.sendall(struct.pack("<I", len(payload)) + payload)
+            self._sock.sendall(frame)
 
     def start(self, service, method, body, timeout=None, metadata=(), flags=0):
         """Sends a request; returns its id and the `Call` its messages
         arrive in."""
-        service_b, method_b = service.encode("utf-8"), method.encode("utf-8")
-        block = bytearray()
-        if timeout is not None:
-            block += struct.pack("<HIQ", 0x0001, 8, int(timeout * 1e6))
-        for key, value in metadata:
-            key_b = key.encode("utf-8")
-            value_b = value if isinstance(value, bytes) else str(value).encode("utf-8")
-            block += struct.pack("<HI", 0x0002, 2 + len(key_b) + 4 + len(value_b))
-            block += struct.pack("<H", len(key_b)) + key_b + struct.pack("<I", len(value_b)) + value_b
-        if block:
-            flags |= FLAG_EXTENSIONS
         call = Call()
         with self._lock:
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
+            if self._draining is not None:
+                raise ConnectionClosed(self._draining)
             call_id = self._next_id
             self._next_id += 1
             self._calls[call_id] = call
-        payload = bytearray(struct.pack("<BBQ", KIND_REQUEST, flags, call_id))
-        payload += bytes([len(service_b)]) + service_b + bytes([len(method_b)]) + method_b
-        if block:
-            payload += struct.pack("<I", len(block)) + block
-        payload += body
-        self.send(payload)
+        deadline_us = None if timeout is None else int(timeout * 1e6)
+        frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
+        self.send(frame)
         return call_id, call
 
     def call(self, service, method, body, timeout=None, metadata=()):
@@ -123,7 +114,7 @@ class Connection:
             self.wait(call, lambda c: c.answer is not None, deadline_after(timeout))
         finally:
             self.forget(call_id)
-        return call.answer
+        return answer(call)
 
     def wait(self, call, ready, deadline, what="an answer"):
         """Reads until `ready(call)` holds, or the connection ends, or the
@@ -169,7 +160,7 @@ class Connection:
         if forget:
             self.forget(call_id)
         try:
-            self.send(struct.pack("<BBQ", KIND_CANCEL, 0, call_id))
+            self.send(header_frame(KIND_CANCEL, call_id))
         except OSError:
             pass  # the connection is gone, and the call with it
 
@@ -180,32 +171,35 @@ class Connection:
 
     def grant(self, call_id, credit):
         """Lets the server send `credit` more bytes of a call's stream."""
-        self.send(struct.pack("<BBQI", KIND_CREDIT, 0, call_id, credit))
+        self.send(credit_frame(call_id, credit))
 
     def _dispatch(self, payload):
         """Hands a message to its call; the lock is held."""
-        if len(payload) < 10:
-            self._closed = "the server sent a frame too short for a header"
+        try:
+            kind, ident, fields = read_message(payload)
+        except (ValueError, struct.error) as e:
+            self._closed = "the server sent a malformed message: %s" % e
             return
-        kind, flags, ident = struct.unpack_from("<BBQ", payload, 0)
-        pos = 10
-        if flags & FLAG_EXTENSIONS and kind != KIND_RESPONSE:
-            pos += 4 + struct.unpack_from("<I", payload, pos)[0]
         if kind == KIND_PING:
-            self.send(struct.pack("<BBQ", KIND_PONG, 0, ident))
+            self.send(header_frame(KIND_PONG, ident))
+            return
+        if kind == KIND_DRAIN:
+            # Requests from `ident` on were not read and will not be
+            # answered; those before it will be. Nothing new is sent.
+            self._draining = "the server is shutting down (it drained the connection)"
+            for call_id, call in self._calls.items():
+                if call_id >= ident and call.answer is None:
+                    call.answer = ConnectionClosed(self._draining + " before reading this call; it did not run")
             return
         call = self._calls.get(ident)
         if call is None:
             return  # late: the call ended or was given up
-        if kind == KIND_RESPONSE and len(payload) >= 11:
-            pos = 11
-            if flags & FLAG_EXTENSIONS:
-                pos += 4 + struct.unpack_from("<I", payload, pos)[0]
-            call.answer = (payload[10], payload[pos:])
+        if kind == KIND_RESPONSE:
+            call.answer = fields
         elif kind == KIND_ITEMS:
-            call.items.append((payload, pos))
+            call.items.append(fields)
         elif kind == KIND_CREDIT:
-            call.credit += struct.unpack_from("<I", payload, pos)[0]
+            call.credit += fields
         elif kind == KIND_STOP:
             call.stopped = True
 
@@ -214,6 +208,73 @@ class Connection:
             self._sock.close()
         except OSError:
             pass
+
+
+def request_frame(call_id, service, method, body, deadline_us=None, metadata=(), flags=0):
+    """A whole request frame (section 3): the deadline in microseconds,
+    metadata as (key, value) pairs (a value as bytes or text)."""
+    service_b, method_b = service.encode("utf-8"), method.encode("utf-8")
+    block = bytearray()
+    if deadline_us is not None:
+        block += struct.pack("<HIQ", 0x0001, 8, deadline_us)
+    for key, value in metadata:
+        key_b = key.encode("utf-8")
+        value_b = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        block += struct.pack("<HI", 0x0002, 2 + len(key_b) + 4 + len(value_b))
+        block += struct.pack("<H", len(key_b)) + key_b + struct.pack("<I", len(value_b)) + value_b
+    if block:
+        flags |= FLAG_EXTENSIONS
+    payload = bytearray(struct.pack("<BBQ", KIND_REQUEST, flags, call_id))
+    payload += bytes([len(service_b)]) + service_b + bytes([len(method_b)]) + method_b
+    if block:
+        payload += struct.pack("<I", len(block)) + block
+    payload += body
+    return struct.pack("<I", len(payload)) + payload
+
+
+def header_frame(kind, ident):
+    """A whole frame that is its header alone: cancel, ping, pong, end."""
+    return struct.pack("<IBBQ", 10, kind, 0, ident)
+
+
+def credit_frame(call_id, credit):
+    """A whole credit frame (section 8)."""
+    return struct.pack("<IBBQI", 14, KIND_CREDIT, 0, call_id, credit)
+
+
+def items_frame(call_id, count, items):
+    """A whole items frame (section 8): `count` values, encoded, in `items`."""
+    return struct.pack("<IBBQI", 14 + len(items), KIND_ITEMS, 0, call_id, count) + items
+
+
+def read_message(payload):
+    """A message from the server (sections 3 and 8): (kind, id, fields),
+    where fields are (status, body) for a response, (payload, offset of
+    the count) for items, the bytes granted for credit, else None."""
+    if len(payload) < 10:
+        raise ValueError("a frame too short for a header")
+    kind, flags, ident = struct.unpack_from("<BBQ", payload, 0)
+    pos = 10
+    if kind == KIND_RESPONSE:
+        if len(payload) < 11:
+            raise ValueError("a response without a status")
+        pos = 11
+    if flags & FLAG_EXTENSIONS:
+        pos += 4 + struct.unpack_from("<I", payload, pos)[0]
+    if kind == KIND_RESPONSE:
+        return kind, ident, (payload[10], payload[pos:])
+    if kind == KIND_ITEMS:
+        return kind, ident, (payload, pos)
+    if kind == KIND_CREDIT:
+        return kind, ident, struct.unpack_from("<I", payload, pos)[0]
+    return kind, ident, None
+
+
+def answer(call):
+    """The call's (status, body); raises if it will never have one."""
+    if isinstance(call.answer, Exception):
+        raise call.answer
+    return call.answer
 
 
 def deadline_after(timeout):

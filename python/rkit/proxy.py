@@ -5,7 +5,7 @@ streams as iterators."""
 import json
 
 from .codec import ArgumentError, Codec
-from .connection import FLAG_READS_STREAM, FLAG_SENDS_STREAM, Connection, deadline_after
+from .connection import FLAG_READS_STREAM, FLAG_SENDS_STREAM, Connection, answer, deadline_after
 from .errors import RemoteError, RpcError, status_error
 from .streams import WINDOW, Sender, Stream, end
 
@@ -96,7 +96,7 @@ class Method:
                 if sender.error is not None:
                     raise sender.error
                 connection.wait(call, lambda c: c.answer is not None, deadline)
-                status, reply = call.answer
+                status, reply = answer(call)
                 return self._unary_answer(codec, status, reply)
             if sender is not None:
                 sender.start(items)
@@ -107,7 +107,7 @@ class Method:
             if not call.items:
                 if sender is not None and sender.error is not None:
                     raise sender.error
-                end(call.answer, codec, error_format)
+                end(answer(call), codec, error_format)
             stream = Stream(connection, call_id, call, codec, d["returns"]["format"], error_format, deadline)
             stream.sender = sender
             call_id = None  # the stream forgets it when done

@@ -5,7 +5,7 @@ sending the caller's items within the credit the server grants."""
 import struct
 import threading
 
-from .connection import KIND_END, KIND_ITEMS
+from .connection import KIND_END, answer, header_frame, items_frame
 from .errors import RemoteError, RpcError, status_error
 
 # What this client lets the server have in flight on one stream: the
@@ -66,7 +66,7 @@ class Stream:
         sender = self.sender
         if sender is not None and sender.error is not None:
             raise sender.error
-        end(call.answer, self._codec, self._error_format)
+        end(answer(call), self._codec, self._error_format)
 
     def _fail(self, message):
         self.close()
@@ -112,17 +112,19 @@ class Sender:
         call = self._call
         try:
             for index, item in enumerate(items):
-                message = bytearray(struct.pack("<BBQI", KIND_ITEMS, 0, self._id, 1))
-                self._codec.encode(item, self._format, message, "%s[%d]" % (self._where, index))
+                value = bytearray()
+                self._codec.encode(item, self._format, value, "%s[%d]" % (self._where, index))
+                frame = items_frame(self._id, 1, value)
                 self._connection.wait(call, lambda c: c.credit > 0 or c.stopped or c.answer is not None,
                                       self._deadline, "credit to send")
                 if call.stopped or call.answer is not None:
                     return
-                # Spent before it goes: the server counts the same bytes.
-                self._connection.spend(call, len(message))
-                self._connection.send(message)
+                # Spent before it goes: the server counts the same bytes,
+                # the payload's length.
+                self._connection.spend(call, len(frame) - 4)
+                self._connection.send(frame)
             if not call.stopped and call.answer is None:
-                self._connection.send(struct.pack("<BBQ", KIND_END, 0, self._id))
+                self._connection.send(header_frame(KIND_END, self._id))
         except Exception as e:  # noqa: BLE001 - the caller sees it
             # The call stays known, so that the server's answer to the
             # cancel ends the reader's wait; the reader then raises this.

@@ -86,6 +86,8 @@ mod arena;
 pub mod blocking;
 mod client;
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod context;
 mod depth;
 pub mod describe;

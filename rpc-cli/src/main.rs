@@ -14,6 +14,7 @@ mod options;
 mod show;
 mod streams;
 mod values;
+mod wire;
 
 use std::process::ExitCode;
 

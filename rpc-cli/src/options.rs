@@ -53,7 +53,10 @@ usage:
 ARGs are JSON values in the method's argument order (a word that is not
 JSON is a string), or one JSON object by argument name. A method that
 takes a stream reads its items from standard input, one JSON value per
-line; a stream it returns is printed one JSON value per line.
+line; a stream it returns is printed one JSON value per line. Bytes are
+an array of numbers or base64; integers beyond 64 bits are strings of
+digits; a map whose keys are not strings is an object keyed by each key's
+JSON, or an array of [key, value] pairs.
 
 options:
   --timeout D          deadline of each call: 500ms, 2s or seconds (default

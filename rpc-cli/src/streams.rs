@@ -219,8 +219,7 @@ fn stdin_items(name: String) -> (Streaming<Sent>, tokio::sync::oneshot::Receiver
             if line.trim().is_empty() {
                 continue;
             }
-            let mut value =
-                serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+            let mut value = crate::wire::word(&line);
             if let Err(e) = values::check(&value, format, &formats.registry) {
                 let _ = bad_tx.send(format!("`{name}`, line {}: {e}", number + 1));
                 return;

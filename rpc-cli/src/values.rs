@@ -15,10 +15,7 @@ use crate::description::Method;
 /// keys are the argument names gives them by name.
 pub(crate) fn arguments(method: &Method, words: &[String]) -> Result<Vec<Value>, String> {
     let names: Vec<&str> = method.args.iter().map(|a| a.name.as_str()).collect();
-    let values: Vec<Value> = words
-        .iter()
-        .map(|w| serde_json::from_str(w).unwrap_or_else(|_| Value::String(w.clone())))
-        .collect();
+    let values: Vec<Value> = words.iter().map(|w| crate::wire::word(w)).collect();
     if let [Value::Object(by_name)] = &values[..] {
         let keys: Vec<&str> = by_name.keys().map(String::as_str).collect();
         let mut sorted_names = names.clone();
@@ -109,11 +106,26 @@ fn checked(
             Value::Array(items) => each(items, |_| inner, registry, depth),
             _ => expected("an array"),
         },
-        Format::Map { value: inner, .. } => match value {
+        Format::Map { key, value: inner } if crate::wire::string_keys(key, registry) => match value
+        {
             Value::Object(map) => map.iter().try_for_each(|(k, v)| {
                 check(v, inner, registry).map_err(|e| format!("at `{k}`: {e}"))
             }),
             _ => expected("an object"),
+        },
+        // Keys that are not strings: an object whose keys are their JSON
+        // (`{"1": "a"}`), or an array of [key, value] pairs.
+        Format::Map { key, value: inner } => match value {
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                check(&crate::wire::key(k), key, registry)
+                    .and_then(|()| check(v, inner, registry))
+                    .map_err(|e| format!("at `{k}`: {e}"))
+            }),
+            Value::Array(pairs) => {
+                let pair = Format::Tuple(vec![(**key).clone(), (**inner).clone()]);
+                each(pairs, |_| &pair, registry, depth)
+            }
+            _ => expected("an object or an array of [key, value] pairs"),
         },
         Format::Tuple(formats) => match value {
             Value::Array(items) if items.len() == formats.len() => {
@@ -224,6 +236,9 @@ fn each<'a>(
 fn integer(value: &Value, format: &Format, signed: bool) -> Result<(), String> {
     let width = format!("{format:?}").to_lowercase();
     let fits = match value {
+        // Wider than a JSON number: the string of its digits.
+        Value::String(s) if *format == Format::I128 => s.parse::<i128>().is_ok(),
+        Value::String(s) if *format == Format::U128 => s.parse::<u128>().is_ok(),
         Value::Number(n) if signed => n.as_i64().is_some_and(|v| match format {
             Format::I8 => i8::try_from(v).is_ok(),
             Format::I16 => i16::try_from(v).is_ok(),
@@ -240,6 +255,11 @@ fn integer(value: &Value, format: &Format, signed: bool) -> Result<(), String> {
     };
     if fits {
         Ok(())
+    } else if matches!(format, Format::I128 | Format::U128) {
+        Err(format!(
+            "expected {width} (a number, or a string of digits beyond 64 bits), found {}",
+            found(value)
+        ))
     } else {
         Err(format!("expected {width}, found {}", found(value)))
     }
@@ -268,8 +288,8 @@ impl serde::Serialize for Encoded<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         SerializationContext {
             value: &self.values,
-            format: &self.format,
-            registry: self.registry,
+            format: &crate::wire::format(&self.format, self.registry),
+            registry: &crate::wire::registry(self.registry),
             environment: &EmptyEnvironment,
         }
         .serialize(serializer)
@@ -308,6 +328,25 @@ pub(crate) fn reshape(value: &mut Value, format: &Format, registry: &Registry, w
         return;
     }
     match (format, value) {
+        (Format::Map { key, value: inner }, value)
+            if way == Way::In && !crate::wire::string_keys(key, registry) =>
+        {
+            let pairs: Vec<Value> = match std::mem::take(value) {
+                Value::Object(map) => map
+                    .into_iter()
+                    .map(|(k, v)| Value::Array(vec![crate::wire::key(&k), v]))
+                    .collect(),
+                Value::Array(pairs) => pairs,
+                other => {
+                    *value = other;
+                    return;
+                }
+            };
+            let pair = Format::Tuple(vec![(**key).clone(), (**inner).clone()]);
+            let mut pairs = Value::Array(pairs);
+            reshape(&mut pairs, &Format::Seq(Box::new(pair)), registry, way);
+            *value = pairs;
+        }
         (Format::Option(inner), value) if !value.is_null() => reshape(value, inner, registry, way),
         (Format::Seq(inner) | Format::TupleArray { content: inner, .. }, Value::Array(items)) => {
             items

@@ -3,6 +3,7 @@
 //! clear errors and exit codes that tell usage, transport and RPC errors
 //! apart.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Output;
 
@@ -11,12 +12,43 @@ use rpc_examples::market::{Exchange, MarketServer};
 use rpc_examples::{Calc, CalculatorServer, SeedObjectsServer, Seeds};
 use rpc_tests::{ShapesImpl, ShapesServer};
 
+/// Maps keyed by what is not a string, and integers beyond 64 bits.
+#[rpc_core::rpc_service]
+pub trait Wide {
+    /// The map the other way round.
+    async fn invert(&self, counts: BTreeMap<u32, String>) -> BTreeMap<String, u32>;
+    /// The map's values' lengths, by the same keys.
+    async fn lengths(&self, m: BTreeMap<i64, Vec<u8>>) -> BTreeMap<i64, usize>;
+    /// How many pairs, keyed by pairs.
+    async fn pairs(&self, m: BTreeMap<(u8, u8), String>) -> usize;
+    /// Both numbers back, plus one.
+    async fn widest(&self, a: u128, b: i128) -> (u128, i128);
+}
+
+struct WideImpl;
+
+impl Wide for WideImpl {
+    async fn invert(&self, counts: BTreeMap<u32, String>) -> BTreeMap<String, u32> {
+        counts.into_iter().map(|(k, v)| (v, k)).collect()
+    }
+    async fn lengths(&self, m: BTreeMap<i64, Vec<u8>>) -> BTreeMap<i64, usize> {
+        m.into_iter().map(|(k, v)| (k, v.len())).collect()
+    }
+    async fn pairs(&self, m: BTreeMap<(u8, u8), String>) -> usize {
+        m.len()
+    }
+    async fn widest(&self, a: u128, b: i128) -> (u128, i128) {
+        (a.wrapping_add(1), b.wrapping_add(1))
+    }
+}
+
 async fn server(builder: rpc_core::ServerBuilder) -> SocketAddr {
     let server = builder
         .add_service(CalculatorServer::new(Calc::default()))
         .add_service(SeedObjectsServer::new(Seeds::default()))
         .add_service(ShapesServer::new(ShapesImpl))
         .add_service(MarketServer::new(Exchange))
+        .add_service(WideServer::new(WideImpl))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -187,6 +219,62 @@ async fn streams_are_json_lines_out_and_in() {
         "{}",
         stdout(&out)
     );
+}
+
+#[tokio::test]
+async fn maps_keyed_by_numbers_and_integers_beyond_64_bits_go_both_ways() {
+    let addr = server(Server::builder()).await.to_string();
+    for (args, expected) in [
+        (
+            vec!["Wide.invert", r#"{"1": "one", "20": "twenty"}"#],
+            r#"{"one":1,"twenty":20}"#,
+        ),
+        (vec!["Wide.invert", r#"[[3, "three"]]"#], r#"{"three":3}"#),
+        (
+            vec!["Wide.lengths", r#"{"-5": [1, 2], "7": [9, 9, 9]}"#],
+            r#"{"-5":2,"7":3}"#,
+        ),
+        (vec!["Wide.pairs", r#"[[[1, 2], "a"], [[3, 4], "b"]]"#], "2"),
+        (
+            vec![
+                "Wide.widest",
+                "340282366920938463463374607431768211454",
+                "-170141183460469231731687303715884105728",
+            ],
+            r#"["340282366920938463463374607431768211455","-170141183460469231731687303715884105727"]"#,
+        ),
+        (vec!["Wide.widest", "1", "-2"], "[2,-1]"),
+    ] {
+        let mut line = vec!["call", &addr];
+        line.extend(&args);
+        let out = rpc(&line).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), expected, "{args:?}");
+    }
+    for (args, message) in [
+        (
+            vec!["Wide.invert", r#"{"x": "one"}"#],
+            "argument `counts`: at `x`: expected u32, found string \"x\"",
+        ),
+        (
+            vec!["Wide.widest", "1.5", "0"],
+            "argument `a`: expected u128 (a number, or a string of digits beyond 64 bits)",
+        ),
+        (
+            vec![
+                "Wide.widest",
+                "340282366920938463463374607431768211456",
+                "0",
+            ],
+            "argument `a`: expected u128",
+        ),
+    ] {
+        let mut line = vec!["call", &addr];
+        line.extend(&args);
+        let out = rpc(&line).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stdout(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[tokio::test]

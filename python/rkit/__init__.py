@@ -10,13 +10,14 @@ Pure Python, standard library only. It reads the server's description
 (docs/PROTOCOL.md section 9) and encodes each call from it.
 """
 
-from .errors import (BadRequest, Cancelled, ConnectionClosed, DeadlineExceeded, HandlerPanicked, Internal,
+from .errors import (BadRequest, Cancelled, ConnectionClosed, DeadlineExceeded, DecodeError, HandlerPanicked, Internal,
                      PermissionDenied, RemoteError, ResourceExhausted, RpcError, Unauthenticated, UnknownMethod,
                      UnknownService)
 from .proxy import ServerProxy
 from .streams import Stream
 from .codec import ArgumentError
 
-__all__ = ["ArgumentError", "BadRequest", "Cancelled", "ConnectionClosed", "DeadlineExceeded", "HandlerPanicked",
+__all__ = ["ArgumentError", "BadRequest", "Cancelled", "ConnectionClosed", "DeadlineExceeded", "DecodeError",
+           "HandlerPanicked",
            "Internal", "PermissionDenied", "RemoteError", "ResourceExhausted", "RpcError", "ServerProxy", "Stream",
            "Unauthenticated", "UnknownMethod", "UnknownService"]

@@ -9,12 +9,16 @@ bytes for BYTES, list or tuple for sequences and tuples, dict for maps.
 
 import struct
 
+from .errors import DecodeError
+
 _UNSIGNED = {"U8": 8, "U16": 16, "U32": 32, "U64": 64, "U128": 128}
 _SIGNED = {"I8": 8, "I16": 16, "I32": 32, "I64": 64, "I128": 128}
 
 
 class ArgumentError(TypeError):
     """A value does not fit the type the server described."""
+
+
 
 
 def _varint(n, out):
@@ -189,6 +193,13 @@ class Codec:
             if fname not in value:
                 raise ArgumentError("%s: field %r is missing" % (where, fname))
             self.encode(value[fname], fformat, out, "%s.%s" % (where, fname))
+
+    def read(self, buf, pos, fmt, what="the reply"):
+        """`decode`, with any failure a `DecodeError` naming `what`."""
+        try:
+            return self.decode(buf, pos, fmt)
+        except (IndexError, KeyError, ValueError, UnicodeDecodeError, struct.error, RecursionError) as e:
+            raise DecodeError("%s does not decode as the server described it: %s" % (what, e or type(e).__name__)) from None
 
     def decode(self, buf, pos, fmt):
         if isinstance(fmt, str):

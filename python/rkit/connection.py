@@ -45,7 +45,8 @@ class Connection:
     costs no hand-over between threads, which in Python is most of a
     call's time."""
 
-    def __init__(self, address, timeout=10.0, ssl_context=None, server_hostname=None):
+    def __init__(self, address, timeout=10.0, ssl_context=None, server_hostname=None,
+                 max_frame_length=16 * 1024 * 1024):
         host, _, port = address.rpartition(":")
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -53,6 +54,7 @@ class Connection:
             sock = ssl_context.wrap_socket(sock, server_hostname=server_hostname or host)
         self._sock = sock
         self._buf = bytearray()
+        self._max_frame_length = max_frame_length
         sock.sendall(HELLO)
         while len(self._buf) < 8:
             self._take_more(timeout)
@@ -79,6 +81,10 @@ class Connection:
         while len(self._buf) < 4:
             self._take_more(timeout)
         length = struct.unpack_from("<I", self._buf, 0)[0]
+        if length > self._max_frame_length:
+            # Not waited for: a server could otherwise make us hold 4 GiB.
+            raise ConnectionClosed("the server sent a frame of %d bytes, over the limit of %d"
+                                   % (length, self._max_frame_length))
         while len(self._buf) < 4 + length:
             self._take_more(timeout)
         payload = bytes(self._buf[4:4 + length])

@@ -15,6 +15,10 @@ class RpcError(Exception):
         self.message = message
 
 
+class DecodeError(RpcError, ValueError):
+    """Bytes from the server do not hold a value of the type it described."""
+
+
 class ConnectionClosed(RpcError):
     """The connection ended before the call was answered."""
 

@@ -65,7 +65,7 @@ class Method:
         if status != 0:
             raise status_error(status, reply)
         fmt = self._described["returns"]["format"]
-        value, end_at = codec.decode(reply, 0, fmt)
+        value, end_at = codec.read(reply, 0, fmt)
         if end_at != len(reply):
             raise RpcError("%d bytes left over after the reply" % (len(reply) - end_at))
         if fmt == {"TYPENAME": "Result"}:

@@ -44,7 +44,11 @@ class Stream:
                 raise StopIteration
             self._next_message()
         self._left -= 1
-        value, self._pos = self._codec.decode(self._message, self._pos, self._format)
+        try:
+            value, self._pos = self._codec.read(self._message, self._pos, self._format, "a stream item")
+        except RpcError:
+            self.close()
+            raise
         if self._left == 0 and self._pos != len(self._message):
             self._fail("the server sent an items message with bytes left over")
         return value
@@ -94,7 +98,7 @@ def end(answer, codec, error_format):
     if status != 0:
         raise status_error(status, body)
     if error_format is not None and body[:1] == b"\x01":
-        value, _ = codec.decode(body, 1, error_format)
+        value, _ = codec.read(body, 1, error_format, "the error")
         raise RemoteError(value)
 
 

@@ -10,6 +10,7 @@ import struct
 import threading
 import unittest
 
+import rkit
 from rkit import connection
 from rkit.connection import (HELLO, KIND_CANCEL, KIND_CREDIT, KIND_DRAIN, KIND_END, KIND_ITEMS, KIND_PING,
                              KIND_PONG, KIND_RESPONSE, KIND_STOP, credit_frame, header_frame, items_frame,
@@ -115,6 +116,48 @@ class DrainTest(unittest.TestCase):
         conn.close()
         thread.join()
         listener.close()
+
+
+def scripted(reply):
+    """A server on a free port that sends its handshake, reads one request,
+    and sends the bytes `reply`; returns its address and thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        peer, _ = listener.accept()
+        with peer, listener:
+            peer.sendall(HELLO)
+            peer.recv(4096)
+            peer.sendall(reply)
+            peer.recv(1)  # until the client goes
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return "127.0.0.1:%d" % listener.getsockname()[1], thread
+
+
+class HostileServerTest(unittest.TestCase):
+    def test_a_frame_over_the_limit_closes_the_connection_at_once(self):
+        addr, thread = scripted(struct.pack("<I", 0xFFFFFFF0) + b"\x02")
+        conn = connection.Connection(addr, timeout=5)
+        with self.assertRaisesRegex(connection.ConnectionClosed, "over the limit of 16777216"):
+            conn.call("Calculator", "add", b"", timeout=5)
+        conn.close()
+        thread.join()
+
+    def test_a_reply_that_does_not_decode_is_an_rpc_error(self):
+        from rkit.codec import Codec
+
+        reply = struct.pack("<BBQB", KIND_RESPONSE, 0, 0, 0) + b"\x05ab"  # a string of 5 bytes holding 2
+        addr, thread = scripted(struct.pack("<I", len(reply)) + reply)
+        conn = connection.Connection(addr, timeout=5)
+        status, body = conn.call("SeedObjects", "get_obj", b"", timeout=5)
+        with self.assertRaisesRegex(rkit.DecodeError, "the reply does not decode"):
+            Codec({}).read(body, 0, "STR")
+        with self.assertRaises(rkit.RpcError):
+            Codec({}).read(b"\xff", 0, "U64")
+        conn.close()
+        thread.join()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ The best of each round's time is reported (the least disturbed run).
 """
 
 import argparse
+import asyncio
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import xmlrpc.client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rkit  # noqa: E402
+import rkit.aio  # noqa: E402
 
 XMLRPC_SERVER = """
 import sys
@@ -73,6 +75,30 @@ def in_flight(proxy, threads=64, calls=200):
     return threads * calls / (time.perf_counter() - start)
 
 
+async def aio_figures(addr, rounds):
+    """rkit.aio: the seed benchmark awaited in sequence, and 64 tasks with
+    a call each in flight at a time."""
+    proxy = await rkit.aio.connect(addr)
+    seq, rates = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(500):
+            await proxy.SeedObjects.get_obj()
+        for _ in range(500):
+            await proxy.SeedObjects.send_obj("lxx nb")
+        seq.append(time.perf_counter() - start)
+
+        async def worker():
+            for _ in range(200):
+                await proxy.SeedObjects.get_obj()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(64)))
+        rates.append(64 * 200 / (time.perf_counter() - start))
+    await proxy.close()
+    return min(seq), max(rates)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="target/release/server")
@@ -101,6 +127,8 @@ def main():
         print("rkit, 64 calls in flight on one connection: %.0f calls/s (best of %d)"
               % (max(rates), options.rounds))
         proxy.close()
+        aio_seed, aio_rate = asyncio.run(aio_figures(addr, options.rounds))
+        print("rkit.aio: seed benchmark %.1f ms; 64 calls in flight: %.0f calls/s" % (aio_seed * 1e3, aio_rate))
         if os.path.exists(options.rpc):
             took = []
             for _ in range(max(options.rounds, 5)):

@@ -21,6 +21,12 @@ class Method:
         if "opaque" in d:
             raise ArgumentError("%s.%s cannot be called from here: %s" % (self._service, d["name"], d["opaque"]))
         args, items = self._arguments(args, kwargs)
+        if items is not None:
+            try:
+                items = iter(items)
+            except TypeError:
+                raise ArgumentError("argument %r: expected an iterable of items, found %r"
+                                    % (d["stream_arg"]["name"], items)) from None
         codec = self._proxy._codec(self._service)
         body = bytearray()
         for arg, value in zip(d["args"], args):
@@ -33,8 +39,8 @@ class Method:
         return self._stream_call(codec, bytes(body), items)
 
     def _arguments(self, args, kwargs):
-        """The arguments besides a stream, in order, and the stream's
-        items (None for a method that takes no stream)."""
+        """The arguments besides a stream, in order, and the value given
+        for the stream (None for a method that takes no stream)."""
         d = self._described
         stream = d.get("stream_arg")
         names = [a["name"] for a in d["args"]]
@@ -53,13 +59,7 @@ class Method:
         if stream is None:
             return args, None
         args = list(args)
-        items = args.pop(stream["position"])
-        try:
-            items = iter(items)
-        except TypeError:
-            raise ArgumentError("argument %r: expected an iterable of items, found %r"
-                                % (stream["name"], items)) from None
-        return args, items
+        return args, args.pop(stream["position"])
 
     def _unary_answer(self, codec, status, reply):
         if status != 0:
@@ -120,11 +120,12 @@ class Method:
 class Service:
     """A remote service: its methods are attributes."""
 
-    def __init__(self, proxy, described):
+    def __init__(self, proxy, described, method=None):
         self._proxy = proxy
         self._described = described
         self.__doc__ = described.get("doc", "")
-        self._methods = {m["name"]: Method(proxy, described["service"], m) for m in described["methods"]}
+        method = method or Method
+        self._methods = {m["name"]: method(proxy, described["service"], m) for m in described["methods"]}
 
     def __getattr__(self, name):
         try:
@@ -171,20 +172,25 @@ class ServerProxy:
 
     def describe(self):
         """Every service and method, a line each, like xmlrpc's methodHelp."""
-        lines = []
-        for name, service in self._services.items():
-            lines.append(name)
-            for m in service._described["methods"]:
-                args = ["%s: %s" % (a["name"], a["type"]) for a in m["args"]]
-                stream = m.get("stream_arg")
-                if stream is not None:
-                    args.insert(stream["position"], "%s: Streaming<%s>" % (stream["name"], stream["type"]))
-                args = ", ".join(args)
-                lines.append("  %s(%s) -> %s    %s" % (m["name"], args, m["returns"]["type"], m.get("doc", "").split("\n")[0]))
-        return "\n".join(lines)
+        return describe(self._services)
 
     def close(self):
         self._connection.close()
+
+
+def describe(services):
+    """The text of `ServerProxy.describe`."""
+    lines = []
+    for name, service in services.items():
+        lines.append(name)
+        for m in service._described["methods"]:
+            args = ["%s: %s" % (a["name"], a["type"]) for a in m["args"]]
+            stream = m.get("stream_arg")
+            if stream is not None:
+                args.insert(stream["position"], "%s: Streaming<%s>" % (stream["name"], stream["type"]))
+            doc = m.get("doc", "").split("\n")[0]
+            lines.append("  %s(%s) -> %s    %s" % (m["name"], ", ".join(args), m["returns"]["type"], doc))
+    return "\n".join(lines)
 
 
 def _string(text):

@@ -84,6 +84,16 @@ class StreamTest(unittest.TestCase):
             list(self.market.echo(lines()))
         self.assertEqual(list(self.market.echo(["again"])), ["AGAIN"])
 
+    def test_a_deadline_ends_a_stream(self):
+        proxy = rkit.ServerProxy(address(), timeout=0.3)
+        try:
+            with self.assertRaises(rkit.DeadlineExceeded):
+                for _ in proxy.Market.ticks("ACME", 10**9):
+                    pass
+            self.assertEqual(proxy.Calculator.add(1, 2), 3)
+        finally:
+            proxy.close()
+
     def test_describe_shows_stream_arguments(self):
         self.assertIn("upload(name: String, chunks: Streaming<Vec<u8>>) -> u64", self.proxy.describe())
 

@@ -6,8 +6,9 @@
     proxy.Calculator.div(1, 0)        # raises rkit.RemoteError, .value == "DivByZero"
     for tick in proxy.Market.ticks("ACME", 3): print(tick)   # a stream is an iterator
 
-`rkit.aio` has the same calls for asyncio. Pure Python, standard library only. It reads the server's description
-(docs/PROTOCOL.md section 9) and encodes each call from it.
+`rkit.aio` has the same calls for asyncio. Pure Python, standard library
+only. It reads the server's description (docs/PROTOCOL.md section 9) and
+encodes each call from it.
 """
 
 from .errors import (BadRequest, Cancelled, ConnectionClosed, DeadlineExceeded, DecodeError, HandlerPanicked, Internal,

@@ -21,8 +21,8 @@ import time
 from .codec import ArgumentError, Codec
 from .connection import (FLAG_READS_STREAM, FLAG_SENDS_STREAM, HELLO, KIND_CANCEL, KIND_CREDIT, KIND_DRAIN,
                          KIND_END, KIND_ITEMS, KIND_PING, KIND_PONG, KIND_RESPONSE, KIND_STOP, Call, answer,
-                         credit_frame, header_frame, items_frame, read_message, request_frame)
-from .errors import ConnectionClosed, DeadlineExceeded, RpcError, status_error
+                         Violation, credit_frame, header_frame, items_frame, read_message, request_frame)
+from .errors import Cancelled, ConnectionClosed, DeadlineExceeded, RpcError, status_error
 from .proxy import Method, Service, _string, describe
 from .streams import WINDOW, end
 
@@ -32,8 +32,8 @@ class AsyncCall(Call):
 
     __slots__ = ("event",)
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, reads):
+        super().__init__(reads)
         self.event = asyncio.Event()
 
 
@@ -77,7 +77,7 @@ class Connection:
                 self._dispatch(await self._reader.readexactly(length))
         except asyncio.IncompleteReadError:
             self._closed = "the server closed the connection"
-        except (OSError, RpcError, ValueError, struct.error) as e:
+        except (OSError, RpcError, Violation, ValueError, struct.error) as e:
             self._closed = str(e) if isinstance(e, RpcError) else "the connection broke: %s" % e
         except asyncio.CancelledError:
             self._closed = "the connection was closed"
@@ -102,9 +102,9 @@ class Connection:
         if kind == KIND_RESPONSE:
             call.answer = fields
         elif kind == KIND_ITEMS:
-            call.items.append(fields)
+            call.take_items(ident, payload, fields)
         elif kind == KIND_CREDIT:
-            call.credit += fields
+            call.add_credit(ident, fields)
         elif kind == KIND_STOP:
             call.stopped = True
         call.event.set()
@@ -117,16 +117,21 @@ class Connection:
             raise ConnectionClosed(self._closed)
         if self._draining is not None:
             raise ConnectionClosed(self._draining)
-        call = AsyncCall()
+        call = AsyncCall(reads=bool(flags & FLAG_READS_STREAM))
         call_id = self._next_id
         self._next_id += 1
         self._calls[call_id] = call
         deadline_us = None if timeout is None else int(timeout * 1e6)
-        self.send(request_frame(call_id, service, method, body, deadline_us, metadata, flags))
+        frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
+        if len(frame) - 4 > self._max_frame_length:
+            self.forget(call_id)
+            raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
+                                % (service, method, len(frame) - 4, self._max_frame_length))
+        self.send(frame)
         await self._writer.drain()
         return call_id, call
 
-    async def wait(self, call, ready, deadline, what="an answer"):
+    async def wait(self, call, ready, deadline, what="answer"):
         while not ready(call):
             if self._closed is not None:
                 raise ConnectionClosed(self._closed)
@@ -156,9 +161,19 @@ class Connection:
     def forget(self, call_id):
         self._calls.pop(call_id, None)
 
+    def grant(self, call_id, call, credit):
+        call.window += credit
+        self.send(credit_frame(call_id, credit))
+
     def cancel(self, call_id, forget=True):
+        call = self._calls.get(call_id)
         if forget:
             self.forget(call_id)
+            if call is not None:
+                call.stopped = True
+                if call.answer is None:
+                    call.answer = Cancelled("the call was cancelled by this client")
+                call.event.set()
         if self._closed is None:
             self.send(header_frame(KIND_CANCEL, call_id))
 
@@ -221,7 +236,7 @@ class Stream:
             self._message, self._pos = message, pos + 4
             self._taken += len(message)
             if self._taken >= WINDOW // 2:
-                self._connection.send(credit_frame(self._id, self._taken))
+                self._connection.grant(self._id, call, self._taken)
                 self._taken = 0
             return
         self._done = True
@@ -319,7 +334,7 @@ class AsyncMethod(Method):
         deadline = _deadline(proxy._timeout)
         try:
             if reads:
-                connection.send(credit_frame(call_id, WINDOW - 65536))
+                connection.grant(call_id, call, WINDOW - 65536)
             sender = None
             if stream is not None:
                 sender = Sender(connection, call_id, call, codec, stream["format"], deadline,

@@ -4,12 +4,14 @@ messages of streams, with calls matched to their messages by id so that
 any number of threads can have calls in flight at once."""
 
 import collections
+import select
 import socket
 import struct
 import threading
 import time
 
-from .errors import ConnectionClosed, DeadlineExceeded, RpcError
+from .codec import ArgumentError
+from .errors import Cancelled, ConnectionClosed, DeadlineExceeded, DecodeError, RpcError
 
 HELLO = b"RKIT\x01\x00\x00\x00"
 KIND_REQUEST, KIND_RESPONSE, KIND_CANCEL = 0x01, 0x02, 0x03
@@ -19,21 +21,46 @@ FLAG_EXTENSIONS, FLAG_SENDS_STREAM, FLAG_READS_STREAM = 0x01, 0x02, 0x04
 
 # Every stream starts with this much credit (section 8).
 START_CREDIT = 65536
+# The most credit a stream may be granted in all (section 8).
+MAX_CREDIT = 2**31 - 1
+
+
+class Violation(Exception):
+    """The server broke the protocol: the connection closes."""
 
 
 class Call:
     """What has arrived for one call so far; changed under the
     connection's lock."""
 
-    __slots__ = ("answer", "items", "credit", "stopped")
+    __slots__ = ("answer", "items", "credit", "stopped", "reads", "window")
 
-    def __init__(self):
+    def __init__(self, reads=False):
         # (status, body) once the response is in; an exception when it
-        # never will be (the server drained before reading the request).
+        # never will be (the server drained before reading the request, or
+        # this side cancelled the call).
         self.answer = None
         self.items = collections.deque()  # items messages not yet read
         self.credit = START_CREDIT  # what this side may still send
         self.stopped = False  # the server reads no more of our stream
+        self.reads = reads  # whether the call reads a stream
+        self.window = START_CREDIT  # what the server may still send us
+
+    def take_items(self, ident, payload, fields):
+        """An items message for this call, checked against the credit it
+        was granted (section 8)."""
+        if not self.reads:
+            raise Violation("stream items for call %d, which reads no stream" % ident)
+        if self.window <= 0:
+            raise Violation("stream items for call %d beyond the credit granted" % ident)
+        self.window -= len(payload)
+        self.items.append(fields)
+
+    def add_credit(self, ident, credit):
+        """A grant of credit from the server."""
+        self.credit += credit
+        if self.credit > MAX_CREDIT:
+            raise Violation("credit for call %d above 2^31 - 1" % ident)
 
 
 class Connection:
@@ -43,7 +70,11 @@ class Connection:
     socket itself (one at a time), hands other callers what is theirs, and
     lets the next waiter read once its own has come. A call made alone thus
     costs no hand-over between threads, which in Python is most of a
-    call's time."""
+    call's time.
+
+    The socket stays blocking: reads wait in `select` up to the caller's
+    deadline, so that a timeout meant for one reader never cuts another
+    thread's send in half."""
 
     def __init__(self, address, timeout=10.0, ssl_context=None, server_hostname=None,
                  max_frame_length=16 * 1024 * 1024):
@@ -52,14 +83,26 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ssl_context is not None:
             sock = ssl_context.wrap_socket(sock, server_hostname=server_hostname or host)
+        sock.settimeout(None)
         self._sock = sock
         self._buf = bytearray()
-        self._max_frame_length = max_frame_length
-        sock.sendall(HELLO)
-        while len(self._buf) < 8:
-            self._take_more(timeout)
+        self.max_frame_length = max_frame_length
+        try:
+            sock.sendall(HELLO)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while len(self._buf) < 8:
+                if not self._take_more(deadline):
+                    raise ConnectionClosed("no handshake from the server within %ss" % timeout)
+        except BaseException:
+            sock.close()
+            raise
         if self._buf[:4] != b"RKIT":
+            sock.close()
             raise RpcError("the server does not speak this protocol (first bytes %r)" % bytes(self._buf[:4]))
+        version = struct.unpack_from("<H", self._buf, 4)[0]
+        if version != 1:
+            sock.close()
+            raise RpcError("the server speaks protocol version %d; this client speaks 1" % version)
         del self._buf[:8]
         self._write = threading.Lock()
         self._lock = threading.Lock()
@@ -70,47 +113,81 @@ class Connection:
         self._closed = None
         self._draining = None
 
-    def _take_more(self, timeout):
-        self._sock.settimeout(timeout)
-        chunk = self._sock.recv(65536)
+    def _take_more(self, deadline):
+        """Reads what the socket has, waiting up to `deadline`; False if
+        nothing came by then."""
+        sock = self._sock
+        pending = getattr(sock, "pending", None)  # TLS may hold a record already
+        if not (pending and pending()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable:
+                return False
+        chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionClosed("the server closed the connection")
         self._buf += chunk
+        return True
 
-    def _read_frame(self, timeout):
-        while len(self._buf) < 4:
-            self._take_more(timeout)
-        length = struct.unpack_from("<I", self._buf, 0)[0]
-        if length > self._max_frame_length:
-            # Not waited for: a server could otherwise make us hold 4 GiB.
-            raise ConnectionClosed("the server sent a frame of %d bytes, over the limit of %d"
-                                   % (length, self._max_frame_length))
-        while len(self._buf) < 4 + length:
-            self._take_more(timeout)
-        payload = bytes(self._buf[4:4 + length])
-        del self._buf[:4 + length]
-        return payload
+    def _read_frames(self, deadline):
+        """Every whole frame the buffer holds, reading until there is at
+        least one or `deadline` passes (then: what there is, maybe none)."""
+        frames = []
+        while True:
+            while len(self._buf) >= 4:
+                length = struct.unpack_from("<I", self._buf, 0)[0]
+                if length > self.max_frame_length:
+                    # Not waited for: a server could otherwise make us hold 4 GiB.
+                    raise Violation("the server sent a frame of %d bytes, over the limit of %d"
+                                    % (length, self.max_frame_length))
+                if len(self._buf) < 4 + length:
+                    break
+                frames.append(bytes(self._buf[4:4 + length]))
+                del self._buf[:4 + length]
+            if frames or not self._take_more(deadline):
+                return frames
 
     def send(self, frame):
-        """Sends one whole frame."""
-        with self._write:
-            self._sock.sendall(frame)
+        """Sends one whole frame; a failure closes the connection."""
+        try:
+            with self._write:
+                self._sock.sendall(frame)
+        except OSError as e:
+            self._fail("the connection broke: %s" % e)
+            raise ConnectionClosed(self._closed) from None
+
+    def _fail(self, reason):
+        with self._lock:
+            if self._closed is None:
+                self._closed = reason
+            self._turn.notify_all()
 
     def start(self, service, method, body, timeout=None, metadata=(), flags=0):
         """Sends a request; returns its id and the `Call` its messages
         arrive in."""
-        call = Call()
-        with self._lock:
-            if self._closed is not None:
-                raise ConnectionClosed(self._closed)
-            if self._draining is not None:
-                raise ConnectionClosed(self._draining)
-            call_id = self._next_id
-            self._next_id += 1
-            self._calls[call_id] = call
+        call = Call(reads=bool(flags & FLAG_READS_STREAM))
         deadline_us = None if timeout is None else int(timeout * 1e6)
-        frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
-        self.send(frame)
+        # Ids rise in the order requests go on the wire (a drain names the
+        # first id the server did not read): given and sent under one lock.
+        with self._write:
+            with self._lock:
+                if self._closed is not None:
+                    raise ConnectionClosed(self._closed)
+                if self._draining is not None:
+                    raise ConnectionClosed(self._draining)
+                call_id = self._next_id
+                frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
+                if len(frame) - 4 > self.max_frame_length:
+                    raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
+                                        % (service, method, len(frame) - 4, self.max_frame_length))
+                self._next_id += 1
+                self._calls[call_id] = call
+            try:
+                self._sock.sendall(frame)
+            except OSError as e:
+                self._fail("the connection broke: %s" % e)
+                self.forget(call_id)
+                raise ConnectionClosed(self._closed) from None
         return call_id, call
 
     def call(self, service, method, body, timeout=None, metadata=()):
@@ -122,38 +199,60 @@ class Connection:
             self.forget(call_id)
         return answer(call)
 
-    def wait(self, call, ready, deadline, what="an answer"):
+    def wait(self, call, ready, deadline, what="answer", block=True):
         """Reads until `ready(call)` holds, or the connection ends, or the
-        monotonic `deadline` (None: none) passes."""
+        monotonic `deadline` (None: none) passes. With `block` false, takes
+        in only what has already arrived and returns whether it holds."""
         while True:
             with self._lock:
                 while True:
                     if ready(call):
-                        return
+                        return True
                     if self._closed is not None:
                         raise ConnectionClosed(self._closed)
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise DeadlineExceeded("no %s in time" % what)
                     if not self._reading:
                         self._reading = True
                         break
+                    if not block:
+                        return False
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise DeadlineExceeded("no %s in time" % what)
                     self._turn.wait(left)
+            frames, failure, pongs = [], None, []
             try:
-                frame = self._read_frame(left)
-            except socket.timeout:
-                frame = None
-            except (OSError, ConnectionClosed) as e:
+                frames = self._read_frames(deadline if block else time.monotonic())
+            except (OSError, RpcError, Violation) as e:
+                failure = str(e) if not isinstance(e, OSError) else "the connection broke: %s" % e
+            finally:
+                # Whatever happened (KeyboardInterrupt too), the next
+                # waiter may read.
                 with self._lock:
                     self._reading = False
-                    self._closed = str(e) if isinstance(e, ConnectionClosed) else "the connection broke: %s" % e
+                    for frame in frames:
+                        try:
+                            self._dispatch(frame, pongs)
+                        except (Violation, DecodeError, ValueError, struct.error) as e:
+                            failure = "the server broke the protocol: %s" % e
+                            break
+                    if failure is not None and self._closed is None:
+                        self._closed = failure
+                        self._shutdown()
                     self._turn.notify_all()
-                continue
-            with self._lock:
-                self._reading = False
-                if frame is not None:
-                    self._dispatch(frame)
-                self._turn.notify_all()
+            for pong in pongs:
+                try:
+                    self.send(pong)
+                except ConnectionClosed:
+                    pass
+            if not frames:
+                if not block:
+                    with self._lock:
+                        return ready(call)
+                if deadline is not None and deadline - time.monotonic() <= 0:
+                    with self._lock:
+                        if ready(call):
+                            return True
+                    raise DeadlineExceeded("no %s in time" % what)
 
     def forget(self, call_id):
         """Drops a call's state: messages still coming for it are ignored."""
@@ -162,12 +261,22 @@ class Connection:
 
     def cancel(self, call_id, forget=True):
         """Asks the server to stop a call (it answers status 10 if the call
-        is still running), and forgets the call unless told not to."""
-        if forget:
-            self.forget(call_id)
+        is still running). Unless told not to, the call is forgotten, and
+        whoever still waits on it (the sender of its stream) sees it end."""
+        with self._lock:
+            call = self._calls.get(call_id)
+            if forget:
+                self._calls.pop(call_id, None)
+                if call is not None:
+                    call.stopped = True
+                    if call.answer is None:
+                        call.answer = Cancelled("the call was cancelled by this client")
+                    self._turn.notify_all()
+            if self._closed is not None:
+                return
         try:
             self.send(header_frame(KIND_CANCEL, call_id))
-        except OSError:
+        except ConnectionClosed:
             pass  # the connection is gone, and the call with it
 
     def spend(self, call, cost):
@@ -175,19 +284,18 @@ class Connection:
         with self._lock:
             call.credit -= cost
 
-    def grant(self, call_id, credit):
+    def grant(self, call_id, call, credit):
         """Lets the server send `credit` more bytes of a call's stream."""
+        with self._lock:
+            call.window += credit
         self.send(credit_frame(call_id, credit))
 
-    def _dispatch(self, payload):
-        """Hands a message to its call; the lock is held."""
-        try:
-            kind, ident, fields = read_message(payload)
-        except (ValueError, struct.error) as e:
-            self._closed = "the server sent a malformed message: %s" % e
-            return
+    def _dispatch(self, payload, pongs):
+        """Hands a message to its call; the lock is held. Pongs to send
+        once it is released go on `pongs`."""
+        kind, ident, fields = read_message(payload)
         if kind == KIND_PING:
-            self.send(header_frame(KIND_PONG, ident))
+            pongs.append(header_frame(KIND_PONG, ident))
             return
         if kind == KIND_DRAIN:
             # Requests from `ident` on were not read and will not be
@@ -203,13 +311,26 @@ class Connection:
         if kind == KIND_RESPONSE:
             call.answer = fields
         elif kind == KIND_ITEMS:
-            call.items.append(fields)
+            call.take_items(ident, payload, fields)
         elif kind == KIND_CREDIT:
-            call.credit += fields
+            call.add_credit(ident, fields)
         elif kind == KIND_STOP:
             call.stopped = True
 
+    def _shutdown(self):
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self):
+        """Ends the connection: every call still waiting fails with
+        ConnectionClosed."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = "the connection was closed by this client"
+            self._turn.notify_all()
+        self._shutdown()
         try:
             self._sock.close()
         except OSError:
@@ -256,22 +377,33 @@ def items_frame(call_id, count, items):
 def read_message(payload):
     """A message from the server (sections 3 and 8): (kind, id, fields),
     where fields are (status, body) for a response, (payload, offset of
-    the count) for items, the bytes granted for credit, else None."""
+    the count) for items, the bytes granted for credit, else None. Raises
+    `DecodeError` for a message too short for what it says it holds."""
     if len(payload) < 10:
-        raise ValueError("a frame too short for a header")
+        raise DecodeError("a frame too short for a header")
     kind, flags, ident = struct.unpack_from("<BBQ", payload, 0)
     pos = 10
     if kind == KIND_RESPONSE:
         if len(payload) < 11:
-            raise ValueError("a response without a status")
+            raise DecodeError("a response without a status")
         pos = 11
     if flags & FLAG_EXTENSIONS:
+        if len(payload) < pos + 4:
+            raise DecodeError("an extension block without its length")
         pos += 4 + struct.unpack_from("<I", payload, pos)[0]
+        if pos > len(payload):
+            raise DecodeError("an extension block longer than its message")
     if kind == KIND_RESPONSE:
         return kind, ident, (payload[10], payload[pos:])
     if kind == KIND_ITEMS:
+        if len(payload) < pos + 4:
+            raise DecodeError("an items message without its count")
+        if struct.unpack_from("<I", payload, pos)[0] == 0 and len(payload) != pos + 4:
+            raise DecodeError("an items message of no items with bytes after its count")
         return kind, ident, (payload, pos)
     if kind == KIND_CREDIT:
+        if len(payload) != pos + 4:
+            raise DecodeError("a credit message that is not 4 bytes")
         return kind, ident, struct.unpack_from("<I", payload, pos)[0]
     return kind, ident, None
 

@@ -85,7 +85,7 @@ class Method:
         deadline = deadline_after(proxy._timeout)
         try:
             if reads:
-                connection.grant(call_id, WINDOW - 65536)
+                connection.grant(call_id, call, WINDOW - 65536)
             sender = None
             if items is not None:
                 stream = d["stream_arg"]

@@ -6,7 +6,8 @@ import struct
 import threading
 
 from .connection import KIND_END, answer, header_frame, items_frame
-from .errors import RemoteError, RpcError, status_error
+from .codec import ArgumentError
+from .errors import ConnectionClosed, RemoteError, RpcError, status_error
 
 # What this client lets the server have in flight on one stream: the
 # 65,536 bytes every stream starts with, plus one grant at the start.
@@ -62,7 +63,7 @@ class Stream:
             self._message, self._pos = message, pos + 4
             self._taken += len(message)
             if self._taken >= WINDOW // 2:
-                self._connection.grant(self._id, self._taken)
+                self._connection.grant(self._id, call, self._taken)
                 self._taken = 0
             return
         self._done = True
@@ -111,6 +112,7 @@ class Sender:
         self._connection, self._id, self._call = connection, call_id, call
         self._codec, self._format, self._deadline, self._where = codec, item_format, deadline, where
         self.error = None
+        self.thread = None
 
     def run(self, items):
         call = self._call
@@ -119,9 +121,15 @@ class Sender:
                 value = bytearray()
                 self._codec.encode(item, self._format, value, "%s[%d]" % (self._where, index))
                 frame = items_frame(self._id, 1, value)
-                self._connection.wait(call, lambda c: c.credit > 0 or c.stopped or c.answer is not None,
-                                      self._deadline, "credit to send")
-                if call.stopped or call.answer is not None:
+                if len(frame) - 4 > self._connection.max_frame_length:
+                    raise ArgumentError("%s[%d] is %d bytes encoded, over the frame limit of %d"
+                                        % (self._where, index, len(frame) - 4, self._connection.max_frame_length))
+                # What has arrived first, without waiting: an answer or a
+                # stop must end the stream at once, not when credit runs out.
+                done = lambda c: c.stopped or c.answer is not None  # noqa: E731
+                if not self._connection.wait(call, done, self._deadline, block=False):
+                    self._connection.wait(call, lambda c: c.credit > 0 or done(c), self._deadline, "credit to send")
+                if done(call):
                     return
                 # Spent before it goes: the server counts the same bytes,
                 # the payload's length.
@@ -129,6 +137,8 @@ class Sender:
                 self._connection.send(frame)
             if not call.stopped and call.answer is None:
                 self._connection.send(header_frame(KIND_END, self._id))
+        except ConnectionClosed as e:
+            self.error = e  # nothing to cancel on a closed connection
         except Exception as e:  # noqa: BLE001 - the caller sees it
             # The call stays known, so that the server's answer to the
             # cancel ends the reader's wait; the reader then raises this.
@@ -137,6 +147,6 @@ class Sender:
 
     def start(self, items):
         """Runs in a thread of its own, for a bidi call."""
-        thread = threading.Thread(target=self.run, args=(items,), daemon=True)
-        thread.start()
-        return thread
+        self.thread = threading.Thread(target=self.run, args=(items,), daemon=True)
+        self.thread.start()
+        return self.thread

@@ -35,6 +35,8 @@ enum Failure {
     Server(String),
     /// 4: the server answered with an error status.
     Status(RpcError),
+    /// 1 (0 for a reader that went away): standard output failed.
+    Output(std::io::Error),
 }
 
 impl From<RpcError> for Failure {
@@ -71,12 +73,9 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(options)) {
-        Ok(output) => {
-            if let Some(output) = output {
-                println!("{output}");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(output)) => print(&output),
+        Err(Failure::Output(e)) => output_failed(&e),
         Err(Failure::Usage(message)) => {
             eprintln!("rpc: {message}");
             ExitCode::from(2)
@@ -253,6 +252,25 @@ async fn connect(options: &Options) -> Result<Channel, Failure> {
         channel = channel.with_metadata(key, value);
     }
     Ok(channel)
+}
+
+/// Prints the command's output.
+fn print(output: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{output}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => output_failed(&e),
+    }
+}
+
+/// A reader that went away (`| head`) is no failure; a full disk is.
+fn output_failed(e: &std::io::Error) -> ExitCode {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("rpc: could not write the output: {e}");
+    ExitCode::from(1)
 }
 
 /// An error with its causes.

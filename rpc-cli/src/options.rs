@@ -66,9 +66,9 @@ options:
   --cert FILE --key FILE   client certificate and key (PEM), for mutual TLS
   --server-name NAME   name the server's certificate must have (default: ADDR's host)
 
-exit codes: 0 done, 2 usage or a bad argument, 3 a transport error or a
-server description that makes no sense, 4 an error status (the server's, or
-the call's deadline passing)";
+exit codes: 0 done, 1 the output could not be written, 2 usage or a bad
+argument, 3 a transport error or a server description that makes no sense,
+4 an error status (the server's, or the call's deadline passing)";
 
 /// Parses `args` (without the program's name).
 pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {

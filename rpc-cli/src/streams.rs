@@ -169,13 +169,11 @@ pub(crate) async fn call(channel: &Channel, call: Call<'_>) -> Result<Option<Str
         let mut out = std::io::stdout().lock();
         while let Some(item) = items.next().await {
             let Read(item) = item?;
-            // A reader that went away (`| head`) ends the call.
-            if writeln!(out, "{}", json(&item, call.pretty))
+            // A reader that went away (`| head`) ends the call, as does
+            // output that fails.
+            writeln!(out, "{}", json(&item, call.pretty))
                 .and_then(|()| out.flush())
-                .is_err()
-            {
-                return Ok(None);
-            }
+                .map_err(Failure::Output)?;
         }
         Ok(None)
     };

@@ -278,6 +278,33 @@ async fn maps_keyed_by_numbers_and_integers_beyond_64_bits_go_both_ways() {
 }
 
 #[tokio::test]
+async fn output_that_cannot_be_written_is_exit_1_not_a_panic() {
+    let addr = server(Server::builder()).await.to_string();
+    for args in [
+        vec!["call", &addr, "Calculator.add", "1", "2"],
+        vec!["call", &addr, "Market.ticks", "ACME", "3"],
+        vec!["describe", &addr],
+    ] {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rpc"))
+                .args(&args)
+                .stdout(std::fs::File::create("/dev/full").unwrap())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("could not write the output"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_input_is_a_clear_usage_error() {
     let addr = server(Server::builder()).await.to_string();
     for (args, message) in [

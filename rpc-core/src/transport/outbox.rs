@@ -42,6 +42,10 @@ struct State {
     writer: Option<Waker>,
     /// Nothing more will be queued: the writer sends what is and stops.
     closed: bool,
+    /// Something queued came alone (`push`): from a task whose siblings
+    /// may have frames ready too, worth letting them queue theirs before
+    /// writing. What came as a batch is a server reader's whole burst.
+    singles: bool,
 }
 
 /// Frames in the order they go out, small ones copied together: what an
@@ -130,6 +134,7 @@ impl Outbox {
             return Err(WriterGone);
         }
         state.queued.push(frame, cost);
+        state.singles = true;
         self.wake(state);
         Ok(())
     }
@@ -182,6 +187,12 @@ impl Outbox {
         self.lock().take(into)
     }
 
+    /// Whether anything queued since the last take came alone rather than
+    /// in a batch (see [`Outbox::push_batch`]).
+    pub(crate) fn has_singles(&self) -> bool {
+        self.lock().singles
+    }
+
     /// Nothing more will be queued: the writer sends what is, then stops.
     pub(crate) fn close(&self) {
         let writer = {
@@ -231,6 +242,7 @@ impl State {
             return false;
         }
         self.queued.drain_into(into);
+        self.singles = false;
         true
     }
 }
@@ -285,6 +297,20 @@ mod tests {
         assert!(outbox.take_now(&mut taken));
         let seen = lengths_firsts_costs(&taken);
         assert_eq!(seen, [(10, 1, 1), (20, 2, 5), (10, 4, 4)]);
+    }
+
+    #[test]
+    fn only_frames_queued_alone_are_singles() {
+        let outbox = Outbox::default();
+        let mut batch = Batch::default();
+        batch.push(&mut frame(10, 1), 1);
+        outbox.push_batch(&mut batch).unwrap();
+        assert!(!outbox.has_singles(), "a batch is a whole burst");
+        outbox.push(&mut frame(10, 2), 1).unwrap();
+        assert!(outbox.has_singles());
+        let mut taken = Vec::new();
+        assert!(outbox.take_now(&mut taken));
+        assert!(!outbox.has_singles(), "taken, nothing is left alone");
     }
 
     #[test]

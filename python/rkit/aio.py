@@ -19,12 +19,12 @@ import struct
 import time
 
 from .codec import ArgumentError, Codec
-from .connection import (FLAG_READS_STREAM, FLAG_SENDS_STREAM, HELLO, KIND_CANCEL, KIND_CREDIT, KIND_DRAIN,
-                         KIND_END, KIND_ITEMS, KIND_PING, KIND_PONG, KIND_RESPONSE, KIND_STOP, Call, answer,
-                         Violation, credit_frame, header_frame, items_frame, read_message, request_frame)
+from .connection import (FLAG_READS_STREAM, FLAG_SENDS_STREAM, HELLO, KIND_CANCEL, KIND_DRAIN, KIND_END,
+                         KIND_PING, KIND_PONG, Call, Violation, answer, credit_frame, drained, header_frame,
+                         items_frame, read_message, request_frame)
 from .errors import Cancelled, ConnectionClosed, DeadlineExceeded, RpcError, status_error
-from .proxy import Method, Service, _string, describe
-from .streams import WINDOW, end
+from .proxy import Described, Method, Service, _string
+from .streams import WINDOW, Reading, end
 
 
 class AsyncCall(Call):
@@ -90,23 +90,14 @@ class Connection:
             self.send(header_frame(KIND_PONG, ident))
             return
         if kind == KIND_DRAIN:
-            self._draining = "the server is shutting down (it drained the connection)"
-            for call_id, call in self._calls.items():
-                if call_id >= ident and call.answer is None:
-                    call.answer = ConnectionClosed(self._draining + " before reading this call; it did not run")
-                    call.event.set()
+            self._draining = drained(self._calls, ident)
+            for call in self._calls.values():
+                call.event.set()
             return
         call = self._calls.get(ident)
         if call is None:
             return  # late: the call ended or was given up
-        if kind == KIND_RESPONSE:
-            call.answer = fields
-        elif kind == KIND_ITEMS:
-            call.take_items(ident, payload, fields)
-        elif kind == KIND_CREDIT:
-            call.add_credit(ident, fields)
-        elif kind == KIND_STOP:
-            call.stopped = True
+        call.receive(kind, ident, payload, fields)
         call.event.set()
 
     def send(self, frame):
@@ -196,10 +187,9 @@ class Stream:
 
     def __init__(self, connection, call_id, call, codec, item_format, error_format, deadline, sender):
         self._connection, self._id, self._call = connection, call_id, call
-        self._codec, self._format, self._error_format = codec, item_format, error_format
+        self._codec, self._error_format = codec, error_format
         self._deadline, self._sender = deadline, sender
-        self._message, self._pos, self._left = None, 0, 0
-        self._taken = 0
+        self._reading = Reading(call, codec, item_format)
         self._done = False
 
     def __aiter__(self):
@@ -212,32 +202,23 @@ class Stream:
         await self.close()
 
     async def __anext__(self):
-        while self._left == 0:
+        while self._reading.left == 0:
             if self._done:
                 raise StopAsyncIteration
             await self._next_message()
-        self._left -= 1
         try:
-            value, self._pos = self._codec.read(self._message, self._pos, self._format, "a stream item")
+            return self._reading.item()
         except RpcError:
             await self.close()
             raise
-        if self._left == 0 and self._pos != len(self._message):
-            await self.close()
-            raise RpcError("the server sent an items message with bytes left over")
-        return value
 
     async def _next_message(self):
         call = self._call
         await self._connection.wait(call, lambda c: c.items or c.answer is not None, self._deadline, "stream item")
         if call.items:
-            message, pos = call.items.popleft()
-            (self._left,) = struct.unpack_from("<I", message, pos)
-            self._message, self._pos = message, pos + 4
-            self._taken += len(message)
-            if self._taken >= WINDOW // 2:
-                self._connection.grant(self._id, call, self._taken)
-                self._taken = 0
+            grant = self._reading.take()
+            if grant:
+                self._connection.grant(self._id, call, grant)
             return
         self._done = True
         self._connection.forget(self._id)
@@ -248,7 +229,7 @@ class Stream:
     async def close(self):
         if not self._done:
             self._done = True
-            self._left = 0
+            self._reading.left = 0
             self._connection.cancel(self._id)
         if self._sender is not None:
             self._sender.task.cancel()
@@ -358,15 +339,9 @@ class AsyncMethod(Method):
                 connection.forget(call_id)
 
 
-class ServerProxy:
+class ServerProxy(Described):
     """A server, described once by `connect`; its services are attributes
     whose methods are awaited."""
-
-    def __init__(self, connection, timeout, metadata):
-        self._connection, self._timeout = connection, timeout
-        self._metadata = tuple(metadata.items()) if isinstance(metadata, dict) else tuple(metadata)
-        self._services = {}
-        self._codecs = {}
 
     async def _reflect(self, method, body):
         status, reply = await self._connection.call("rpc.Reflection", method, body, self._timeout)
@@ -374,21 +349,6 @@ class ServerProxy:
             raise status_error(status, reply)
         text, _ = Codec({}).read(reply, 0, "STR", "the description")
         return text
-
-    def _codec(self, service):
-        if service not in self._codecs:
-            self._codecs[service] = Codec(self._services[service]._described.get("types", {}))
-        return self._codecs[service]
-
-    def __getattr__(self, name):
-        try:
-            return self._services[name]
-        except KeyError:
-            raise AttributeError("the server has no service %r (it has %s)" % (name, ", ".join(self._services))) from None
-
-    def describe(self):
-        """Every service and method, a line each."""
-        return describe(self._services)
 
     async def close(self):
         await self._connection.close()

@@ -46,6 +46,17 @@ class Call:
         self.reads = reads  # whether the call reads a stream
         self.window = START_CREDIT  # what the server may still send us
 
+    def receive(self, kind, ident, payload, fields):
+        """A message for this call, as `read_message` read it."""
+        if kind == KIND_RESPONSE:
+            self.answer = fields
+        elif kind == KIND_ITEMS:
+            self.take_items(ident, payload, fields)
+        elif kind == KIND_CREDIT:
+            self.add_credit(ident, fields)
+        elif kind == KIND_STOP:
+            self.stopped = True
+
     def take_items(self, ident, payload, fields):
         """An items message for this call, checked against the credit it
         was granted (section 8)."""
@@ -298,24 +309,12 @@ class Connection:
             pongs.append(header_frame(KIND_PONG, ident))
             return
         if kind == KIND_DRAIN:
-            # Requests from `ident` on were not read and will not be
-            # answered; those before it will be. Nothing new is sent.
-            self._draining = "the server is shutting down (it drained the connection)"
-            for call_id, call in self._calls.items():
-                if call_id >= ident and call.answer is None:
-                    call.answer = ConnectionClosed(self._draining + " before reading this call; it did not run")
+            self._draining = drained(self._calls, ident)
             return
         call = self._calls.get(ident)
         if call is None:
             return  # late: the call ended or was given up
-        if kind == KIND_RESPONSE:
-            call.answer = fields
-        elif kind == KIND_ITEMS:
-            call.take_items(ident, payload, fields)
-        elif kind == KIND_CREDIT:
-            call.add_credit(ident, fields)
-        elif kind == KIND_STOP:
-            call.stopped = True
+        call.receive(kind, ident, payload, fields)
 
     def _shutdown(self):
         try:
@@ -406,6 +405,17 @@ def read_message(payload):
             raise DecodeError("a credit message that is not 4 bytes")
         return kind, ident, struct.unpack_from("<I", payload, pos)[0]
     return kind, ident, None
+
+
+def drained(calls, first_unread):
+    """A drain: requests from `first_unread` on were not read and will not
+    be answered (they fail now); those before it will be. Returns why new
+    calls are refused."""
+    reason = "the server is shutting down (it drained the connection)"
+    for call_id, call in calls.items():
+        if call_id >= first_unread and call.answer is None:
+            call.answer = ConnectionClosed(reason + " before reading this call; it did not run")
+    return reason
 
 
 def answer(call):

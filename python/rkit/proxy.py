@@ -135,29 +135,15 @@ class Service:
                                  % (self._described["service"], name, ", ".join(self._methods))) from None
 
 
-class ServerProxy:
-    """A server, described once when made; its services are attributes.
+class Described:
+    """What both proxies share: the services a server described, each
+    with a codec of its types, as attributes."""
 
-        proxy = rkit.ServerProxy("127.0.0.1:7878")
-        proxy.Calculator.add(2, 3)
-    """
-
-    def __init__(self, address, timeout=10.0, metadata=(), ssl_context=None, server_hostname=None):
-        self._timeout = timeout
+    def __init__(self, connection, timeout, metadata):
+        self._connection, self._timeout = connection, timeout
         self._metadata = tuple(metadata.items()) if isinstance(metadata, dict) else tuple(metadata)
-        self._connection = Connection(address, timeout, ssl_context, server_hostname)
         self._services = {}
         self._codecs = {}
-        for name in json.loads(self._reflect("list", b""))["services"]:
-            described = json.loads(self._reflect("describe", _string(name)))
-            self._services[name] = Service(self, described)
-
-    def _reflect(self, method, body):
-        status, reply = self._connection.call("rpc.Reflection", method, body, self._timeout)
-        if status != 0:
-            raise status_error(status, reply)
-        text, _ = Codec({}).decode(reply, 0, "STR")
-        return text
 
     def _codec(self, service):
         if service not in self._codecs:
@@ -173,6 +159,31 @@ class ServerProxy:
     def describe(self):
         """Every service and method, a line each, like xmlrpc's methodHelp."""
         return describe(self._services)
+
+
+class ServerProxy(Described):
+    """A server, described once when made; its services are attributes.
+
+        proxy = rkit.ServerProxy("127.0.0.1:7878")
+        proxy.Calculator.add(2, 3)
+    """
+
+    def __init__(self, address, timeout=10.0, metadata=(), ssl_context=None, server_hostname=None):
+        super().__init__(Connection(address, timeout, ssl_context, server_hostname), timeout, metadata)
+        try:
+            for name in json.loads(self._reflect("list", b""))["services"]:
+                described = json.loads(self._reflect("describe", _string(name)))
+                self._services[name] = Service(self, described)
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def _reflect(self, method, body):
+        status, reply = self._connection.call("rpc.Reflection", method, body, self._timeout)
+        if status != 0:
+            raise status_error(status, reply)
+        text, _ = Codec({}).read(reply, 0, "STR", "the description")
+        return text
 
     def close(self):
         self._connection.close()

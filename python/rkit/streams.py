@@ -14,6 +14,38 @@ from .errors import ConnectionClosed, RemoteError, RpcError, status_error
 WINDOW = 262144
 
 
+class Reading:
+    """What a reader of a server stream has taken so far, the same for the
+    threaded and the asyncio streams: the items message being read, and
+    the bytes read since the last grant of credit."""
+
+    def __init__(self, call, codec, item_format):
+        self._call, self._codec, self._format = call, codec, item_format
+        self._message, self._pos, self.left = None, 0, 0
+        self._taken = 0
+
+    def take(self):
+        """Moves on to the call's next items message; returns the credit
+        to grant the server now (0 for none yet)."""
+        message, pos = self._call.items.popleft()
+        (self.left,) = struct.unpack_from("<I", message, pos)
+        self._message, self._pos = message, pos + 4
+        self._taken += len(message)
+        if self._taken < WINDOW // 2:
+            return 0
+        grant, self._taken = self._taken, 0
+        return grant
+
+    def item(self):
+        """The next item of the message; `RpcError` if it does not decode
+        or the message has bytes after its last item."""
+        self.left -= 1
+        value, self._pos = self._codec.read(self._message, self._pos, self._format, "a stream item")
+        if self.left == 0 and self._pos != len(self._message):
+            raise RpcError("the server sent an items message with bytes left over")
+        return value
+
+
 class Stream:
     """The items of a stream the server sends, as an iterator.
 
@@ -23,10 +55,9 @@ class Stream:
 
     def __init__(self, connection, call_id, call, codec, item_format, error_format, deadline):
         self._connection, self._id, self._call = connection, call_id, call
-        self._codec, self._format, self._error_format = codec, item_format, error_format
+        self._codec, self._error_format = codec, error_format
         self._deadline = deadline
-        self._message, self._pos, self._left = None, 0, 0
-        self._taken = 0  # bytes read since the last grant
+        self._reading = Reading(call, codec, item_format)
         self._done = False
         self.sender = None  # the thread sending our stream, for a bidi call
 
@@ -40,31 +71,23 @@ class Stream:
         self.close()
 
     def __next__(self):
-        while self._left == 0:
+        while self._reading.left == 0:
             if self._done:
                 raise StopIteration
             self._next_message()
-        self._left -= 1
         try:
-            value, self._pos = self._codec.read(self._message, self._pos, self._format, "a stream item")
+            return self._reading.item()
         except RpcError:
             self.close()
             raise
-        if self._left == 0 and self._pos != len(self._message):
-            self._fail("the server sent an items message with bytes left over")
-        return value
 
     def _next_message(self):
         call = self._call
         self._connection.wait(call, lambda c: c.items or c.answer is not None, self._deadline, "stream item")
         if call.items:
-            message, pos = call.items.popleft()
-            (self._left,) = struct.unpack_from("<I", message, pos)
-            self._message, self._pos = message, pos + 4
-            self._taken += len(message)
-            if self._taken >= WINDOW // 2:
-                self._connection.grant(self._id, call, self._taken)
-                self._taken = 0
+            grant = self._reading.take()
+            if grant:
+                self._connection.grant(self._id, call, grant)
             return
         self._done = True
         self._connection.forget(self._id)
@@ -73,16 +96,12 @@ class Stream:
             raise sender.error
         end(answer(call), self._codec, self._error_format)
 
-    def _fail(self, message):
-        self.close()
-        raise RpcError(message)
-
     def close(self):
         """Stops reading: the server stops the call (status 10 on its
         side). Does nothing once the stream has ended."""
         if not self._done:
             self._done = True
-            self._left = 0
+            self._reading.left = 0
             self._connection.cancel(self._id)
 
     def __del__(self):

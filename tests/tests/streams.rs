@@ -348,6 +348,29 @@ async fn a_stream_and_unary_calls_share_a_connection_while_one_stream_is_unread(
 }
 
 #[tokio::test]
+async fn many_unread_streams_that_fill_the_reply_backlog_do_not_stall_the_connection() {
+    // 60 streams, each allowed its 256 KiB window and none read: more than
+    // the server's 4 MiB reply backlog. The backlog fills and empties as the
+    // client takes the frames in; every stream sender and the reader wait
+    // for it, and must all wake. Woken one at a time, the rest slept on
+    // with the backlog empty and the connection stalled for good.
+    let (client, ..) = market().await;
+    // All sent at once, as a pipelining client would: the server reads
+    // them while the backlog fills.
+    let opens = (0..60).map(|i| client.ticks(format!("S{i}"), 1_000_000));
+    let (unread, price) = within_10s(
+        "60 streams to open and a unary call after them",
+        futures::future::join(
+            futures::future::join_all(opens),
+            client.price("ACME".into()),
+        ),
+    )
+    .await;
+    assert!(unread.iter().all(Result::is_ok));
+    assert_eq!(price.unwrap(), 4.2);
+}
+
+#[tokio::test]
 async fn an_item_that_fits_a_frame_only_alone_goes_in_the_next_one() {
     const LIMIT: usize = 1024 * 1024;
     let addr = serve(

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 pub(crate) struct Held {
     limit: usize,
     bytes: AtomicUsize,
-    /// Wakes the reader when bytes are given back.
+    /// Wakes whoever waits for room when bytes are given back: the
+    /// reader, and every stream sender of the connection.
     freed: Notify,
 }
 
@@ -32,9 +33,12 @@ impl Held {
 
     pub(crate) fn sub(&self, bytes: usize) {
         let before = self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        // Only a crossing of the limit can unblock the reader.
+        // Only a crossing of the limit can unblock a waiter, and one
+        // crossing must wake them all: woken one at a time, the rest slept
+        // on with the backlog empty (a review stalled a connection of 60
+        // streams for good that way).
         if before >= self.limit && before - bytes < self.limit {
-            self.freed.notify_one();
+            self.freed.notify_waiters();
         }
     }
 
@@ -83,5 +87,19 @@ mod tests {
         held.sub(7);
         assert!(waiting.now_or_never().is_some());
         assert_eq!(held.bytes(), 4);
+    }
+
+    #[tokio::test]
+    async fn one_crossing_wakes_every_waiter() {
+        let held = Held::new(10);
+        held.add(20);
+        let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(held.below_limit())).collect();
+        for waiter in &mut waiters {
+            assert!(waiter.as_mut().now_or_never().is_none());
+        }
+        held.sub(20);
+        for waiter in waiters {
+            assert!(waiter.now_or_never().is_some(), "a waiter slept on");
+        }
     }
 }

@@ -65,6 +65,10 @@ class Connection:
         if hello[:4] != b"RKIT":
             writer.close()
             raise RpcError("the server does not speak this protocol (first bytes %r)" % hello[:4])
+        if hello[4:6] != b"\x01\x00":
+            writer.close()
+            raise RpcError("the server speaks protocol version %d; this client speaks 1"
+                           % struct.unpack_from("<H", hello, 4)[0])
         return cls(reader, writer, max_frame_length)
 
     async def _read_all(self):
@@ -79,6 +83,7 @@ class Connection:
             self._closed = "the server closed the connection"
         except (OSError, RpcError, Violation, ValueError, struct.error) as e:
             self._closed = str(e) if isinstance(e, RpcError) else "the connection broke: %s" % e
+            self._writer.transport.abort()
         except asyncio.CancelledError:
             self._closed = "the connection was closed"
         for call in self._calls.values():
@@ -250,6 +255,9 @@ class Sender:
         try:
             index = 0
             async for item in _each(items):
+                # Lets the reader task take in an answer or a stop first:
+                # `drain` yields only once the write buffer is full.
+                await asyncio.sleep(0)
                 value = bytearray()
                 self._codec.encode(item, self._format, value, "%s[%d]" % (self._where, index))
                 index += 1
@@ -335,8 +343,13 @@ class AsyncMethod(Method):
             call_id = None  # the stream forgets it when done
             return opened
         finally:
+            # Not opened (an error, an interrupt): the server must stop too,
+            # and a sender with it.
             if call_id is not None:
-                connection.forget(call_id)
+                if call.answer is None:
+                    connection.cancel(call_id)
+                else:
+                    connection.forget(call_id)
 
 
 class ServerProxy(Described):

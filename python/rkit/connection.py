@@ -123,6 +123,7 @@ class Connection:
         self._calls = {}
         self._closed = None
         self._draining = None
+        self._abandoned = collections.deque()  # calls given up by `abandon`
 
     def _take_more(self, deadline):
         """Reads what the socket has, waiting up to `deadline`; False if
@@ -160,12 +161,39 @@ class Connection:
 
     def send(self, frame):
         """Sends one whole frame; a failure closes the connection."""
+        with self._write:
+            self._write_all(frame)
+
+    def _write_all(self, data, call_id=None):
+        """Writes `data` (`_write` is held). Whatever stops it half-way (an
+        error, KeyboardInterrupt) closes the connection: the peer would
+        read the next frame as the rest of this one."""
         try:
-            with self._write:
-                self._sock.sendall(frame)
-        except OSError as e:
-            self._fail("the connection broke: %s" % e)
-            raise ConnectionClosed(self._closed) from None
+            self._sock.sendall(data)
+        except BaseException as e:
+            self._fail("the connection broke: %s" % (e or type(e).__name__))
+            self._shutdown()
+            if call_id is not None:
+                self.forget(call_id)
+            if isinstance(e, OSError):
+                raise ConnectionClosed(self._closed) from None
+            raise
+
+    def abandon(self, call_id):
+        """Gives a call up from anywhere, a garbage collector's `__del__`
+        included: takes no lock (one may be held by the very thread it
+        runs on). The cancel goes out with the next request."""
+        self._abandoned.append(call_id)
+
+    def _take_abandoned(self):
+        """The cancel frames of calls given up by `abandon`, which are
+        forgotten here; `_lock` is held."""
+        frames = bytearray()
+        while self._abandoned:
+            call_id = self._abandoned.popleft()
+            if self._calls.pop(call_id, None) is not None:
+                frames += header_frame(KIND_CANCEL, call_id)
+        return frames
 
     def _fail(self, reason):
         with self._lock:
@@ -178,6 +206,11 @@ class Connection:
         arrive in."""
         call = Call(reads=bool(flags & FLAG_READS_STREAM))
         deadline_us = None if timeout is None else int(timeout * 1e6)
+        # Built outside the locks (a large one takes a while); its id goes in below.
+        frame = bytearray(request_frame(0, service, method, body, deadline_us, metadata, flags))
+        if len(frame) - 4 > self.max_frame_length:
+            raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
+                                % (service, method, len(frame) - 4, self.max_frame_length))
         # Ids rise in the order requests go on the wire (a drain names the
         # first id the server did not read): given and sent under one lock.
         with self._write:
@@ -187,18 +220,11 @@ class Connection:
                 if self._draining is not None:
                     raise ConnectionClosed(self._draining)
                 call_id = self._next_id
-                frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
-                if len(frame) - 4 > self.max_frame_length:
-                    raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
-                                        % (service, method, len(frame) - 4, self.max_frame_length))
                 self._next_id += 1
                 self._calls[call_id] = call
-            try:
-                self._sock.sendall(frame)
-            except OSError as e:
-                self._fail("the connection broke: %s" % e)
-                self.forget(call_id)
-                raise ConnectionClosed(self._closed) from None
+                cancels = self._take_abandoned()
+            struct.pack_into("<Q", frame, 6, call_id)
+            self._write_all(cancels + frame, call_id)
         return call_id, call
 
     def call(self, service, method, body, timeout=None, metadata=()):
@@ -223,6 +249,7 @@ class Connection:
                         raise ConnectionClosed(self._closed)
                     if not self._reading:
                         self._reading = True
+                        cancels = self._take_abandoned()
                         break
                     if not block:
                         return False
@@ -232,6 +259,8 @@ class Connection:
                     self._turn.wait(left)
             frames, failure, pongs = [], None, []
             try:
+                if cancels:
+                    self.send(cancels)
                 frames = self._read_frames(deadline if block else time.monotonic())
             except (OSError, RpcError, Violation) as e:
                 failure = str(e) if not isinstance(e, OSError) else "the connection broke: %s" % e
@@ -250,20 +279,21 @@ class Connection:
                         self._closed = failure
                         self._shutdown()
                     self._turn.notify_all()
-            for pong in pongs:
+            if pongs:
                 try:
-                    self.send(pong)
+                    self.send(b"".join(pongs))
                 except ConnectionClosed:
                     pass
-            if not frames:
-                if not block:
-                    with self._lock:
-                        return ready(call)
-                if deadline is not None and deadline - time.monotonic() <= 0:
-                    with self._lock:
-                        if ready(call):
-                            return True
-                    raise DeadlineExceeded("no %s in time" % what)
+            if not frames and not block:
+                with self._lock:
+                    return ready(call)
+            # Checked after every batch too: a server that keeps sending
+            # other frames (pings) must not hold the call past its deadline.
+            if deadline is not None and deadline - time.monotonic() <= 0:
+                with self._lock:
+                    if ready(call):
+                        return True
+                raise DeadlineExceeded("no %s in time" % what)
 
     def forget(self, call_id):
         """Drops a call's state: messages still coming for it are ignored."""

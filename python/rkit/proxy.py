@@ -113,8 +113,13 @@ class Method:
             call_id = None  # the stream forgets it when done
             return stream
         finally:
+            # Not opened (an error, an interrupt): the server must stop too,
+            # and a sender with it.
             if call_id is not None:
-                connection.forget(call_id)
+                if call.answer is None:
+                    connection.cancel(call_id)
+                else:
+                    connection.forget(call_id)
 
 
 class Service:

@@ -105,10 +105,11 @@ class Stream:
             self._connection.cancel(self._id)
 
     def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - the interpreter may be going down
-            pass
+        # Never `close()` here: the collector may run on a thread that holds
+        # the connection's locks.
+        if not self._done:
+            self._done = True
+            self._connection.abandon(self._id)
 
 
 def end(answer, codec, error_format):

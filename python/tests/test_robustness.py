@@ -136,6 +136,26 @@ class ScriptedServerTest(unittest.TestCase):
         conn.close()
         thread.join(10)
 
+    def test_a_server_flooding_pings_cannot_hold_a_call_past_its_deadline(self):
+        def script(peer, buf):
+            read_frame(peer, buf)
+            # Takes the client's pongs in, so that its sends never block.
+            threading.Thread(target=lambda: [None for _ in iter(lambda: peer.recv(65536), b"")],
+                             daemon=True).start()
+            ping = header_frame(0x05, 9)
+            end = time.monotonic() + 6
+            while time.monotonic() < end:
+                peer.sendall(ping * 50)
+
+        addr, thread = scripted(script)
+        conn = connection.Connection(addr, timeout=5)
+        started = time.monotonic()
+        with self.assertRaises(rkit.DeadlineExceeded):
+            conn.call("Calculator", "total", b"", timeout=0.2)
+        self.assertLess(time.monotonic() - started, 5)  # the flood lasts 6 s
+        conn.close()
+        thread.join(10)
+
     def test_close_wakes_a_caller_waiting_without_a_deadline(self):
         def script(peer, buf):
             read_frame(peer, buf)
@@ -180,6 +200,22 @@ class GivingUpTest(unittest.TestCase):
         # the server close the connection.
         for _ in range(50):
             self.assertEqual(self.proxy.Market.price("ACME"), 100.0)
+
+    def test_a_stream_collected_while_its_connection_is_locked_does_not_deadlock(self):
+        ticks = self.proxy.Market.ticks("ACME", 10**9)
+        next(ticks)
+        conn = self.proxy._connection
+        # The garbage collector may run `__del__` on a thread that holds
+        # the connection's locks, inside `start`.
+        with conn._write, conn._lock:
+            collector = threading.Thread(target=ticks.__del__)
+            collector.start()
+            collector.join(5)
+            stuck = collector.is_alive()
+        self.assertFalse(stuck)
+        # The cancel goes out with the next request; the call is forgotten.
+        self.assertEqual(self.proxy.Calculator.add(1, 2), 3)
+        self.assertNotIn(ticks._id, conn._calls)
 
     def test_an_interrupted_reader_leaves_the_connection_usable(self):
         conn = self.proxy._connection

@@ -224,7 +224,7 @@ class Connection:
                 self._calls[call_id] = call
                 cancels = self._take_abandoned()
             struct.pack_into("<Q", frame, 6, call_id)
-            self._write_all(cancels + frame, call_id)
+            self._write_all(cancels + frame if cancels else frame, call_id)
         return call_id, call
 
     def call(self, service, method, body, timeout=None, metadata=()):

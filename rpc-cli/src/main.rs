@@ -163,11 +163,11 @@ async fn run(options: Options) -> Result<Option<String>, Failure> {
                 found.returns.format.clone().ok_or_else(|| {
                     Failure::Usage("the result has no described format".to_owned())
                 })?;
-            let encoded = values::Encoded {
-                values: serde_json::Value::Array(values),
-                format: Format::Tuple(formats),
-                registry: &registry,
-            };
+            let encoded = values::Encoded::new(
+                serde_json::Value::Array(values),
+                &Format::Tuple(formats),
+                &registry,
+            );
             if found.shape != "unary" {
                 let sent = match &found.stream_arg {
                     Some(arg) => Some((

@@ -28,6 +28,9 @@ struct Formats {
     registry: Registry,
     /// Of the items the client sends.
     sent: Option<Format>,
+    /// `sent` and `registry` as the items are sent (see `wire`), made once.
+    sent_wire: Option<Format>,
+    wire_registry: Registry,
     /// Of the items the server sends, or of a client stream's one answer.
     read: Format,
     /// Of `E` in `Result<Streaming<T>, E>`.
@@ -89,13 +92,8 @@ struct Sent(Value);
 impl serde::Serialize for Sent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let formats = formats();
-        let format = formats.sent.as_ref().unwrap_or(&Format::Unit);
-        values::Encoded {
-            values: self.0.clone(),
-            format: format.clone(),
-            registry: &formats.registry,
-        }
-        .serialize(serializer)
+        let format = formats.sent_wire.as_ref().unwrap_or(&Format::Unit);
+        values::serialize_as(&self.0, format, &formats.wire_registry, serializer)
     }
 }
 
@@ -113,7 +111,7 @@ impl<'de> serde::Deserialize<'de> for Sent {
 pub(crate) struct Call<'a> {
     pub(crate) service: &'a str,
     pub(crate) method: &'a str,
-    pub(crate) args: values::Encoded<'a>,
+    pub(crate) args: values::Encoded,
     pub(crate) registry: Registry,
     pub(crate) sent: Option<(String, Format)>,
     pub(crate) read: Format,
@@ -126,6 +124,10 @@ pub(crate) struct Call<'a> {
 pub(crate) async fn call(channel: &Channel, call: Call<'_>) -> Result<Option<String>, Failure> {
     let (sent_name, sent_format) = call.sent.clone().unzip();
     let formats = Formats {
+        sent_wire: sent_format
+            .as_ref()
+            .map(|f| crate::wire::format(f, &call.registry)),
+        wire_registry: crate::wire::registry(&call.registry),
         registry: call.registry.clone(),
         sent: sent_format,
         read: call.read.clone(),

@@ -277,23 +277,45 @@ fn found(value: &Value) -> String {
     }
 }
 
-/// The arguments, as what the call sends.
-pub(crate) struct Encoded<'a> {
-    pub(crate) values: Value,
-    pub(crate) format: Format,
-    pub(crate) registry: &'a Registry,
+/// The arguments, as what the call sends: their format and the registry
+/// rewritten once for the wire (see `wire`).
+pub(crate) struct Encoded {
+    values: Value,
+    format: Format,
+    registry: Registry,
 }
 
-impl serde::Serialize for Encoded<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        SerializationContext {
-            value: &self.values,
-            format: &crate::wire::format(&self.format, self.registry),
-            registry: &crate::wire::registry(self.registry),
-            environment: &EmptyEnvironment,
+impl Encoded {
+    pub(crate) fn new(values: Value, format: &Format, registry: &Registry) -> Self {
+        Encoded {
+            values,
+            format: crate::wire::format(format, registry),
+            registry: crate::wire::registry(registry),
         }
-        .serialize(serializer)
     }
+}
+
+impl serde::Serialize for Encoded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_as(&self.values, &self.format, &self.registry, serializer)
+    }
+}
+
+/// Serializes `value` as `format`, which with `registry` is already in its
+/// wire form.
+pub(crate) fn serialize_as<S: serde::Serializer>(
+    value: &Value,
+    format: &Format,
+    registry: &Registry,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let context = SerializationContext {
+        value,
+        format,
+        registry,
+        environment: &EmptyEnvironment,
+    };
+    serde::Serialize::serialize(&context, serializer)
 }
 
 /// What decodes a reply of `format` into JSON.

@@ -130,6 +130,18 @@ pub enum RpcError {
     )]
     InsideRuntime,
 
+    /// A discovery source could not say where the servers are (a name did
+    /// not resolve, the registry could not be reached or answered
+    /// nonsense): from [`Channel::balanced`](crate::Channel::balanced)
+    /// when the source's first answer fails, and from the sources of
+    /// [`discovery`](crate::discovery) later (a balanced channel logs those
+    /// and keeps the endpoints it knows).
+    #[error("endpoint discovery failed: {message}")]
+    Discovery {
+        /// What went wrong.
+        message: String,
+    },
+
     /// A server was given two services of one name
     /// ([`ServerBuilder::add_service`](crate::ServerBuilder::add_service)):
     /// calls could not tell them apart. Two traits of one name in

@@ -91,6 +91,7 @@ mod conformance;
 mod context;
 mod depth;
 pub mod describe;
+pub mod discovery;
 mod duration;
 mod envelope;
 mod error;
@@ -123,7 +124,8 @@ pub mod __fuzz;
 
 pub use client::{
     Channel, ChannelBuilder, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RECONNECT_INITIAL_BACKOFF,
-    DEFAULT_RECONNECT_MAX_BACKOFF, RpcClient,
+    DEFAULT_RECONNECT_MAX_BACKOFF, DEFAULT_RETRY_MIN_PER_SEC, DEFAULT_RETRY_PERCENT,
+    DEFAULT_RETRY_WINDOW, EndpointStatus, RpcClient,
 };
 pub use context::CallContext;
 pub use error::{CodecError, RpcError};

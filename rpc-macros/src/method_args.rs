@@ -1,4 +1,5 @@
-//! A method's own arguments: `#[rpc(name = "wire_name")]` on a trait method.
+//! A method's own arguments: `#[rpc(name = "wire_name")]` and
+//! `#[rpc(idempotent)]` on a trait method.
 
 use syn::Attribute;
 
@@ -9,6 +10,9 @@ use crate::errors::Errors;
 pub(crate) struct MethodArgs {
     /// The method's name on the wire, when not its identifier.
     pub(crate) name: Option<syn::LitStr>,
+    /// `idempotent`, where it was written: the method may run twice
+    /// without harm, so a balanced channel may send it again.
+    pub(crate) idempotent: Option<syn::Path>,
 }
 
 /// Whether `attr` is one of ours, which the trait the macro emits drops.
@@ -22,10 +26,21 @@ impl MethodArgs {
         let mut args = MethodArgs::default();
         for attr in attrs.iter().filter(|a| is_rpc(a)) {
             let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("idempotent") {
+                    if meta.input.peek(syn::Token![=]) || meta.input.peek(syn::token::Paren) {
+                        return Err(meta.error(
+                            "`idempotent` takes no value; write `#[rpc(idempotent)]`",
+                        ));
+                    }
+                    if args.idempotent.replace(meta.path.clone()).is_some() {
+                        errors.push(&meta.path, "`idempotent` is given twice; keep one");
+                    }
+                    return Ok(());
+                }
                 if !meta.path.is_ident("name") {
                     let key = quote::ToTokens::to_token_stream(&meta.path).to_string();
                     return Err(meta.error(format!(
-                        "unknown argument `{key}`; `#[rpc]` accepts `name = \"wire_name\"`"
+                        "unknown argument `{key}`; `#[rpc]` accepts `name = \"wire_name\"` and `idempotent`"
                     )));
                 }
                 let name = crate::args::string(&meta, "name", "wire_name")?;

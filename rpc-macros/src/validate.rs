@@ -22,6 +22,7 @@ pub(crate) fn check(service: &Service<'_>, errors: &mut Errors) {
         check_types(method, errors);
         check_arity(method, errors);
         check_streams(method, errors);
+        check_idempotent(method, errors);
         check_default_body(method, errors);
     }
     check_names(service, errors);
@@ -262,6 +263,23 @@ fn check_streams(method: &Method<'_>, errors: &mut Errors) {
     };
     if let Some(inner) = inner {
         errors.push(inner, format!("a stream inside the return type; {RULE}"));
+    }
+}
+
+/// `#[rpc(idempotent)]` lets a call be sent twice; a stream is never
+/// sent twice, so only a unary method may say it.
+fn check_idempotent(method: &Method<'_>, errors: &mut Errors) {
+    let Some(idempotent) = &method.args_of_rpc.idempotent else {
+        return;
+    };
+    let streams_in = method.args.iter().any(|arg| arg.is_stream());
+    let streams_out = !matches!(streams::returns(method.answer), streams::Returns::Value);
+    if streams_in || streams_out {
+        errors.push(
+            idempotent,
+            "`#[rpc(idempotent)]` is for methods without streams: a stream call is never sent twice; \
+             remove `idempotent`",
+        );
     }
 }
 

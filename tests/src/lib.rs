@@ -1,6 +1,11 @@
 //! Helpers for the toolkit's tests: test services, a server on
 //! 127.0.0.1:0, a TCP proxy a test can cut, and raw sockets for bad input.
 
+pub mod cluster;
+pub mod dns;
+pub mod etcd;
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

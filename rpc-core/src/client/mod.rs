@@ -3,6 +3,7 @@
 //! it dies.
 
 mod backoff;
+mod balance;
 mod connection;
 mod deadline;
 mod limit;
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
+use crate::discovery::Discover;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::metadata;
@@ -31,6 +33,10 @@ use crate::{codec, duration};
 use crate::{meter, trace};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
+use balance::Balancer;
+pub use balance::{
+    DEFAULT_RETRY_MIN_PER_SEC, DEFAULT_RETRY_PERCENT, DEFAULT_RETRY_WINDOW, EndpointStatus,
+};
 use connection::{Connection, Keepalive};
 use deadline::Deadline;
 use tracing::Instrument;
@@ -74,11 +80,20 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct Channel {
-    inner: Arc<Inner>,
+    route: Route,
     /// What this handle's calls carry; clones made by
     /// [`Channel::with_timeout`] and [`Channel::with_metadata`] differ here
     /// only.
     options: CallOptions,
+}
+
+/// Where a channel's calls go.
+#[derive(Clone)]
+enum Route {
+    /// One server, one connection.
+    One(Arc<Inner>),
+    /// The endpoints of a discovery source.
+    Balanced(Arc<Balancer>),
 }
 
 /// A deadline and metadata given to calls.
@@ -112,11 +127,15 @@ struct Inner {
 
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel")
-            .field("server", &self.inner.dial)
-            .field("closed", &self.is_closed())
+        let mut f = f.debug_struct("Channel");
+        match &self.route {
+            Route::One(inner) => f
+                .field("server", &inner.dial)
+                .field("settings", &inner.settings),
+            Route::Balanced(balancer) => f.field("endpoints", &balancer.addresses()),
+        };
+        f.field("closed", &self.is_closed())
             .field("timeout", &self.options.timeout)
-            .field("settings", &self.inner.settings)
             .finish()
     }
 }
@@ -145,6 +164,7 @@ impl Channel {
             keepalive: None,
             call_timeout: None,
             stream_window: crate::DEFAULT_STREAM_WINDOW,
+            retries: balance::RetrySettings::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -212,23 +232,105 @@ impl Channel {
     /// assert!(channel.is_closed());
     /// # }
     /// ```
+    ///
+    /// A balanced channel closes every endpoint's connection so, and stops
+    /// following its discovery source.
     pub async fn close(&self) {
-        self.inner
+        let inner = match &self.route {
+            Route::One(inner) => inner,
+            Route::Balanced(balancer) => return balancer.close().await,
+        };
+        inner
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         // A reconnect under way finishes first, and sees the flag before it
         // would install a connection.
         let connection = {
-            let _reconnecting = self.inner.backoff.lock().await;
-            self.inner.current.load_full()
+            let _reconnecting = inner.backoff.lock().await;
+            inner.current.load_full()
         };
         connection.close().await;
     }
 
     /// Whether the current connection has ended (or is draining). The next
-    /// call reconnects, unless reconnecting is turned off.
+    /// call reconnects, unless reconnecting is turned off. A balanced
+    /// channel is closed once [`Channel::close`]d, and while none of its
+    /// endpoints is connected.
     pub fn is_closed(&self) -> bool {
-        self.inner.current.load().is_closed()
+        match &self.route {
+            Route::One(inner) => inner.current.load().is_closed(),
+            Route::Balanced(balancer) => balancer.is_closed(),
+        }
+    }
+
+    /// A channel over the endpoints `discover` finds, with default
+    /// settings; see [`ChannelBuilder::balanced`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rpc_core::RpcError> {
+    /// # let a = rpc_core::Server::builder().bind("127.0.0.1:0").await?;
+    /// # let b = rpc_core::Server::builder().bind("127.0.0.1:0").await?;
+    /// # let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
+    /// # tokio::spawn(a.serve());
+    /// # tokio::spawn(b.serve());
+    /// use rpc_core::{Channel, discovery::Static};
+    ///
+    /// let channel = Channel::balanced(Static::new([a_addr, b_addr])).await?;
+    /// assert_eq!(channel.endpoints().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn balanced(discover: impl Discover) -> Result<Channel, RpcError> {
+        Channel::builder().balanced(discover).await
+    }
+
+    /// The endpoints of a balanced channel as they are now: address,
+    /// weight, whether connected, calls in flight, the last connect error.
+    /// Empty for a channel to one server.
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        match &self.route {
+            Route::One(_) => Vec::new(),
+            Route::Balanced(balancer) => balancer.statuses(),
+        }
+    }
+
+    /// Waits until `done` says yes of this balanced channel's endpoints,
+    /// and returns them: it is asked now, and again each time an endpoint
+    /// comes, goes, connects or loses its connection (not when only its
+    /// calls in flight change). For a channel to one server it is asked
+    /// once, of an empty list, and if it says no this never returns. A
+    /// program that waits for its cluster, or a test, uses it; bound it
+    /// with `tokio::time::timeout`.
+    ///
+    /// ```
+    /// # async fn run(channel: rpc_core::Channel) {
+    /// // Until two endpoints take calls.
+    /// channel
+    ///     .endpoints_until(|endpoints| endpoints.iter().filter(|e| e.connected).count() >= 2)
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn endpoints_until(
+        &self,
+        mut done: impl FnMut(&[EndpointStatus]) -> bool,
+    ) -> Vec<EndpointStatus> {
+        let Route::Balanced(balancer) = &self.route else {
+            if done(&[]) {
+                return Vec::new();
+            }
+            return std::future::pending().await;
+        };
+        let mut changes = balancer.changes();
+        loop {
+            changes.borrow_and_update();
+            let endpoints = balancer.statuses();
+            if done(&endpoints) {
+                return endpoints;
+            }
+            // The sender lives as long as the balancer, which `self` holds.
+            let _ = changes.changed().await;
+        }
     }
 
     /// The options of a call traced in `span`, when its trace context goes
@@ -258,7 +360,47 @@ impl Channel {
     ///
     /// Dropping the future before it completes gives the call up: the
     /// server is told, and stops the call if it is still running.
-    pub async fn call<A, R>(&self, service: &str, method: &str, args: A) -> Result<R, RpcError>
+    pub fn call<'a, A, R>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        args: A,
+    ) -> impl Future<Output = Result<R, RpcError>> + 'a
+    where
+        A: Serialize + 'a,
+        R: DeserializeOwned + 'a,
+    {
+        self.unary(service, method, args, false)
+    }
+
+    /// Like [`Channel::call`], for a method marked `#[rpc(idempotent)]`:
+    /// one that may run twice with no harm. On a balanced channel, such a
+    /// call that failed in a way that leaves it unknown whether it ran
+    /// (its connection broke, the server was out of room) is sent to
+    /// another endpoint, within its deadline and the channel's
+    /// [retry allowance](ChannelBuilder::retry_allowance); any call that
+    /// did not run at all is, idempotent or not. On a channel to one
+    /// server it is the same as [`Channel::call`].
+    pub fn call_idempotent<'a, A, R>(
+        &'a self,
+        service: &'a str,
+        method: &'a str,
+        args: A,
+    ) -> impl Future<Output = Result<R, RpcError>> + 'a
+    where
+        A: Serialize + 'a,
+        R: DeserializeOwned + 'a,
+    {
+        self.unary(service, method, args, true)
+    }
+
+    async fn unary<A, R>(
+        &self,
+        service: &str,
+        method: &str,
+        args: A,
+        idempotent: bool,
+    ) -> Result<R, RpcError>
     where
         A: Serialize,
         R: DeserializeOwned,
@@ -270,19 +412,35 @@ impl Channel {
             //
             // The deadline runs from here: the wait for a reconnect and for
             // a permit count against it, not only the wait for the reply.
-            let result = match self.connection().await {
-                Ok((connection, deadline)) => {
-                    connection
-                        .call(service, method, args, &self.options, deadline, None, decode)
-                        .await
+            let result = match &self.route {
+                Route::One(inner) => match self.connection_to(inner).await {
+                    Ok((connection, deadline)) => {
+                        connection
+                            .call(service, method, args, &self.options, deadline, None, decode)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                // Boxed, so that the call to one server keeps its size.
+                Route::Balanced(balancer) => {
+                    let call = balancer.call(
+                        service,
+                        method,
+                        &args,
+                        &self.options,
+                        None,
+                        decode,
+                        idempotent,
+                    );
+                    Box::pin(call).await
                 }
-                Err(e) => Err(e),
             };
             meter.ended_with(&result);
             return result;
         };
         // Boxed, so that the untraced call's future stays its own size.
-        let result = Box::pin(self.call_traced(span, service, method, args, decode)).await;
+        let call = self.call_traced(span, service, method, args, decode, idempotent);
+        let result = Box::pin(call).await;
         meter.ended_with(&result);
         result
     }
@@ -295,6 +453,7 @@ impl Channel {
         method: &str,
         args: A,
         decode: impl FnOnce(&[u8]) -> Result<R, crate::error::CodecError>,
+        idempotent: bool,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -302,7 +461,16 @@ impl Channel {
         let options = self.traced_options(Some(&span));
         let options = options.as_ref().unwrap_or(&self.options);
         let call = async {
-            let (connection, deadline) = self.connection().await?;
+            let inner = match &self.route {
+                Route::One(inner) => inner,
+                Route::Balanced(balancer) => {
+                    let span = Some(&span);
+                    return (balancer
+                        .call(service, method, &args, options, span, decode, idempotent))
+                    .await;
+                }
+            };
+            let (connection, deadline) = self.connection_to(inner).await?;
             connection
                 .call(
                     service,
@@ -338,9 +506,16 @@ impl Channel {
     {
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let decode = move |body: &[u8]| codec::decode_with(seed, body);
-        let result = match trace::client(service, method) {
-            Some(span) => self.call_traced(span, service, method, args, decode).await,
-            None => match self.connection().await {
+        let result = match (trace::client(service, method), &self.route) {
+            (Some(span), _) => {
+                self.call_traced(span, service, method, args, decode, false)
+                    .await
+            }
+            (None, Route::Balanced(balancer)) => {
+                let options = &self.options;
+                (balancer.call(service, method, &args, options, None, decode, false)).await
+            }
+            (None, Route::One(inner)) => match self.connection_to(inner).await {
                 Ok((connection, deadline)) => {
                     connection
                         .call(service, method, args, &self.options, deadline, None, decode)
@@ -457,27 +632,42 @@ impl Channel {
         opened
     }
 
-    /// The connection to call over, reconnected if need be, and the call's
-    /// deadline, which runs from here.
+    /// The connection to call over, and the call's deadline, which runs
+    /// from here: on a balanced channel the less loaded of two endpoints,
+    /// otherwise the one connection, reconnected if need be.
     async fn connection(&self) -> Result<(Arc<Connection>, Option<Deadline>), RpcError> {
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+        match &self.route {
+            Route::One(inner) => self.connection_to(inner).await,
+            Route::Balanced(balancer) => balancer.connection(&self.options).await,
+        }
+    }
+
+    /// The connection of `inner`, reconnected if need be, and the call's
+    /// deadline.
+    async fn connection_to(
+        &self,
+        inner: &Inner,
+    ) -> Result<(Arc<Connection>, Option<Deadline>), RpcError> {
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(RpcError::NotProcessed {
                 reason: "the channel was closed (Channel::close)".to_owned(),
             });
         }
         let deadline = Deadline::start(self.options.timeout)?;
-        let mut connection = self.inner.current.load_full();
-        if connection.is_closed() && self.inner.settings.reconnect {
-            connection = Deadline::within(deadline, self.reconnect(connection)).await??;
+        let mut connection = inner.current.load_full();
+        if connection.is_closed() && inner.settings.reconnect {
+            connection = Deadline::within(deadline, inner.reconnect(connection)).await??;
         }
         Ok((connection, deadline))
     }
+}
 
+impl Inner {
     /// Replaces the dead connection `dead`, unless another caller already
     /// has or the backoff says to wait.
     async fn reconnect(&self, dead: Arc<Connection>) -> Result<Arc<Connection>, RpcError> {
-        let backoff = self.inner.backoff.lock().await;
-        let current = self.inner.current.load_full();
+        let backoff = self.backoff.lock().await;
+        let current = self.current.load_full();
         if !Arc::ptr_eq(&current, &dead) && !current.is_closed() {
             return Ok(current);
         }
@@ -490,12 +680,12 @@ impl Channel {
                 ),
             });
         }
-        let settings = &self.inner.settings;
+        let settings = &self.settings;
         // A caller's deadline may drop this future mid-attempt; that counts
         // as a failed attempt, or every short-deadline call would start a
         // fresh connect and a slow server would be hammered.
         let mut attempt = Attempt(Some(backoff));
-        let connecting = transport::connect(&self.inner.dial, &self.inner.connect).await;
+        let connecting = transport::connect(&self.dial, &self.connect).await;
         let mut backoff = attempt.0.take().expect("taken once");
         match connecting {
             Ok(connected) => {
@@ -509,12 +699,12 @@ impl Channel {
                 // `close` ran meanwhile: it waits for this lock, so the
                 // fresh connection must not outlive it. Dropped here, it
                 // closes (its only handle).
-                if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                     return Err(RpcError::NotProcessed {
                         reason: "the channel was closed (Channel::close)".to_owned(),
                     });
                 }
-                self.inner.current.store(fresh.clone());
+                self.current.store(fresh.clone());
                 tracing::debug!("reconnected after: {}", dead.close_reason());
                 Ok(fresh)
             }
@@ -551,6 +741,7 @@ pub struct ChannelBuilder {
     keepalive: Option<Keepalive>,
     call_timeout: Option<Duration>,
     stream_window: usize,
+    retries: balance::RetrySettings,
     #[cfg(feature = "tls")]
     tls: Option<ClientTlsConfig>,
 }
@@ -633,6 +824,27 @@ impl ChannelBuilder {
         self
     }
 
+    /// How many calls a balanced channel may send again to another
+    /// endpoint: each call earns `percent` of a retry (0.0 to 1.0) for
+    /// `window`, and `min_per_sec` retries a second come whatever the
+    /// traffic (defaults [`DEFAULT_RETRY_PERCENT`], 20 %,
+    /// [`DEFAULT_RETRY_MIN_PER_SEC`], 10, and [`DEFAULT_RETRY_WINDOW`],
+    /// 10 s: Finagle's). When it is spent, a call that could be retried
+    /// fails with its own error instead, so that a failing cluster sees at
+    /// most that much more traffic. `percent` is clamped to 0.0-1.0.
+    pub fn retry_allowance(mut self, percent: f32, min_per_sec: u32, window: Duration) -> Self {
+        self.retries = balance::RetrySettings {
+            window: duration::capped(window).max(Duration::from_secs(1)),
+            min_per_sec,
+            percent: if percent.is_nan() {
+                0.0
+            } else {
+                percent.clamp(0.0, 1.0)
+            },
+        };
+        self
+    }
+
     /// Speaks TLS to the server (feature `tls`): the server's certificate
     /// must chain to the configured CA certificates and be valid for the
     /// configured server name, or connecting fails.
@@ -703,8 +915,56 @@ impl ChannelBuilder {
         self.open(Dial::Custom(Arc::new(connector))).await
     }
 
-    async fn open(self, dial: Dial) -> Result<Channel, RpcError> {
-        let connect = ConnectSettings {
+    /// A channel over the endpoints `discover` finds, each with these
+    /// settings (TLS, keepalive, timeouts, frame limit, stream window,
+    /// backoff); every generated client's `new` takes it.
+    ///
+    /// Each endpoint gets one multiplexed connection, opened as soon as
+    /// the endpoint is known (eagerly) by a task of its own, and opened
+    /// again when it breaks (at once, then after the
+    /// [backoff](ChannelBuilder::reconnect_backoff) if that fails); an
+    /// endpoint without a live connection gets no calls. Each call goes
+    /// to the less loaded of two endpoints drawn at random in proportion
+    /// to their weights (power of two choices), the load being the calls
+    /// each connection carries. A server that drains gets no new calls
+    /// from the moment its DRAIN arrives.
+    ///
+    /// A unary call that did not run (the server drained before reading
+    /// it, the connection was down) is sent to another endpoint; one that
+    /// may have run only if its method is idempotent
+    /// ([`Channel::call_idempotent`]). Both count against the
+    /// [retry allowance](ChannelBuilder::retry_allowance) and the call's
+    /// deadline, and no endpoint is tried twice. Stream calls are never
+    /// sent twice. With no endpoint connected, calls fail at once with
+    /// [`RpcError::NotProcessed`], which lists the endpoints and why each
+    /// is down.
+    ///
+    /// Returns once `discover` has given its first endpoints and each has
+    /// been tried once (for at most the handshake timeout), so that the
+    /// first calls spread; an error of the source's first answer is
+    /// returned. Later errors of the source are logged, and the endpoints
+    /// known stay.
+    pub async fn balanced(self, discover: impl Discover) -> Result<Channel, RpcError> {
+        let settings = balance::Settings {
+            connect: self.connect_settings()?,
+            max_frame_length: self.max_frame_length,
+            keepalive: self.keepalive,
+            stream_window: self.stream_window,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+        };
+        let balancer = Balancer::start(discover, settings, self.retries).await?;
+        Ok(Channel {
+            route: Route::Balanced(Arc::new(balancer)),
+            options: CallOptions {
+                timeout: self.call_timeout,
+                metadata: None,
+            },
+        })
+    }
+
+    fn connect_settings(&self) -> Result<ConnectSettings, RpcError> {
+        Ok(ConnectSettings {
             max_frame_length: self.max_frame_length,
             handshake_timeout: self.handshake_timeout,
             write_timeout: crate::transport::DEFAULT_WRITE_TIMEOUT,
@@ -714,7 +974,11 @@ impl ChannelBuilder {
                 .as_ref()
                 .map(ClientTlsConfig::connector)
                 .transpose()?,
-        };
+        })
+    }
+
+    async fn open(self, dial: Dial) -> Result<Channel, RpcError> {
+        let connect = self.connect_settings()?;
         let connected = transport::connect(&dial, &connect).await?;
         let connection = Connection::start(
             connected,
@@ -728,7 +992,7 @@ impl ChannelBuilder {
         };
         Ok(Channel {
             options,
-            inner: Arc::new(Inner {
+            route: Route::One(Arc::new(Inner {
                 current: ArcSwap::from_pointee(connection),
                 dial,
                 connect,
@@ -738,7 +1002,7 @@ impl ChannelBuilder {
                 )),
                 settings: self,
                 closed: std::sync::atomic::AtomicBool::new(false),
-            }),
+            })),
         })
     }
 }

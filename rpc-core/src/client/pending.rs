@@ -15,6 +15,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -83,6 +85,36 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Pending {
     state: Mutex<State>,
+    /// How many calls are entered, as of the last lock let go: the load a
+    /// balancer reads without taking the lock.
+    entered: AtomicUsize,
+}
+
+/// The state, locked; letting go of it publishes the count of calls.
+struct Locked<'a> {
+    state: MutexGuard<'a, State>,
+    entered: &'a AtomicUsize,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.entered
+            .store(self.state.by_id.len(), Ordering::Relaxed);
+    }
 }
 
 /// The connection takes no more calls.
@@ -90,9 +122,18 @@ pub(crate) struct Pending {
 pub(crate) struct Refused;
 
 impl Pending {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // Nothing panics while holding it; a poisoned map is still sound.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Locked {
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            entered: &self.entered,
+        }
+    }
+
+    /// Calls in flight (stream calls until they end), and calls given up
+    /// that the server may still be running: this connection's load.
+    pub(crate) fn load(&self) -> usize {
+        self.entered.load(Ordering::Relaxed)
     }
 
     /// Whether a caller still waits for an answer.

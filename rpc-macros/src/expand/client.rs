@@ -156,12 +156,18 @@ fn emit_method(
                         .await
                         #unwrap
                 },
-                None => quote! {
-                    self.#channel
-                        .call::<_, #reply>(#wire_service, #wire_method, #args_struct(#(#packed),*))
-                        .await
-                        #unwrap
-                },
+                None => {
+                    let call = match method.args_of_rpc.idempotent {
+                        Some(_) => quote!(call_idempotent),
+                        None => quote!(call),
+                    };
+                    quote! {
+                        self.#channel
+                            .#call::<_, #reply>(#wire_service, #wire_method, #args_struct(#(#packed),*))
+                            .await
+                            #unwrap
+                    }
+                }
             }
         }
     };

@@ -161,6 +161,16 @@ impl Connection {
         self.closed.is_closed() || self.outbox.is_writer_gone()
     }
 
+    /// The calls this connection carries now, for a balancer to compare.
+    pub(crate) fn load(&self) -> usize {
+        self.pending.load()
+    }
+
+    /// Returns once the connection is gone (its reader has ended).
+    pub(crate) async fn ended(&self) {
+        self.ended.cancelled().await;
+    }
+
     /// Why it takes no more calls.
     pub(crate) fn close_reason(&self) -> String {
         self.closed.reason()

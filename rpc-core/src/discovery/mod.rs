@@ -1,0 +1,178 @@
+//! Where the servers of a balanced [`Channel`](crate::Channel) are: a
+//! [`Discover`] source tells it which endpoints exist as they come and go.
+//!
+//! The toolkit ships three sources: [`Static`], a fixed list; `Dns`
+//! (cargo feature `dns`, on by default), names re-resolved as their
+//! records' TTLs run out; and `Etcd` (cargo feature `etcd`), a prefix that
+//! servers register under. Any other registry (Consul, Nacos, Kubernetes
+//! endpoints) plugs in as a stream of [`Change`] batches: see [`Discover`].
+//! docs/CLUSTER.md says how to run a service on several machines.
+
+#[cfg(feature = "dns")]
+mod dns;
+mod list;
+
+use std::collections::BTreeMap;
+
+use futures::stream::BoxStream;
+
+use crate::error::RpcError;
+
+#[cfg(feature = "dns")]
+pub use dns::{DEFAULT_MAX_REFRESH, DEFAULT_MIN_REFRESH, Dns};
+pub use list::Static;
+
+/// A source of endpoints for [`Channel::balanced`](crate::Channel::balanced).
+///
+/// [`watch`](Discover::watch) turns it into a stream of batches of
+/// changes. The first batch is the whole set at the start (it may be
+/// empty: servers may register later); each later batch is what changed
+/// since, applied at once. An `Err` item is logged and the endpoints known
+/// stay as they are (a registry that is down must not empty a cluster);
+/// the source is expected to recover by itself, as [`Static`], `Dns` and
+/// `Etcd` do. A stream that ends leaves the last set in place for good.
+///
+/// Any boxed stream of batches is a source, so a registry of your own
+/// needs no new type:
+///
+/// ```
+/// use futures::StreamExt;
+/// use rpc_core::discovery::{Change, Endpoint};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
+/// # let server = rpc_core::Server::builder().bind("127.0.0.1:0").await?;
+/// # let addr = server.local_addr().to_string();
+/// # tokio::spawn(server.serve());
+/// // One endpoint now; a real registry would go on sending changes.
+/// let first = vec![Change::Insert {
+///     key: "node-1".to_owned(),
+///     endpoint: Endpoint::new(addr).weight(2),
+/// }];
+/// let changes = futures::stream::iter([Ok(first)]).chain(futures::stream::pending());
+/// let channel = rpc_core::Channel::balanced(changes.boxed()).await?;
+/// # drop(channel);
+/// # Ok(())
+/// # }
+/// ```
+pub trait Discover: Send + 'static {
+    /// The changes of this source, in batches, the first being the set at
+    /// the start.
+    fn watch(self) -> BoxStream<'static, Result<Vec<Change>, RpcError>>;
+}
+
+impl Discover for BoxStream<'static, Result<Vec<Change>, RpcError>> {
+    fn watch(self) -> BoxStream<'static, Result<Vec<Change>, RpcError>> {
+        self
+    }
+}
+
+/// One change of the endpoints a source knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `endpoint` exists under `key`; a key already known is replaced (its
+    /// connection is kept if the address is the same).
+    Insert {
+        /// What names the endpoint in the source: its address, a registry
+        /// key.
+        key: String,
+        /// Where it is and how much traffic it takes.
+        endpoint: Endpoint,
+    },
+    /// The endpoint under `key` is gone: it gets no new calls, and its
+    /// connection closes once the calls on it are answered.
+    Remove {
+        /// The key it was inserted under.
+        key: String,
+    },
+}
+
+/// A server that calls may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` (or `ip:port`), resolved at each connect.
+    pub address: String,
+    /// Its share of calls relative to the others (default 1; 0 counts as
+    /// 1): an endpoint of weight 2 is picked as if it had half its load.
+    pub weight: u32,
+    /// Whatever else the source knows (a zone, a version); the balancer
+    /// only shows it, in [`EndpointStatus`](crate::EndpointStatus).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// The endpoint at `address`, of weight 1 and no metadata.
+    pub fn new(address: impl Into<String>) -> Endpoint {
+        Endpoint {
+            address: address.into(),
+            weight: 1,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// The same endpoint with weight `weight`.
+    pub fn weight(mut self, weight: u32) -> Endpoint {
+        self.weight = weight;
+        self
+    }
+
+    /// The same endpoint with the pair `key`/`value` in its metadata.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Endpoint {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The changes that turn the set `old` into `new`, both keyed the same way;
+/// for sources that see whole sets (a DNS answer, an etcd listing).
+#[cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+pub(crate) fn diff(
+    old: &BTreeMap<String, Endpoint>,
+    new: &BTreeMap<String, Endpoint>,
+) -> Vec<Change> {
+    let removed = old
+        .keys()
+        .filter(|key| !new.contains_key(*key))
+        .map(|key| Change::Remove { key: key.clone() });
+    let inserted = new
+        .iter()
+        .filter(|(key, endpoint)| old.get(*key) != Some(endpoint))
+        .map(|(key, endpoint)| Change::Insert {
+            key: key.clone(),
+            endpoint: endpoint.clone(),
+        });
+    removed.chain(inserted).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(entries: &[(&str, u32)]) -> BTreeMap<String, Endpoint> {
+        entries
+            .iter()
+            .map(|(a, w)| (a.to_string(), Endpoint::new(*a).weight(*w)))
+            .collect()
+    }
+
+    #[test]
+    fn a_diff_removes_what_went_and_inserts_what_came_or_changed() {
+        let old = set(&[("a:1", 1), ("b:1", 1), ("c:1", 1)]);
+        let new = set(&[("b:1", 1), ("c:1", 3), ("d:1", 1)]);
+        assert_eq!(
+            diff(&old, &new),
+            vec![
+                Change::Remove { key: "a:1".into() },
+                Change::Insert {
+                    key: "c:1".into(),
+                    endpoint: Endpoint::new("c:1").weight(3)
+                },
+                Change::Insert {
+                    key: "d:1".into(),
+                    endpoint: Endpoint::new("d:1")
+                },
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+    }
+}

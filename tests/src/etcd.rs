@@ -107,7 +107,9 @@ impl Etcd {
         std::thread::spawn(move || {
             let mut ready = Some(ready);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to serve client requests") {
+                if line.contains("ready to serve client requests")
+                    || line.contains("serving client traffic")
+                {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }

@@ -10,6 +10,8 @@
 
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod list;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,8 @@ use crate::error::RpcError;
 
 #[cfg(feature = "dns")]
 pub use dns::{DEFAULT_MAX_REFRESH, DEFAULT_MIN_REFRESH, Dns};
+#[cfg(feature = "etcd")]
+pub use etcd::{DEFAULT_LEASE_TTL, Etcd, Registration, RegistrationBuilder};
 pub use list::Static;
 
 /// A source of endpoints for [`Channel::balanced`](crate::Channel::balanced).

@@ -2,7 +2,7 @@
 //! framing in one process and prints a table and a JSON line.
 //!
 //! `cargo run --release --manifest-path rpc-bench/Cargo.toml -- [--quick]
-//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic]
+//! [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,toolkit-balanced,toolkit-cluster,tarpc,tonic]
 //! [--workloads w1,w2,w3,w4,w5,w6,w7,w8]`
 
 mod alloc;
@@ -70,7 +70,7 @@ fn parse_args() -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,tarpc,tonic] [--workloads w1,w2,w3,w4,w5,w6,w7,w8]"
+                    "unknown argument `{other}`; usage: [--quick] [--pin split|same|none] [--only raw,toolkit,toolkit-tls,toolkit-layer,toolkit-balanced,toolkit-cluster,tarpc,tonic] [--workloads w1,w2,w3,w4,w5,w6,w7,w8]"
                 ));
             }
         }
@@ -144,6 +144,8 @@ fn main() {
             "toolkit" => measure::<imp::toolkit::Toolkit>(&options),
             "toolkit-tls" => measure::<imp::toolkit::ToolkitTls>(&options),
             "toolkit-layer" => measure::<imp::toolkit::ToolkitLayered>(&options),
+            "toolkit-balanced" => measure::<imp::toolkit::ToolkitBalanced>(&options),
+            "toolkit-cluster" => measure::<imp::toolkit::ToolkitCluster>(&options),
             "tarpc" => measure::<imp::tarpc::Tarpc>(&options),
             "tonic" => measure::<imp::tonic::Tonic>(&options),
             other => {

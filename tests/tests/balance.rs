@@ -318,3 +318,159 @@ async fn a_call_the_server_did_not_run_is_sent_to_another_endpoint() {
     }
     assert_eq!(node.answered(), calls);
 }
+
+/// A server that completes the handshake and then reads and answers
+/// nothing; returns its address.
+async fn mute_after_handshake() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut hello = [0u8; 8];
+            if stream.read_exact(&mut hello).await.is_ok() && stream.write_all(&HELLO).await.is_ok()
+            {
+                held.push(stream);
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_server_gone_silent_fail_over_by_keepalive() {
+    let (good, _) = node("good", Duration::ZERO).await;
+    let silent = mute_after_handshake().await;
+    let channel = Channel::builder()
+        .keepalive(Duration::from_millis(200), Duration::from_millis(200))
+        .balanced(Static::new([good, silent]))
+        .await
+        .unwrap();
+    let client = NodeClient::new(channel);
+    // No deadline: only the keepalive can end a call the silent server
+    // took; idempotent ones then go to the good server.
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.name().await })
+        })
+        .collect();
+    for call in calls {
+        let answer = within_10s("a call to end", call).await.unwrap();
+        assert_eq!(answer.unwrap(), "good");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_endpoint_does_not_hold_up_the_start() {
+    let (good, _) = node("good", Duration::ZERO).await;
+    // Accepts, and never answers the handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute = listener.local_addr().unwrap().to_string();
+    let start = Channel::builder()
+        .handshake_timeout(Duration::from_secs(60))
+        .balanced(Static::new([good, mute]));
+    let channel = within_10s(
+        "the channel to start before the 60 s handshake timeout",
+        start,
+    )
+    .await
+    .unwrap();
+    assert_eq!(NodeClient::new(channel).hit().await.unwrap(), "good");
+    drop(listener);
+}
+
+/// A server that reads one request, says with a DRAIN that it read it,
+/// then says with a second DRAIN that it did not.
+async fn lying_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hello = [0u8; 8];
+                stream.read_exact(&mut hello).await?;
+                stream.write_all(&HELLO).await?;
+                let payload = rpc_tests::read_frame(&mut stream).await;
+                let id = u64::from_le_bytes(payload[2..10].try_into().unwrap());
+                for first_unread in [id + 1, id] {
+                    let mut drain = 10u32.to_le_bytes().to_vec();
+                    drain.extend_from_slice(&[0x07, 0]);
+                    drain.extend_from_slice(&first_unread.to_le_bytes());
+                    stream.write_all(&drain).await?;
+                }
+                let _ = rpc_tests::read_until_closed(&mut stream).await;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_contradicts_itself_does_not_get_a_call_run_twice() {
+    let (good, node) = node("good", Duration::ZERO).await;
+    let liar = lying_server().await;
+    // The liar is nearly always picked; the good node is there to be
+    // retried on, which must not happen.
+    let endpoints = [Endpoint::new(liar).weight(10_000), Endpoint::new(good)];
+    let channel = Channel::balanced(Static::endpoints(endpoints))
+        .await
+        .unwrap();
+    let error = within_10s("the call to end", NodeClient::new(channel).hit())
+        .await
+        .unwrap_err();
+    // It was read, so it may have run: it fails, and is not sent again.
+    assert!(
+        matches!(&error, RpcError::ConnectionClosed { .. }),
+        "{error}"
+    );
+    assert_eq!(node.answered(), 0, "the call was sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_that_change_under_load_do_not_break_the_pick() {
+    let (a, _) = node("a", Duration::ZERO).await;
+    let (b, _) = node("b", Duration::ZERO).await;
+    let (changes, source) = futures::channel::mpsc::unbounded();
+    let insert = |key: &str, address: &str, weight: u32| Change::Insert {
+        key: key.to_owned(),
+        endpoint: Endpoint::new(address).weight(weight),
+    };
+    changes
+        .unbounded_send(Ok(vec![insert("a", &a, 1), insert("b", &b, 1)]))
+        .unwrap();
+    let channel = Channel::balanced(source.boxed()).await.unwrap();
+    connected(&channel, 2).await;
+    let flipping = tokio::spawn(async move {
+        for i in 0..20_000u32 {
+            let weight = if i % 2 == 0 { 1_000_000 } else { 1 };
+            if changes
+                .unbounded_send(Ok(vec![insert("b", &b, weight)]))
+                .is_err()
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let counts = tally(&NodeClient::new(channel), 4, 500).await;
+    assert_eq!(counts.values().sum::<usize>(), 2000, "{counts:?}");
+    flipping.abort();
+}
+
+#[tokio::test]
+async fn endpoints_that_are_not_host_and_port_are_skipped() {
+    let (good, _) = node("good", Duration::ZERO).await;
+    let endpoints = [
+        Endpoint::new("not an address at all"),
+        Endpoint::new("x".repeat(100_000)),
+        Endpoint::new(good),
+    ];
+    let channel = Channel::balanced(Static::endpoints(endpoints))
+        .await
+        .unwrap();
+    let listed: Vec<String> = channel.endpoints().into_iter().map(|e| e.address).collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(NodeClient::new(channel).hit().await.unwrap(), "good");
+}

@@ -125,3 +125,23 @@ async fn a_name_that_does_not_resolve_is_the_channels_error() {
         .unwrap_err();
     assert!(error.to_string().contains("did not resolve"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srv_target_that_does_not_resolve_is_left_out() {
+    let one = node_on("one", "127.0.0.1", 0).await;
+    let dns = DnsServer::start(1).await;
+    let srv = |target: &str, port: u16| Record::Srv {
+        name: "_rpc._tcp.calc.test".into(),
+        weight: 1,
+        port,
+        target: target.into(),
+    };
+    dns.set(vec![
+        srv("host.calc.test", one.port()),
+        srv("gone.calc.test", 1),
+        a("host.calc.test", [127, 0, 0, 1]),
+    ]);
+    let source = Dns::srv("_rpc._tcp.calc.test").nameserver(dns.addr);
+    let channel = Channel::balanced(source).await.unwrap();
+    endpoints_are(&channel, &[one.to_string()]).await;
+}

@@ -188,4 +188,36 @@ mod with_etcd {
             seen.insert(client.hit().await.unwrap());
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_in_etcd_takes_an_endpoint_out_instead_of_being_dialled() {
+        let Some(binary) = etcd::binary_or_skip("garbage_in_etcd") else {
+            return;
+        };
+        let etcd = etcd::Etcd::start(binary);
+        let a = registered("a", &etcd, 5);
+        let b = registered("b", &etcd, 5);
+        let source = Etcd::discover(&[etcd.url()], PREFIX).await.unwrap();
+        let channel = Channel::balanced(source).await.unwrap();
+        endpoints_are(&channel, &[&a, &b]).await;
+
+        let mut raw = etcd_client::Client::connect([etcd.url()], None)
+            .await
+            .unwrap();
+        // b's key now says nothing usable: b leaves, as a listing would
+        // find; a huge value and a non-address are never dialled.
+        let b_key = format!("{PREFIX}/{}", b.addr);
+        raw.put(b_key, "{garbage", None).await.unwrap();
+        raw.put(format!("{PREFIX}/huge"), "x".repeat(200_000), None)
+            .await
+            .unwrap();
+        raw.put(format!("{PREFIX}/words"), "not an address at all", None)
+            .await
+            .unwrap();
+        endpoints_are(&channel, &[&a]).await;
+        let client = NodeClient::new(channel.clone());
+        for _ in 0..20 {
+            assert_eq!(client.hit().await.unwrap(), "a");
+        }
+    }
 }

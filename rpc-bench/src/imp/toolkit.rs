@@ -111,6 +111,55 @@ impl super::Client for BenchClient {
     }
 }
 
+/// The toolkit through a balanced channel over one server: what the
+/// balancer's path (the pick, the retry bookkeeping) costs a call, on the
+/// same connections as `toolkit`.
+pub struct ToolkitBalanced;
+
+impl super::Implementation for ToolkitBalanced {
+    const NAME: &'static str = "toolkit-balanced";
+    type Client = BenchClient;
+
+    async fn serve() -> SocketAddr {
+        start(Server::builder()).await
+    }
+
+    async fn connect(addr: SocketAddr) -> BenchClient {
+        let source = rpc_core::discovery::Static::new([addr.to_string()]);
+        let channel = rpc_core::Channel::balanced(source).await.expect("connect");
+        BenchClient::new(channel)
+    }
+}
+
+/// The toolkit through a balanced channel over three servers on the
+/// server's one thread (the same capacity as `toolkit`'s one server): the
+/// balancer's cost together with three times the connections.
+pub struct ToolkitCluster;
+
+/// The three servers of [`ToolkitCluster`], started by its `serve`.
+static CLUSTER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+impl super::Implementation for ToolkitCluster {
+    const NAME: &'static str = "toolkit-cluster";
+    type Client = BenchClient;
+
+    async fn serve() -> SocketAddr {
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            addrs.push(start(Server::builder()).await);
+        }
+        let _ = CLUSTER.set(addrs.iter().map(SocketAddr::to_string).collect());
+        addrs[0]
+    }
+
+    async fn connect(_: SocketAddr) -> BenchClient {
+        let addrs = CLUSTER.get().expect("serve ran first").clone();
+        let source = rpc_core::discovery::Static::new(addrs);
+        let channel = rpc_core::Channel::balanced(source).await.expect("connect");
+        BenchClient::new(channel)
+    }
+}
+
 /// The toolkit with one layer that does nothing
 /// (`tower_layer::Identity`): what the layered call path
 /// (`ServerBuilder::layer`) costs over the direct one.

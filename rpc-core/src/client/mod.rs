@@ -42,6 +42,12 @@ use deadline::Deadline;
 use tracing::Instrument;
 pub use typed::RpcClient;
 
+/// The keepalive of a balanced channel's connections unless
+/// [`ChannelBuilder::keepalive`] sets another: a probe after this long
+/// without a word from the server, and the connection closed if the probe
+/// is not answered within as long again.
+pub const DEFAULT_BALANCED_KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// Default time allowed for the server's handshake after the TCP connect.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -831,11 +837,12 @@ impl ChannelBuilder {
     /// [`DEFAULT_RETRY_MIN_PER_SEC`], 10, and [`DEFAULT_RETRY_WINDOW`],
     /// 10 s: Finagle's). When it is spent, a call that could be retried
     /// fails with its own error instead, so that a failing cluster sees at
-    /// most that much more traffic. `percent` is clamped to 0.0-1.0.
+    /// most that much more traffic. `percent` is clamped to 0.0-1.0 and
+    /// `window` to 1-60 s.
     pub fn retry_allowance(mut self, percent: f32, min_per_sec: u32, window: Duration) -> Self {
         self.retries = balance::RetrySettings {
-            window: duration::capped(window).max(Duration::from_secs(1)),
-            min_per_sec,
+            window: window.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            min_per_sec: min_per_sec.min(1_000_000),
             percent: if percent.is_nan() {
                 0.0
             } else {
@@ -919,7 +926,9 @@ impl ChannelBuilder {
     /// settings (TLS, keepalive, timeouts, frame limit, stream window,
     /// backoff); every generated client's `new` takes it.
     ///
-    /// Each endpoint gets one multiplexed connection, opened as soon as
+    /// Each endpoint gets one multiplexed connection, with keepalive on
+    /// ([`DEFAULT_BALANCED_KEEPALIVE`] unless
+    /// [`keepalive`](ChannelBuilder::keepalive) says otherwise), opened as soon as
     /// the endpoint is known (eagerly) by a task of its own, and opened
     /// again when it breaks (at once, then after the
     /// [backoff](ChannelBuilder::reconnect_backoff) if that fails); an
@@ -948,7 +957,12 @@ impl ChannelBuilder {
         let settings = balance::Settings {
             connect: self.connect_settings()?,
             max_frame_length: self.max_frame_length,
-            keepalive: self.keepalive,
+            // A server gone silent must not keep its calls, and its place
+            // in the rotation, for ever.
+            keepalive: self.keepalive.or(Some(Keepalive {
+                interval: DEFAULT_BALANCED_KEEPALIVE,
+                timeout: DEFAULT_BALANCED_KEEPALIVE,
+            })),
             stream_window: self.stream_window,
             initial_backoff: self.initial_backoff,
             max_backoff: self.max_backoff,

@@ -71,7 +71,14 @@ impl Dns {
     pub fn new(name_and_port: &str) -> Dns {
         let parsed = name_and_port
             .rsplit_once(':')
-            .and_then(|(name, port)| Some((name.to_owned(), port.parse().ok()?)))
+            .and_then(|(name, port)| {
+                // `[::1]:7878`: the name is the address inside the brackets.
+                let name = name
+                    .strip_prefix('[')
+                    .and_then(|n| n.strip_suffix(']'))
+                    .unwrap_or(name);
+                Some((name.to_owned(), port.parse().ok()?))
+            })
             .filter(|(name, _)| !name.is_empty())
             .ok_or_else(|| format!("`{name_and_port}` is not `name:port`"));
         Dns::of(Target::Host(parsed))
@@ -79,7 +86,9 @@ impl Dns {
 
     /// The SRV records of `name` (`_rpc._tcp.calc.internal`): each target
     /// at its port, weighted by its weight. Of records of several
-    /// priorities, only the lowest-numbered are used, as RFC 2782 says.
+    /// priorities, only the lowest-numbered are used, as RFC 2782 says; the
+    /// targets are looked up together, and one that does not resolve is
+    /// left out (and logged).
     pub fn srv(name: &str) -> Dns {
         Dns::of(Target::Srv(name.to_owned()))
     }
@@ -173,15 +182,28 @@ impl Dns {
                         })
                         .collect();
                     let first = records.iter().map(|srv| srv.priority).min();
-                    for srv in records.iter().filter(|srv| Some(srv.priority) == first) {
+                    // A target of "." means no service there (RFC 2782).
+                    let targets = records
+                        .iter()
+                        .filter(|srv| Some(srv.priority) == first && !srv.target.is_root());
+                    // Each target looked up at once; one that does not
+                    // resolve is left out, not the whole answer.
+                    let lookups = targets.map(|srv| async move {
                         let target = srv.target.to_utf8();
-                        let ips = resolver
-                            .lookup_ip(target.as_str())
-                            .await
-                            .map_err(|e| failed(&target, &e))?;
-                        for ip in ips.iter() {
-                            put(SocketAddr::new(ip, srv.port), u32::from(srv.weight));
+                        match resolver.lookup_ip(target.as_str()).await {
+                            Ok(ips) => ips.iter().map(|ip| (ip, srv)).collect(),
+                            Err(e) => {
+                                tracing::warn!("{}; left out", failed(&target, &e));
+                                Vec::new()
+                            }
                         }
+                    });
+                    for (ip, srv) in futures::future::join_all(lookups)
+                        .await
+                        .into_iter()
+                        .flatten()
+                    {
+                        put(SocketAddr::new(ip, srv.port), u32::from(srv.weight));
                     }
                     Some(lookup.valid_until())
                 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
@@ -111,8 +113,14 @@ async fn connect<E: AsRef<str>>(endpoints: &[E]) -> Result<Client, RpcError> {
         .map_err(|e| failed(&format!("could not connect to {}", endpoints.join(", ")), e))
 }
 
+/// The largest value read as an endpoint.
+const MAX_VALUE: usize = 64 * 1024;
+
 /// The endpoint in a key's value: the JSON object, or a bare address.
 fn endpoint_of(value: &[u8]) -> Option<Endpoint> {
+    if value.len() > MAX_VALUE {
+        return None;
+    }
     let text = std::str::from_utf8(value).ok()?.trim();
     if text.starts_with('{') {
         let value: Value = serde_json::from_str(text).ok()?;
@@ -279,7 +287,14 @@ impl Discover for Etcd {
                                 state.etcd.known.insert(key.clone(), endpoint.clone());
                                 changes.push(Change::Insert { key, endpoint });
                             }
-                            None => tracing::warn!("etcd: {key} holds no endpoint; skipped"),
+                            // What the key said before no longer holds, as
+                            // a fresh listing would find.
+                            None => {
+                                tracing::warn!("etcd: {key} holds no endpoint; skipped");
+                                if state.etcd.known.remove(&key).is_some() {
+                                    changes.push(Change::Remove { key });
+                                }
+                            }
                         },
                         EventType::Delete => {
                             if state.etcd.known.remove(&key).is_some() {
@@ -330,7 +345,22 @@ impl RegistrationBuilder {
     /// Connects to etcd at `endpoints`, puts the key on a fresh lease, and
     /// keeps the lease alive on a task of its own until the registration
     /// is withdrawn or dropped.
+    ///
+    /// An unspecified address (`0.0.0.0:7878`, `[::]:7878`, what a server
+    /// bound to every interface reports as its own) is refused: no client
+    /// could reach it. Register the host's own address instead.
     pub async fn register<E: AsRef<str>>(self, endpoints: &[E]) -> Result<Registration, RpcError> {
+        let address = &self.endpoint.address;
+        if address
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|addr| addr.ip().is_unspecified())
+        {
+            return Err(RpcError::Discovery {
+                message: format!(
+                    "{address} is not an address clients can reach; register the host's own address and port"
+                ),
+            });
+        }
         let mut client = connect(endpoints).await?;
         let key = format!("{}{}", self.prefix, self.endpoint.address);
         let value = serde_json::to_string(&Value {
@@ -340,32 +370,36 @@ impl RegistrationBuilder {
         })
         .map_err(|e| failed("encoding the endpoint", e))?;
         let ttl = self.ttl.as_secs().clamp(1, i64::MAX as u64) as i64;
-        let lease = put_on_lease(&mut client, &key, &value, ttl).await?;
+        let lease = Arc::new(AtomicI64::new(0));
+        put_on_lease(&mut client, &key, &value, ttl, &lease).await?;
         let stop = CancellationToken::new();
-        let lease_id = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(lease));
-        tokio::spawn(keep_alive(
+        let keeper = tokio::spawn(keep_alive(
             client.clone(),
             key.clone(),
             value,
             ttl,
-            lease_id.clone(),
+            lease.clone(),
             stop.clone(),
         ));
         Ok(Registration {
             client,
             key,
-            lease: lease_id,
+            lease,
             stop,
+            keeper: Some(keeper),
         })
     }
 }
 
-/// Grants a lease of `ttl` seconds and puts `key` on it.
+/// Grants a lease of `ttl` seconds, records it in `current` (before the
+/// put, so that a withdrawal racing this revokes the lease the key lands
+/// on), and puts `key` on it.
 async fn put_on_lease(
     client: &mut Client,
     key: &str,
     value: &str,
     ttl: i64,
+    current: &AtomicI64,
 ) -> Result<i64, RpcError> {
     let work = async {
         let lease = client
@@ -373,6 +407,7 @@ async fn put_on_lease(
             .await
             .map_err(|e| failed("granting a lease", e))?
             .id();
+        current.store(lease, Ordering::Release);
         client
             .put(key, value, Some(PutOptions::new().with_lease(lease)))
             .await
@@ -391,10 +426,9 @@ async fn keep_alive(
     key: String,
     value: String,
     ttl: i64,
-    lease: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    lease: Arc<AtomicI64>,
     stop: CancellationToken,
 ) {
-    use std::sync::atomic::Ordering;
     let period = Duration::from_secs(ttl.unsigned_abs()) / 3;
     let mut retry = RETRY_FIRST;
     let mut keeping = None;
@@ -423,9 +457,14 @@ async fn keep_alive(
                 // The lease is gone: register afresh.
                 keeping = None;
                 tracing::warn!("etcd: the lease of {key} expired; registering again");
-                match put_on_lease(&mut client, &key, &value, ttl).await {
-                    Ok(id) => {
-                        lease.store(id, Ordering::Release);
+                let put = put_on_lease(&mut client, &key, &value, ttl, &lease);
+                let put = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    put = put => put,
+                };
+                match put {
+                    Ok(_) => {
                         retry = RETRY_FIRST;
                         period
                     }
@@ -463,8 +502,11 @@ async fn keep_alive(
 pub struct Registration {
     client: Client,
     key: String,
-    lease: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The lease the key is on now; the keeper renews it, or replaces it
+    /// when etcd lost it.
+    lease: Arc<AtomicI64>,
     stop: CancellationToken,
+    keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -481,15 +523,24 @@ impl Registration {
         &self.key
     }
 
-    /// Deletes the key (revokes its lease) and stops keeping it alive.
+    /// Stops keeping the key alive, then deletes it and revokes its lease.
     pub async fn withdraw(mut self) -> Result<(), RpcError> {
         self.stop.cancel();
-        let lease = self.lease.load(std::sync::atomic::Ordering::Acquire);
-        let revoke = self.client.lease_revoke(lease);
-        tokio::time::timeout(ETCD_TIMEOUT, revoke)
+        // Once the keeper is done, no put of its can land after the delete.
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.await;
+        }
+        let lease = self.lease.load(Ordering::Acquire);
+        let what = format!("withdrawing {}", self.key);
+        let key = self.key.clone();
+        let work = async {
+            self.client.delete(key, None).await?;
+            self.client.lease_revoke(lease).await
+        };
+        tokio::time::timeout(ETCD_TIMEOUT, work)
             .await
-            .map_err(|_| failed(&format!("withdrawing {}", self.key), "timed out"))?
-            .map_err(|e| failed(&format!("withdrawing {}", self.key), e))?;
+            .map_err(|_| failed(&what, "timed out"))?
+            .map_err(|e| failed(&what, e))?;
         Ok(())
     }
 

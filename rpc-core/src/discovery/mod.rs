@@ -97,7 +97,8 @@ pub struct Endpoint {
     /// `host:port` (or `ip:port`), resolved at each connect.
     pub address: String,
     /// Its share of calls relative to the others (default 1; 0 counts as
-    /// 1): an endpoint of weight 2 is picked as if it had half its load.
+    /// 1, and more than [`MAX_WEIGHT`] as that): an endpoint of weight 2 is
+    /// picked as if it had half its load.
     pub weight: u32,
     /// Whatever else the source knows (a zone, a version); the balancer
     /// only shows it, in [`EndpointStatus`](crate::EndpointStatus).
@@ -125,6 +126,63 @@ impl Endpoint {
         self.metadata.insert(key.into(), value.into());
         self
     }
+}
+
+/// The largest weight an endpoint can have; larger ones count as this.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Whether an endpoint a source gave can be used: its address must be
+/// `host:port` (at most 255 bytes; a name, an IPv4 address or a bracketed
+/// IPv6 address), its key at most 1 KiB, its metadata at most 16 KiB.
+/// A registry that holds garbage must not make a balanced channel dial
+/// it, or carry megabytes of it in every error.
+pub(crate) fn check(key: &str, endpoint: &Endpoint) -> Result<(), String> {
+    if key.len() > 1024 {
+        return Err(format!("a key of {} bytes", key.len()));
+    }
+    let address = &endpoint.address;
+    let host_ok = |host: &str| match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    let fits = address.len() <= 255
+        && address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| port.parse::<u16>().is_ok() && host_ok(host));
+    if !fits {
+        return Err(format!(
+            "`{}` under `{key}`, which is not host:port",
+            shortened(address, 80)
+        ));
+    }
+    let metadata: usize = endpoint
+        .metadata
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if metadata > 16 * 1024 {
+        return Err(format!("{metadata} bytes of metadata for {address}"));
+    }
+    Ok(())
+}
+
+/// At most `max` bytes of `text` (cut at a character), marked if cut.
+pub(crate) fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
 }
 
 /// The changes that turn the set `old` into `new`, both keyed the same way;
@@ -157,6 +215,27 @@ mod tests {
             .iter()
             .map(|(a, w)| (a.to_string(), Endpoint::new(*a).weight(*w)))
             .collect()
+    }
+
+    #[test]
+    fn only_endpoints_at_host_and_port_are_taken() {
+        let ok = |address: &str| check("k", &Endpoint::new(address)).is_ok();
+        assert!(ok("calc.internal:7878"));
+        assert!(ok("10.0.0.1:7878"));
+        assert!(ok("[::1]:7878"));
+        assert!(ok("node_1.svc:1"));
+        assert!(!ok("not an address at all"));
+        assert!(!ok("calc.internal"));
+        assert!(!ok(":7878"));
+        assert!(!ok("calc:99999"));
+        assert!(!ok("[not-v6]:1"));
+        assert!(!ok(&format!("{}:1", "a".repeat(300))));
+        assert!(check(&"k".repeat(2000), &Endpoint::new("a:1")).is_err());
+        let big = Endpoint::new("a:1").metadata("k", "v".repeat(20_000));
+        assert!(check("k", &big).is_err());
+        let long = "é".repeat(100);
+        assert!(shortened(&long, 81).starts_with(&"é".repeat(40)));
+        assert!(shortened(&long, 81).ends_with("(200 bytes)"));
     }
 
     #[test]

@@ -84,9 +84,11 @@ impl Endpoint {
         self.connection.load().as_ref().map_or(0, |c| c.load())
     }
 
-    /// Its weight, at least 1.
+    /// Its weight, 1 to [`discovery::MAX_WEIGHT`].
     pub(crate) fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed).max(1)
+        self.weight
+            .load(Ordering::Relaxed)
+            .clamp(1, discovery::MAX_WEIGHT)
     }
 
     /// Stops its keeper: no new calls; the connection closes once the
@@ -110,13 +112,15 @@ impl Endpoint {
 
     /// Why it takes no calls, for an error that lists the endpoints.
     pub(crate) fn why_not_ready(&self) -> String {
-        if let Some(error) = lock(&self.last_error).as_ref() {
-            return error.clone();
-        }
-        match self.connection.load().as_ref() {
-            Some(connection) => connection.close_reason(),
-            None => "not connected yet".to_owned(),
-        }
+        let why = match (
+            lock(&self.last_error).as_ref(),
+            self.connection.load().as_ref(),
+        ) {
+            (Some(error), _) => error.clone(),
+            (None, Some(connection)) => connection.close_reason(),
+            (None, None) => "not connected yet".to_owned(),
+        };
+        discovery::shortened(&why, 200)
     }
 }
 

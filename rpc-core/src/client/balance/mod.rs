@@ -61,9 +61,57 @@ impl Default for RetrySettings {
     }
 }
 
+/// How long [`Balancer::start`] waits for the source's first batch.
+const FIRST_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long [`Balancer::start`] still waits for slow endpoints once one is
+/// ready.
+const WARM_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Draws made for a pick before looking at every endpoint instead.
+const DRAWS: usize = 4;
+
+/// The most endpoints a balanced channel keeps: each costs a connection
+/// and a task, and a registry gone wrong must not open thousands.
+pub(crate) const MAX_ENDPOINTS: usize = 1024;
+
+/// The endpoints as of the last batch, and their weights added up in
+/// order, for a draw in proportion to weight without a pass over them.
+#[derive(Default)]
+struct Table {
+    endpoints: Vec<Arc<Endpoint>>,
+    /// `cumulative[i]`: the weights of endpoints `0..=i`.
+    cumulative: Vec<u64>,
+}
+
+impl Table {
+    fn new(endpoints: Vec<Arc<Endpoint>>) -> Table {
+        let cumulative = endpoints
+            .iter()
+            .scan(0u64, |sum, e| {
+                *sum += u64::from(e.weight());
+                Some(*sum)
+            })
+            .collect();
+        Table {
+            endpoints,
+            cumulative,
+        }
+    }
+
+    /// The endpoint that `random` lands on, weights counted; `None` if
+    /// there is none.
+    fn draw(&self, random: u64) -> Option<&Arc<Endpoint>> {
+        let total = *self.cumulative.last()?;
+        let at = random % total;
+        let index = self.cumulative.partition_point(|&sum| sum <= at);
+        self.endpoints.get(index)
+    }
+}
+
 /// The endpoints, shared with the task that follows the source.
 struct Set {
-    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    table: ArcSwap<Table>,
     settings: Arc<Settings>,
     /// The parent of every endpoint's stop.
     stop: CancellationToken,
@@ -92,32 +140,48 @@ impl Balancer {
         retries: RetrySettings,
     ) -> Result<Balancer, RpcError> {
         let mut changes = discover.watch();
-        let first = match changes.next().await {
-            Some(first) => first?,
-            None => Vec::new(),
-        };
         let handshake_timeout = settings.connect.handshake_timeout;
+        // A source that never answers must not hang the caller.
+        let first = match tokio::time::timeout(FIRST_BATCH_TIMEOUT, changes.next()).await {
+            Ok(Some(first)) => first?,
+            Ok(None) => Vec::new(),
+            Err(_) => {
+                return Err(RpcError::Discovery {
+                    message: format!(
+                        "the discovery source gave no endpoints within {FIRST_BATCH_TIMEOUT:?}"
+                    ),
+                });
+            }
+        };
         let set = Arc::new(Set {
-            endpoints: ArcSwap::from_pointee(Vec::new()),
+            table: ArcSwap::from_pointee(Table::default()),
             settings: Arc::new(settings),
             stop: CancellationToken::new(),
             changed: Arc::new(watch::channel(0).0),
         });
         set.apply(first);
+        // Until every endpoint has been tried once, so that the first calls
+        // spread; but once one is ready, a mute one holds this up only for
+        // a moment.
         let mut changed = set.changed.subscribe();
-        let warm = async {
-            while !set
+        let mut until = tokio::time::Instant::now() + handshake_timeout;
+        loop {
+            let table = set.table.load();
+            if table
                 .endpoints
-                .load()
                 .iter()
                 .all(|e| e.attempted.load(Ordering::Acquire))
             {
-                if changed.changed().await.is_err() {
-                    break;
-                }
+                break;
             }
-        };
-        let _ = tokio::time::timeout(handshake_timeout, warm).await;
+            if table.endpoints.iter().any(|e| e.is_ready()) {
+                until = until.min(tokio::time::Instant::now() + WARM_GRACE);
+            }
+            match tokio::time::timeout_at(until, changed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
         let follower = tokio::spawn(follow(set.clone(), changes)).abort_handle();
         let seed =
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
@@ -199,51 +263,87 @@ impl Balancer {
                 reason: "the channel was closed (Channel::close)".to_owned(),
             });
         }
-        let endpoints = self.set.endpoints.load();
-        let eligible =
-            |e: &&Arc<Endpoint>| e.is_ready() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
-        let total: u64 = endpoints
-            .iter()
-            .filter(eligible)
-            .map(|e| u64::from(e.weight()))
-            .sum();
-        if total == 0 {
-            return Err(self.none_ready(&endpoints));
-        }
-        let draw = |n: u64| {
-            let mut left = n % total;
-            endpoints
-                .iter()
-                .filter(eligible)
+        let table = self.set.table.load();
+        let eligible = |e: &Arc<Endpoint>| e.is_ready() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
+        // Draws from the table's weights, fixed when it was made: a few
+        // tries find a ready endpoint unless most are down, and then the
+        // slow path looks at each.
+        let draw = |avoid: Option<&Arc<Endpoint>>| {
+            (0..DRAWS)
+                .map(|_| table.draw(self.random()))
                 .find(|e| {
-                    let weight = u64::from(e.weight());
-                    if left < weight {
-                        return true;
-                    }
-                    left -= weight;
-                    false
+                    e.is_some_and(|e| eligible(e) && avoid.is_none_or(|a| !Arc::ptr_eq(a, e)))
                 })
-                .expect("the draw is below the total weight")
+                .flatten()
         };
-        let (a, b) = (draw(self.random()), draw(self.random()));
+        let Some(a) = draw(None) else {
+            return self.pick_slowly(&table, tried);
+        };
+        let b = draw(Some(a)).unwrap_or(a);
         // Lower load per weight wins, compared without division; on a tie
         // (an idle cluster) the first draw stands, so that calls then
         // spread in proportion to the weights.
         let cost = |e: &Endpoint, other: &Endpoint| e.load() as u64 * u64::from(other.weight());
-        let chosen = if cost(b, a) < cost(a, b) { b } else { a };
-        match chosen.ready() {
-            Some(connection) => Ok((chosen.clone(), connection)),
-            // It closed since it was counted; a call on it fails as not
-            // run, which is retried.
-            None => Err(self.none_ready(&endpoints)),
+        let (chosen, other) = if cost(b, a) < cost(a, b) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        // Either may have closed since it was drawn.
+        for endpoint in [chosen, other] {
+            if let Some(connection) = endpoint.ready() {
+                return Ok((endpoint.clone(), connection));
+            }
         }
+        self.pick_slowly(&table, tried)
+    }
+
+    /// [`Balancer::pick`] for when draws keep finding endpoints that are
+    /// down: looks at every endpoint.
+    fn pick_slowly(
+        &self,
+        table: &Table,
+        tried: &[Arc<Endpoint>],
+    ) -> Result<(Arc<Endpoint>, Arc<Connection>), RpcError> {
+        let ready: Vec<(Arc<Endpoint>, Arc<Connection>)> = table
+            .endpoints
+            .iter()
+            .filter(|e| !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+            .filter_map(|e| Some((e.clone(), e.ready()?)))
+            .collect();
+        let total: u64 = ready.iter().map(|(e, _)| u64::from(e.weight())).sum();
+        let draw = |mut left: u64| {
+            ready
+                .iter()
+                .find(|(e, _)| {
+                    let weight = u64::from(e.weight());
+                    let here = left < weight;
+                    left = left.saturating_sub(weight);
+                    here
+                })
+                .or(ready.last())
+        };
+        let (Some(a), Some(b)) = (
+            draw(self.random() % total.max(1)),
+            draw(self.random() % total.max(1)),
+        ) else {
+            return Err(self.none_ready(&table.endpoints));
+        };
+        let cost = |e: &Endpoint, other: &Endpoint| e.load() as u64 * u64::from(other.weight());
+        let chosen = if cost(&b.0, &a.0) < cost(&a.0, &b.0) {
+            b
+        } else {
+            a
+        };
+        Ok(chosen.clone())
     }
 
     /// Whether an endpoint other than those `tried` could take the call.
     fn has_untried(&self, tried: &[Arc<Endpoint>]) -> bool {
         self.set
-            .endpoints
+            .table
             .load()
+            .endpoints
             .iter()
             .any(|e| e.is_ready() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))
     }
@@ -287,8 +387,9 @@ impl Balancer {
     /// Each endpoint as it is now.
     pub(crate) fn statuses(&self) -> Vec<crate::EndpointStatus> {
         self.set
-            .endpoints
+            .table
             .load()
+            .endpoints
             .iter()
             .map(|e| e.status())
             .collect()
@@ -303,7 +404,7 @@ impl Balancer {
     /// Whether the channel was closed or no endpoint takes calls.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-            || !self.set.endpoints.load().iter().any(|e| e.is_ready())
+            || !self.set.table.load().endpoints.iter().any(|e| e.is_ready())
     }
 
     /// Stops following the source and closes every connection once the
@@ -313,8 +414,9 @@ impl Balancer {
         self.follower.abort();
         let connections: Vec<_> = self
             .set
-            .endpoints
+            .table
             .load()
+            .endpoints
             .iter()
             .filter_map(|e| e.ready())
             .collect();
@@ -325,8 +427,9 @@ impl Balancer {
     /// The addresses of the endpoints, for `Debug`.
     pub(crate) fn addresses(&self) -> Vec<String> {
         self.set
-            .endpoints
+            .table
             .load()
+            .endpoints
             .iter()
             .map(|e| e.address.clone())
             .collect()
@@ -360,20 +463,36 @@ impl Set {
             return;
         }
         let mut by_key: HashMap<String, Arc<Endpoint>> = self
-            .endpoints
+            .table
             .load()
+            .endpoints
             .iter()
             .map(|e| (e.key.clone(), e.clone()))
             .collect();
         for change in batch {
             match change {
                 Change::Insert { key, endpoint } => {
+                    if let Err(why) = crate::discovery::check(&key, &endpoint) {
+                        // Whatever was under the key is gone: the source
+                        // no longer says where it is.
+                        tracing::warn!("endpoint discovery gave {why}; skipped");
+                        if let Some(gone) = by_key.remove(&key) {
+                            gone.stop();
+                        }
+                        continue;
+                    }
                     if let Some(known) = by_key.get(&key) {
                         if known.address == endpoint.address {
                             known.update(endpoint);
                             continue;
                         }
                         known.stop();
+                    } else if by_key.len() >= MAX_ENDPOINTS {
+                        tracing::warn!(
+                            "endpoint discovery gave more than {MAX_ENDPOINTS} endpoints; {} skipped",
+                            endpoint.address
+                        );
+                        continue;
                     }
                     tracing::debug!(endpoint = %endpoint.address, "endpoint inserted as {key}");
                     let started = Endpoint::start(
@@ -395,7 +514,7 @@ impl Set {
         }
         let mut endpoints: Vec<_> = by_key.into_values().collect();
         endpoints.sort_by(|a, b| a.key.cmp(&b.key));
-        self.endpoints.store(Arc::new(endpoints));
+        self.table.store(Arc::new(Table::new(endpoints)));
         self.changed.send_modify(|version| *version += 1);
     }
 }

@@ -69,6 +69,11 @@ impl Reader {
         let mut poked = Box::pin(gave_up.notified());
         // When to let go of the buffer a large reply grew.
         let mut release = Release::default();
+        // The highest id answered, and whether a DRAIN came: a DRAIN that
+        // contradicts either is a lie that would have calls that ran sent
+        // again elsewhere.
+        let mut highest_answered: Option<u64> = None;
+        let mut drained: Option<u64> = None;
         let reason = loop {
             let frame = tokio::select! {
                 biased;
@@ -129,6 +134,12 @@ impl Reader {
             };
             match envelope::decode(&payload) {
                 Ok(Message::Response { id, status, body }) => {
+                    if drained.is_some_and(|first_unread| id >= first_unread) {
+                        break Some(format!(
+                            "protocol violation: an answer to request {id}, which the server's DRAIN said it had not read"
+                        ));
+                    }
+                    highest_answered = highest_answered.max(Some(id));
                     // The call is over: a stream it was sending stops.
                     self.streams.remove(id);
                     let answer = Answer::Response(Response { status, body });
@@ -155,6 +166,16 @@ impl Reader {
                     self.streams.stop(id);
                 }
                 Ok(Message::Drain { first_unread }) => {
+                    if drained.is_some() {
+                        break Some("protocol violation: a second DRAIN".to_owned());
+                    }
+                    if highest_answered.is_some_and(|id| id >= first_unread) {
+                        break Some(format!(
+                            "protocol violation: a DRAIN says request {first_unread} and later were not read, but request {} was answered",
+                            highest_answered.unwrap_or_default()
+                        ));
+                    }
+                    drained = Some(first_unread);
                     tracing::debug!(first_unread, "{SHUTTING_DOWN}");
                     closed.set(SHUTTING_DOWN);
                     self.pending.drain(first_unread);

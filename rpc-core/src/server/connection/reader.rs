@@ -238,8 +238,15 @@ pub(super) async fn read_loop(
                 _ = &mut draining => break 'reading Ok(Ended::Draining),
                 reason = &mut writer_gone => break 'reading Err(reason),
                 () = connection.back.notified(), if role == Role::StandIn => continue 'reading,
-                () = backlog.below_limit(), if backlog.full() => {}
-                () = requests.below_limit(), if requests.full() => {}
+                // Not two branches guarded by `full()`: the guards are read
+                // again when the select starts, and a backlog emptied since
+                // the loop's check left both off, the select waiting on the
+                // drain alone, for ever (seen: a client reading replies it
+                // had asked for stalled a quarter of the time).
+                () = async {
+                    backlog.below_limit().await;
+                    requests.below_limit().await;
+                } => {}
                 () = until(*frame_deadline), if frame_deadline.is_some() => {
                     break 'reading Err(frame_late(shared.frame_timeout));
                 }

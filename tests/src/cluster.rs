@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rpc_core::rpc_service;
+use rpc_core::{Channel, rpc_service};
 
 /// A node of a test cluster.
 #[rpc_service]
@@ -57,4 +57,17 @@ impl Node for NodeImpl {
     async fn name(&self) -> String {
         self.answer().await
     }
+}
+
+/// Waits until `channel`'s endpoints are exactly `addresses`, every one
+/// connected; fails the test after 10 s.
+pub async fn endpoints_are(channel: &Channel, addresses: &[String]) {
+    let mut want = addresses.to_vec();
+    want.sort();
+    let wait = channel.endpoints_until(|endpoints| {
+        let mut got: Vec<String> = endpoints.iter().map(|e| e.address.clone()).collect();
+        got.sort();
+        got == want && endpoints.iter().all(|e| e.connected)
+    });
+    crate::within_10s("the endpoints to follow their source", wait).await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rpc_core::discovery::Dns;
 use rpc_core::{Channel, Server};
-use rpc_tests::cluster::{NodeClient, NodeImpl, NodeServer};
+use rpc_tests::cluster::{NodeClient, NodeImpl, NodeServer, endpoints_are};
 use rpc_tests::dns::{DnsServer, Record};
 use rpc_tests::within_10s;
 
@@ -27,18 +27,6 @@ fn a(name: &str, ip: [u8; 4]) -> Record {
         name: name.into(),
         ip: Ipv4Addr::from(ip),
     }
-}
-
-/// Until the endpoints are exactly `addresses`, all connected.
-async fn endpoints_are(channel: &Channel, addresses: &[String]) {
-    let mut want = addresses.to_vec();
-    want.sort();
-    let wait = channel.endpoints_until(|endpoints| {
-        let mut got: Vec<String> = endpoints.iter().map(|e| e.address.clone()).collect();
-        got.sort();
-        got == want && endpoints.iter().all(|e| e.connected)
-    });
-    within_10s("the endpoints to follow the records", wait).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,16 +42,10 @@ mod with_etcd {
         NodeProcess::start(NODE, &args)
     }
 
-    /// Until the channel's endpoints are exactly `addrs`, all connected.
-    async fn endpoints_are(channel: &Channel, addrs: &[&NodeProcess]) {
-        let mut want: Vec<String> = addrs.iter().map(|n| n.addr.to_string()).collect();
-        want.sort();
-        let wait = channel.endpoints_until(|endpoints| {
-            let mut got: Vec<String> = endpoints.iter().map(|e| e.address.clone()).collect();
-            got.sort();
-            got == want && endpoints.iter().all(|e| e.connected)
-        });
-        within_10s("the endpoints to follow etcd", wait).await;
+    /// Until the channel's endpoints are exactly those of `nodes`.
+    async fn endpoints_are(channel: &Channel, nodes: &[&NodeProcess]) {
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        rpc_tests::cluster::endpoints_are(channel, &addrs).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

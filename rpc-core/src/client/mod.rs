@@ -427,7 +427,9 @@ impl Channel {
                     }
                     Err(e) => Err(e),
                 },
-                // Boxed, so that the call to one server keeps its size.
+                // Not boxed: copying the boxed future in cost a balanced
+                // call more (300 instructions, callgrind) than its size
+                // costs a call to one server (20).
                 Route::Balanced(balancer) => {
                     let call = balancer.call(
                         service,
@@ -438,7 +440,7 @@ impl Channel {
                         decode,
                         idempotent,
                     );
-                    Box::pin(call).await
+                    call.await
                 }
             };
             meter.ended_with(&result);

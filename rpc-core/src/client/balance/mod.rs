@@ -13,7 +13,7 @@ mod retry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -126,8 +126,6 @@ pub(crate) struct Balancer {
     follower: tokio::task::AbortHandle,
     allowance: Allowance,
     closed: AtomicBool,
-    /// The state of a counter-based generator for the random picks.
-    seed: AtomicU64,
 }
 
 impl Balancer {
@@ -183,14 +181,11 @@ impl Balancer {
             }
         }
         let follower = tokio::spawn(follow(set.clone(), changes)).abort_handle();
-        let seed =
-            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
         Ok(Balancer {
             set,
             follower,
             allowance: Allowance::new(retries.window, retries.min_per_sec, retries.percent),
             closed: AtomicBool::new(false),
-            seed: AtomicU64::new(seed),
         })
     }
 
@@ -214,8 +209,9 @@ impl Balancer {
         let deadline = Deadline::start(options.timeout)?;
         self.allowance.earn();
         let mut decode = Some(decode);
-        // Allocated only when a call is retried.
-        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        // The endpoints tried, by identity (no reference held); allocated
+        // only when a call is retried.
+        let mut tried: Vec<usize> = Vec::new();
         let mut last: Option<RpcError> = None;
         loop {
             let (endpoint, connection) = match self.pick(&tried) {
@@ -257,45 +253,46 @@ impl Balancer {
 
     /// The less loaded of two ready endpoints, not among `tried`, each
     /// drawn at random in proportion to its weight.
-    fn pick(&self, tried: &[Arc<Endpoint>]) -> Result<(Arc<Endpoint>, Arc<Connection>), RpcError> {
+    fn pick(&self, tried: &[usize]) -> Result<(usize, Arc<Connection>), RpcError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RpcError::NotProcessed {
                 reason: "the channel was closed (Channel::close)".to_owned(),
             });
         }
         let table = self.set.table.load();
-        let eligible = |e: &Arc<Endpoint>| e.is_ready() && !tried.iter().any(|t| Arc::ptr_eq(t, e));
         // Draws from the table's weights, fixed when it was made: a few
         // tries find a ready endpoint unless most are down, and then the
-        // slow path looks at each.
+        // slow path looks at each. Each endpoint drawn costs one load of
+        // its connection, which then gives its load and is the one used.
         let draw = |avoid: Option<&Arc<Endpoint>>| {
-            (0..DRAWS)
-                .map(|_| table.draw(self.random()))
-                .find(|e| {
-                    e.is_some_and(|e| eligible(e) && avoid.is_none_or(|a| !Arc::ptr_eq(a, e)))
-                })
-                .flatten()
+            (0..DRAWS).find_map(|_| {
+                let endpoint = table.draw(self.random())?;
+                if avoid.is_some_and(|a| Arc::ptr_eq(a, endpoint))
+                    || tried.contains(&identity(endpoint))
+                {
+                    return None;
+                }
+                let connection = endpoint.ready()?;
+                let load = connection.load() as u64;
+                Some((endpoint, connection, load))
+            })
         };
         let Some(a) = draw(None) else {
             return self.pick_slowly(&table, tried);
         };
-        let b = draw(Some(a)).unwrap_or(a);
+        // With one endpoint there is no second to draw.
+        let b = match table.endpoints.len() {
+            1 => None,
+            _ => draw(Some(a.0)),
+        };
         // Lower load per weight wins, compared without division; on a tie
         // (an idle cluster) the first draw stands, so that calls then
         // spread in proportion to the weights.
-        let cost = |e: &Endpoint, other: &Endpoint| e.load() as u64 * u64::from(other.weight());
-        let (chosen, other) = if cost(b, a) < cost(a, b) {
-            (b, a)
-        } else {
-            (a, b)
+        let (endpoint, connection, _) = match b {
+            Some(b) if b.2 * u64::from(a.0.weight()) < a.2 * u64::from(b.0.weight()) => b,
+            _ => a,
         };
-        // Either may have closed since it was drawn.
-        for endpoint in [chosen, other] {
-            if let Some(connection) = endpoint.ready() {
-                return Ok((endpoint.clone(), connection));
-            }
-        }
-        self.pick_slowly(&table, tried)
+        Ok((identity(endpoint), connection))
     }
 
     /// [`Balancer::pick`] for when draws keep finding endpoints that are
@@ -303,12 +300,12 @@ impl Balancer {
     fn pick_slowly(
         &self,
         table: &Table,
-        tried: &[Arc<Endpoint>],
-    ) -> Result<(Arc<Endpoint>, Arc<Connection>), RpcError> {
+        tried: &[usize],
+    ) -> Result<(usize, Arc<Connection>), RpcError> {
         let ready: Vec<(Arc<Endpoint>, Arc<Connection>)> = table
             .endpoints
             .iter()
-            .filter(|e| !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+            .filter(|e| !tried.contains(&identity(e)))
             .filter_map(|e| Some((e.clone(), e.ready()?)))
             .collect();
         let total: u64 = ready.iter().map(|(e, _)| u64::from(e.weight())).sum();
@@ -335,17 +332,17 @@ impl Balancer {
         } else {
             a
         };
-        Ok(chosen.clone())
+        Ok((identity(&chosen.0), chosen.1.clone()))
     }
 
     /// Whether an endpoint other than those `tried` could take the call.
-    fn has_untried(&self, tried: &[Arc<Endpoint>]) -> bool {
+    fn has_untried(&self, tried: &[usize]) -> bool {
         self.set
             .table
             .load()
             .endpoints
             .iter()
-            .any(|e| e.is_ready() && !tried.iter().any(|t| Arc::ptr_eq(t, e)))
+            .any(|e| e.is_ready() && !tried.contains(&identity(e)))
     }
 
     /// The error of a call no endpoint can take.
@@ -373,12 +370,19 @@ impl Balancer {
         }
     }
 
-    /// A well-mixed random number (splitmix64 over a shared counter).
+    /// A well-mixed random number: splitmix64 over a counter of this
+    /// thread's, so that a pick takes no shared atomic.
     fn random(&self) -> u64 {
-        let mut z = self
-            .seed
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        thread_local! {
+            static STATE: std::cell::Cell<u64> = std::cell::Cell::new(
+                std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+            );
+        }
+        let mut z = STATE.with(|state| {
+            let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(next);
+            next
+        });
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
@@ -434,6 +438,13 @@ impl Balancer {
             .map(|e| e.address.clone())
             .collect()
     }
+}
+
+/// What names an endpoint in a call's list of those tried: its address in
+/// memory, so that the list holds no reference. An endpoint dropped and
+/// another made at the same place would only be skipped by that call.
+fn identity(endpoint: &Arc<Endpoint>) -> usize {
+    Arc::as_ptr(endpoint) as usize
 }
 
 impl Drop for Balancer {

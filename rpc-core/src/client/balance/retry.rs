@@ -1,9 +1,9 @@
 //! When a failed call of a balanced channel goes to another endpoint, and
 //! how many such retries the channel allows.
 
-use std::time::Duration;
-
-use tower::retry::budget::{Budget as _, TpsBudget};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::RpcError;
 use crate::status::Code;
@@ -34,21 +34,97 @@ pub(crate) fn may_retry(error: &RpcError, idempotent: bool) -> bool {
 /// `min_per_sec` comes whatever the traffic, and what is earned expires
 /// after the window. A cluster that fails every call therefore sees at
 /// most that much more traffic, not a multiple of it.
-pub(crate) struct Allowance(TpsBudget);
+///
+/// The accounting is tower's `TpsBudget` (and Finagle's): ten slots across
+/// the window, withdrawals taken from the current one so that they too
+/// expire. Calls are banked in batches of [`BATCH`], so that a call costs
+/// one atomic add; `TpsBudget`'s lock and clock read on every call cost a
+/// balanced channel a tenth of W3's rate.
+pub(crate) struct Allowance {
+    /// Calls not yet banked.
+    unbanked: AtomicU64,
+    state: Mutex<Slots>,
+    /// Millitokens each call earns, and a retry costs (1,000).
+    per_call: i64,
+    /// The floor: `min_per_sec` retries a second over the window.
+    reserve: i64,
+    slot_length: Duration,
+}
+
+/// Calls banked at once.
+const BATCH: u64 = 32;
+
+/// Millitokens a retry costs.
+const RETRY_COST: i64 = 1_000;
+
+struct Slots {
+    /// Millitokens earned (less those spent) in each tenth of the window.
+    earned: [i64; 10],
+    /// The slot being written, and when it began.
+    current: usize,
+    began: Instant,
+}
 
 impl Allowance {
     pub(crate) fn new(window: Duration, min_per_sec: u32, percent: f32) -> Allowance {
-        Allowance(TpsBudget::new(window, min_per_sec, percent))
+        let window = window.max(Duration::from_secs(1));
+        Allowance {
+            unbanked: AtomicU64::new(0),
+            state: Mutex::new(Slots {
+                earned: [0; 10],
+                current: 0,
+                began: Instant::now(),
+            }),
+            per_call: (f64::from(percent.clamp(0.0, 1.0)) * RETRY_COST as f64) as i64,
+            reserve: (f64::from(min_per_sec) * window.as_secs_f64()) as i64 * RETRY_COST,
+            slot_length: window / 10,
+        }
     }
 
     /// A call was made.
     pub(crate) fn earn(&self) {
-        self.0.deposit();
+        if self.unbanked.fetch_add(1, Ordering::Relaxed) + 1 >= BATCH {
+            let mut slots = self.lock();
+            self.bank(&mut slots);
+        }
     }
 
     /// Takes one retry, if one is left.
     pub(crate) fn spend(&self) -> bool {
-        self.0.withdraw()
+        let mut slots = self.lock();
+        self.bank(&mut slots);
+        let left = self.reserve + slots.earned.iter().sum::<i64>();
+        if left < RETRY_COST {
+            return false;
+        }
+        let current = slots.current;
+        slots.earned[current] -= RETRY_COST;
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves to the slot of now, emptying those passed, and adds the calls
+    /// not yet banked to it.
+    fn bank(&self, slots: &mut Slots) {
+        let now = Instant::now();
+        let mut passed = now.saturating_duration_since(slots.began);
+        let mut moved = 0;
+        while passed >= self.slot_length && moved < slots.earned.len() {
+            slots.current = (slots.current + 1) % slots.earned.len();
+            let current = slots.current;
+            slots.earned[current] = 0;
+            passed -= self.slot_length;
+            moved += 1;
+        }
+        if moved > 0 {
+            slots.began = now - passed.min(self.slot_length);
+        }
+        let calls = self.unbanked.swap(0, Ordering::Relaxed);
+        let current = slots.current;
+        slots.earned[current] += calls as i64 * self.per_call;
     }
 }
 
@@ -91,7 +167,32 @@ mod tests {
         assert!(!allowance.spend());
         allowance.earn();
         allowance.earn();
+        // Banked when a retry is asked for, even short of a batch.
         assert!(allowance.spend());
         assert!(!allowance.spend());
+        for _ in 0..100 {
+            allowance.earn();
+        }
+        let granted = (0..100).filter(|_| allowance.spend()).count();
+        assert_eq!(granted, 50);
+    }
+
+    #[test]
+    fn the_floor_gives_retries_without_calls_and_what_is_earned_expires() {
+        let allowance = Allowance::new(Duration::from_secs(1), 3, 0.0);
+        let granted = (0..10).filter(|_| allowance.spend()).count();
+        assert_eq!(granted, 3, "3 a second over a 1 s window");
+
+        let allowance = Allowance::new(Duration::from_secs(1), 0, 1.0);
+        for _ in 0..5 {
+            allowance.earn();
+        }
+        {
+            // A window later, as if the clock had moved on.
+            let mut slots = allowance.lock();
+            allowance.bank(&mut slots);
+            slots.began -= Duration::from_millis(1_100);
+        }
+        assert!(!allowance.spend(), "what was earned a window ago is gone");
     }
 }

@@ -342,7 +342,8 @@ fn describe(failure: EncodeFailure, limit: usize, what: impl FnOnce() -> String)
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -376,7 +376,7 @@ impl Channel {
         A: Serialize + 'a,
         R: DeserializeOwned + 'a,
     {
-        self.unary(service, method, args, false)
+        self.unary(service, method, args, decode::<R>, false)
     }
 
     /// Like [`Channel::call`], for a method marked `#[rpc(idempotent)]`:
@@ -397,19 +397,22 @@ impl Channel {
         A: Serialize + 'a,
         R: DeserializeOwned + 'a,
     {
-        self.unary(service, method, args, true)
+        self.unary(service, method, args, decode::<R>, true)
     }
 
+    /// A unary call whose reply `decode` decodes, traced when a
+    /// subscriber wants it; the one path of [`Channel::call`],
+    /// [`Channel::call_idempotent`] and [`Channel::call_seeded`].
     async fn unary<A, R>(
         &self,
         service: &str,
         method: &str,
         args: A,
+        decode: impl FnOnce(&[u8]) -> Result<R, crate::error::CodecError>,
         idempotent: bool,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
-        R: DeserializeOwned,
     {
         let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let Some(span) = trace::client(service, method) else {
@@ -512,28 +515,8 @@ impl Channel {
         A: Serialize,
         S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
     {
-        let meter = meter::Call::start(meter::Side::Client, || (service, method));
         let decode = move |body: &[u8]| codec::decode_with(seed, body);
-        let result = match (trace::client(service, method), &self.route) {
-            (Some(span), _) => {
-                self.call_traced(span, service, method, args, decode, false)
-                    .await
-            }
-            (None, Route::Balanced(balancer)) => {
-                let options = &self.options;
-                (balancer.call(service, method, &args, options, None, decode, false)).await
-            }
-            (None, Route::One(inner)) => match self.connection_to(inner).await {
-                Ok((connection, deadline)) => {
-                    connection
-                        .call(service, method, args, &self.options, deadline, None, decode)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-        };
-        meter.ended_with(&result);
-        result
+        self.unary(service, method, args, decode, false).await
     }
 
     /// Calls `method` of `service` with `args` and the stream `input`

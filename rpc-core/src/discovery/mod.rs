@@ -178,11 +178,8 @@ pub(crate) fn shortened(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len())
+    let kept = crate::envelope::truncate(text, max);
+    format!("{kept}... ({} bytes)", text.len())
 }
 
 /// The changes that turn the set `old` into `new`, both keyed the same way;

@@ -34,57 +34,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut sink = tokio::io::sink();
         let _ = tokio::io::copy(&mut stdin, &mut sink).await;
     };
-    let registered = register(&flag("--etcd"), &flag("--prefix"), &flag("--ttl"), addr).await?;
+    let signal = shutdown_signal(
+        &flag("--etcd"),
+        &flag("--prefix"),
+        &flag("--ttl"),
+        addr,
+        stdin_closed,
+    )
+    .await?;
     println!("listening {addr}");
     std::io::stdout().flush()?;
-    match registered {
-        Some(registration) => {
-            server
-                .serve_with_shutdown(registration.withdraw_after(stdin_closed))
-                .await?
-        }
-        None => server.serve_with_shutdown(stdin_closed).await?,
-    }
+    server.serve_with_shutdown(signal).await?;
     Ok(())
 }
 
+/// What the server waits for before it drains.
+type Signal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// `signal`, or with `--etcd` a registration withdrawn once `signal`
+/// fires and before the drain.
 #[cfg(feature = "etcd")]
-async fn register(
+async fn shutdown_signal(
     etcd: &Option<String>,
     prefix: &Option<String>,
     ttl: &Option<String>,
     addr: std::net::SocketAddr,
-) -> Result<Option<rpc_core::discovery::Registration>, Box<dyn std::error::Error>> {
-    let Some(etcd) = etcd else { return Ok(None) };
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Signal, Box<dyn std::error::Error>> {
+    let Some(etcd) = etcd else {
+        return Ok(Box::pin(signal));
+    };
     let prefix = prefix.as_deref().unwrap_or("services/Node");
     let ttl = Duration::from_secs(ttl.as_deref().map_or(Ok(2), str::parse)?);
-    let registration = rpc_core::discovery::Etcd::registration(prefix, addr.to_string())
+    let registration = rpc_core::discovery::Etcd::registration(prefix, addr)
         .ttl(ttl)
         .register(&[etcd.as_str()])
         .await?;
-    Ok(Some(registration))
+    Ok(Box::pin(registration.withdraw_after(signal)))
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn register(
+async fn shutdown_signal(
     etcd: &Option<String>,
     _: &Option<String>,
     _: &Option<String>,
     _: std::net::SocketAddr,
-) -> Result<Option<NoRegistration>, Box<dyn std::error::Error>> {
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Signal, Box<dyn std::error::Error>> {
     match etcd {
         Some(_) => Err("built without feature `etcd`: --etcd is not available".into()),
-        None => Ok(None),
-    }
-}
-
-/// Stands in for a registration where etcd is not built in.
-#[cfg(not(feature = "etcd"))]
-enum NoRegistration {}
-
-#[cfg(not(feature = "etcd"))]
-impl NoRegistration {
-    fn withdraw_after(self, _: impl std::future::Future<Output = ()>) -> std::future::Ready<()> {
-        match self {}
+        None => Ok(Box::pin(signal)),
     }
 }

@@ -260,10 +260,27 @@ impl Balancer {
             });
         }
         let table = self.set.table.load();
-        // Draws from the table's weights, fixed when it was made: a few
-        // tries find a ready endpoint unless most are down, and then the
-        // slow path looks at each. Each endpoint drawn costs one load of
-        // its connection, which then gives its load and is the one used.
+        if let Some(picked) = self.choose(&table, tried) {
+            return Ok(picked);
+        }
+        // The draws kept finding endpoints that are down or tried: the
+        // same choice among those that can take the call.
+        let ready = table
+            .endpoints
+            .iter()
+            .filter(|e| e.is_ready() && !tried.contains(&identity(e)))
+            .cloned()
+            .collect();
+        self.choose(&Table::new(ready), &[])
+            .ok_or_else(|| self.none_ready(&table.endpoints))
+    }
+
+    /// Two draws from `table` (its weights fixed when it was made) of
+    /// endpoints that take calls and are not among `tried`, a few tries
+    /// each, and the one with fewer calls per unit of weight; `None` if
+    /// no draw found one. Each endpoint drawn costs one load of its
+    /// connection, which then gives its load and is the one used.
+    fn choose(&self, table: &Table, tried: &[usize]) -> Option<(usize, Arc<Connection>)> {
         let draw = |avoid: Option<&Arc<Endpoint>>| {
             (0..DRAWS).find_map(|_| {
                 let endpoint = table.draw(self.random())?;
@@ -277,9 +294,7 @@ impl Balancer {
                 Some((endpoint, connection, load))
             })
         };
-        let Some(a) = draw(None) else {
-            return self.pick_slowly(&table, tried);
-        };
+        let a = draw(None)?;
         // With one endpoint there is no second to draw.
         let b = match table.endpoints.len() {
             1 => None,
@@ -292,47 +307,7 @@ impl Balancer {
             Some(b) if b.2 * u64::from(a.0.weight()) < a.2 * u64::from(b.0.weight()) => b,
             _ => a,
         };
-        Ok((identity(endpoint), connection))
-    }
-
-    /// [`Balancer::pick`] for when draws keep finding endpoints that are
-    /// down: looks at every endpoint.
-    fn pick_slowly(
-        &self,
-        table: &Table,
-        tried: &[usize],
-    ) -> Result<(usize, Arc<Connection>), RpcError> {
-        let ready: Vec<(Arc<Endpoint>, Arc<Connection>)> = table
-            .endpoints
-            .iter()
-            .filter(|e| !tried.contains(&identity(e)))
-            .filter_map(|e| Some((e.clone(), e.ready()?)))
-            .collect();
-        let total: u64 = ready.iter().map(|(e, _)| u64::from(e.weight())).sum();
-        let draw = |mut left: u64| {
-            ready
-                .iter()
-                .find(|(e, _)| {
-                    let weight = u64::from(e.weight());
-                    let here = left < weight;
-                    left = left.saturating_sub(weight);
-                    here
-                })
-                .or(ready.last())
-        };
-        let (Some(a), Some(b)) = (
-            draw(self.random() % total.max(1)),
-            draw(self.random() % total.max(1)),
-        ) else {
-            return Err(self.none_ready(&table.endpoints));
-        };
-        let cost = |e: &Endpoint, other: &Endpoint| e.load() as u64 * u64::from(other.weight());
-        let chosen = if cost(&b.0, &a.0) < cost(&a.0, &b.0) {
-            b
-        } else {
-            a
-        };
-        Ok((identity(&chosen.0), chosen.1.clone()))
+        Some((identity(endpoint), connection))
     }
 
     /// Whether an endpoint other than those `tried` could take the call.

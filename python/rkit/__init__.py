@@ -12,13 +12,13 @@ encodes each call from it.
 """
 
 from .errors import (BadRequest, Cancelled, ConnectionClosed, DeadlineExceeded, DecodeError, HandlerPanicked, Internal,
-                     PermissionDenied, RemoteError, ResourceExhausted, RpcError, Unauthenticated, UnknownMethod,
-                     UnknownService)
+                     PermissionDenied, RemoteError, ResourceExhausted, RpcError, SchemaMismatch, Unauthenticated,
+                     UnknownMethod, UnknownService)
 from .proxy import ServerProxy
 from .streams import Stream
 from .codec import ArgumentError
 
 __all__ = ["ArgumentError", "BadRequest", "Cancelled", "ConnectionClosed", "DeadlineExceeded", "DecodeError",
            "HandlerPanicked",
-           "Internal", "PermissionDenied", "RemoteError", "ResourceExhausted", "RpcError", "ServerProxy", "Stream",
+           "Internal", "PermissionDenied", "RemoteError", "ResourceExhausted", "RpcError", "SchemaMismatch", "ServerProxy", "Stream",
            "Unauthenticated", "UnknownMethod", "UnknownService"]

@@ -56,6 +56,12 @@ class Codec:
 
     def __init__(self, registry):
         self.registry = registry or {}
+        # When a dict: struct fields left out of the values encoded, by
+        # type name, and those given, so that the call can claim a schema
+        # without them (docs/PROTOCOL.md section 12). None: a missing
+        # field is an error.
+        self.omitted = None
+        self.given = None
 
     def encode(self, value, fmt, out, where="value"):
         if isinstance(fmt, str):
@@ -157,7 +163,7 @@ class Codec:
         elif kind == "TUPLESTRUCT":
             self.encode(value, {"TUPLE": inner}, out, where)
         elif kind == "STRUCT":
-            self._encode_fields(value, inner, out, "%s (%s)" % (where, name))
+            self._encode_fields(value, inner, out, "%s (%s)" % (where, name), name)
         elif kind == "ENUM":
             if isinstance(value, str):
                 variant, payload = value, None
@@ -185,13 +191,18 @@ class Codec:
         elif kind == "STRUCT":
             self._encode_fields(payload, inner, out, where)
 
-    def _encode_fields(self, value, fields, out, where):
+    def _encode_fields(self, value, fields, out, where, type_name=None):
         if not isinstance(value, dict):
             raise ArgumentError("%s: expected a dict of fields, found %r" % (where, value))
         for field in fields:
             (fname, fformat), = field.items()
             if fname not in value:
-                raise ArgumentError("%s: field %r is missing" % (where, fname))
+                if self.omitted is None or type_name is None:
+                    raise ArgumentError("%s: field %r is missing" % (where, fname))
+                self.omitted.setdefault(type_name, set()).add(fname)
+                continue
+            if self.given is not None and type_name is not None:
+                self.given.setdefault(type_name, set()).add(fname)
             self.encode(value[fname], fformat, out, "%s.%s" % (where, fname))
 
     def read(self, buf, pos, fmt, what="the reply"):

@@ -33,13 +33,14 @@ class Call:
     """What has arrived for one call so far; changed under the
     connection's lock."""
 
-    __slots__ = ("answer", "items", "credit", "stopped", "reads", "window")
+    __slots__ = ("answer", "schema", "items", "credit", "stopped", "reads", "window")
 
     def __init__(self, reads=False):
         # (status, body) once the response is in; an exception when it
         # never will be (the server drained before reading the request, or
         # this side cancelled the call).
         self.answer = None
+        self.schema = None  # the server's schema claim in its response
         self.items = collections.deque()  # items messages not yet read
         self.credit = START_CREDIT  # what this side may still send
         self.stopped = False  # the server reads no more of our stream
@@ -49,7 +50,7 @@ class Call:
     def receive(self, kind, ident, payload, fields):
         """A message for this call, as `read_message` read it."""
         if kind == KIND_RESPONSE:
-            self.answer = fields
+            self.answer, self.schema = fields[:2], fields[2]
         elif kind == KIND_ITEMS:
             self.take_items(ident, payload, fields)
         elif kind == KIND_CREDIT:
@@ -201,13 +202,13 @@ class Connection:
                 self._closed = reason
             self._turn.notify_all()
 
-    def start(self, service, method, body, timeout=None, metadata=(), flags=0):
+    def start(self, service, method, body, timeout=None, metadata=(), flags=0, schema=None):
         """Sends a request; returns its id and the `Call` its messages
         arrive in."""
         call = Call(reads=bool(flags & FLAG_READS_STREAM))
         deadline_us = None if timeout is None else int(timeout * 1e6)
         # Built outside the locks (a large one takes a while); its id goes in below.
-        frame = bytearray(request_frame(0, service, method, body, deadline_us, metadata, flags))
+        frame = bytearray(request_frame(0, service, method, body, deadline_us, metadata, flags, schema))
         if len(frame) - 4 > self.max_frame_length:
             raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
                                 % (service, method, len(frame) - 4, self.max_frame_length))
@@ -227,14 +228,19 @@ class Connection:
             self._write_all(cancels + frame if cancels else frame, call_id)
         return call_id, call
 
-    def call(self, service, method, body, timeout=None, metadata=()):
-        """Sends one request and waits for its response: (status, body)."""
-        call_id, call = self.start(service, method, body, timeout, metadata)
+    def call(self, service, method, body, timeout=None, metadata=(), schema=None):
+        """Sends one request and waits for its response: (status, body),
+        and with `schema` (a claim, section 12) the server's claim in the
+        response: (status, body, claim or None)."""
+        call_id, call = self.start(service, method, body, timeout, metadata, schema=schema)
         try:
             self.wait(call, lambda c: c.answer is not None, deadline_after(timeout))
         finally:
             self.forget(call_id)
-        return answer(call)
+        status, body = answer(call)
+        if schema is None:
+            return status, body
+        return status, body, call.schema
 
     def wait(self, call, ready, deadline, what="answer", block=True):
         """Reads until `ready(call)` holds, or the connection ends, or the
@@ -366,9 +372,10 @@ class Connection:
             pass
 
 
-def request_frame(call_id, service, method, body, deadline_us=None, metadata=(), flags=0):
+def request_frame(call_id, service, method, body, deadline_us=None, metadata=(), flags=0, schema=None):
     """A whole request frame (section 3): the deadline in microseconds,
-    metadata as (key, value) pairs (a value as bytes or text)."""
+    metadata as (key, value) pairs (a value as bytes or text), and a schema
+    claim (section 12) as (fingerprint, canonical text as bytes)."""
     service_b, method_b = service.encode("utf-8"), method.encode("utf-8")
     block = bytearray()
     if deadline_us is not None:
@@ -378,6 +385,9 @@ def request_frame(call_id, service, method, body, deadline_us=None, metadata=(),
         value_b = value if isinstance(value, bytes) else str(value).encode("utf-8")
         block += struct.pack("<HI", 0x0002, 2 + len(key_b) + 4 + len(value_b))
         block += struct.pack("<H", len(key_b)) + key_b + struct.pack("<I", len(value_b)) + value_b
+    if schema is not None:
+        fingerprint, text = schema
+        block += struct.pack("<HIQ", 0x0003, 8 + len(text), fingerprint) + text
     if block:
         flags |= FLAG_EXTENSIONS
     payload = bytearray(struct.pack("<BBQ", KIND_REQUEST, flags, call_id))
@@ -416,14 +426,17 @@ def read_message(payload):
         if len(payload) < 11:
             raise DecodeError("a response without a status")
         pos = 11
+    claim = None
     if flags & FLAG_EXTENSIONS:
         if len(payload) < pos + 4:
             raise DecodeError("an extension block without its length")
-        pos += 4 + struct.unpack_from("<I", payload, pos)[0]
+        start = pos + 4
+        pos = start + struct.unpack_from("<I", payload, pos)[0]
         if pos > len(payload):
             raise DecodeError("an extension block longer than its message")
+        claim = _schema_claim(payload[start:pos])
     if kind == KIND_RESPONSE:
-        return kind, ident, (payload[10], payload[pos:])
+        return kind, ident, (payload[10], payload[pos:], claim)
     if kind == KIND_ITEMS:
         if len(payload) < pos + 4:
             raise DecodeError("an items message without its count")
@@ -435,6 +448,19 @@ def read_message(payload):
             raise DecodeError("a credit message that is not 4 bytes")
         return kind, ident, struct.unpack_from("<I", payload, pos)[0]
     return kind, ident, None
+
+
+def _schema_claim(block):
+    """The first schema entry (section 12) of an extension block:
+    (fingerprint, text as bytes), or None."""
+    pos = 0
+    while pos + 6 <= len(block):
+        tag, length = struct.unpack_from("<HI", block, pos)
+        value = block[pos + 6:pos + 6 + length]
+        pos += 6 + length
+        if tag == 0x0003 and len(value) >= 8:
+            return struct.unpack_from("<Q", value, 0)[0], bytes(value[8:])
+    return None
 
 
 def drained(calls, first_unread):

@@ -63,9 +63,15 @@ class Cancelled(RpcError):
     code = 10
 
 
+class SchemaMismatch(RpcError):
+    """The values sent do not fit the server's types (docs/EVOLUTION.md);
+    the message names the type and field."""
+    code = 11
+
+
 _BY_CODE = {c.code: c for c in (UnknownService, UnknownMethod, BadRequest, HandlerPanicked, Internal,
                                 ResourceExhausted, DeadlineExceeded, Unauthenticated, PermissionDenied,
-                                Cancelled)}
+                                Cancelled, SchemaMismatch)}
 
 
 class RemoteError(Exception):

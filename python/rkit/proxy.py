@@ -28,15 +28,52 @@ class Method:
                 raise ArgumentError("argument %r: expected an iterable of items, found %r"
                                     % (d["stream_arg"]["name"], items)) from None
         codec = self._proxy._codec(self._service)
+        proxy = self._proxy
+        if d["shape"] == "unary" and "schema" in d:
+            return self._claimed_call(codec, args)
         body = bytearray()
         for arg, value in zip(d["args"], args):
             codec.encode(value, arg["format"], body, "argument %r" % arg["name"])
-        proxy = self._proxy
         if d["shape"] == "unary":
             status, reply = proxy._connection.call(self._service, d["name"], bytes(body), proxy._timeout,
                                                    proxy._metadata)
             return self._unary_answer(codec, status, reply)
         return self._stream_call(codec, bytes(body), items)
+
+    def _claimed_call(self, codec, args):
+        """A unary call that claims its schema (docs/PROTOCOL.md section
+        12): the server's own, from its description, until the server says
+        it is the same; or, where the values leave struct fields out, the
+        server's schema without them, so that the server fills in their
+        defaults (docs/EVOLUTION.md)."""
+        d, proxy = self._described, self._proxy
+        body = bytearray()
+        codec.omitted, codec.given = {}, {}
+        try:
+            for arg, value in zip(d["args"], args):
+                codec.encode(value, arg["format"], body, "argument %r" % arg["name"])
+            omitted, given = codec.omitted, codec.given
+        finally:
+            codec.omitted = codec.given = None
+        key = (self._service, d["name"])
+        own = int(d["fingerprint"], 16)
+        if omitted:
+            claim = _without(d["schema"], omitted, given)
+        elif key in proxy._agreed:
+            claim = None
+        else:
+            claim = (own, d["schema"].encode("utf-8"))
+        connection = proxy._connection
+        if claim is None:
+            status, reply = connection.call(self._service, d["name"], bytes(body), proxy._timeout, proxy._metadata)
+        else:
+            status, reply, theirs = connection.call(self._service, d["name"], bytes(body), proxy._timeout,
+                                                    proxy._metadata, schema=claim)
+            if status == 0 and not omitted and (theirs is None or theirs[0] in (0, own)):
+                proxy._agreed.add(key)
+        # The reply is written with the server's schema, which the
+        # description gave: read with it, whatever this call claimed.
+        return self._unary_answer(codec, status, reply)
 
     def _arguments(self, args, kwargs):
         """The arguments besides a stream, in order, and the value given
@@ -122,6 +159,31 @@ class Method:
                     connection.forget(call_id)
 
 
+def fingerprint(text):
+    """The fingerprint of a schema's canonical text (bytes): 64-bit
+    FNV-1a, 1 where that is 0 (docs/PROTOCOL.md section 12)."""
+    value = 0xcbf29ce484222325
+    for byte in text:
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value or 1
+
+
+def _without(schema, omitted, given):
+    """A claim of the schema `schema` (its text) with the struct fields
+    `omitted` (by type name) taken out."""
+    for name, fields in omitted.items():
+        both = fields & given.get(name, set())
+        if both:
+            raise ArgumentError("%s: field(s) %s given in some values and left out of others; a call sends "
+                                "every value of a type with the same fields" % (name, ", ".join(sorted(both))))
+    parsed = json.loads(schema)
+    for name, fields in omitted.items():
+        container = parsed["types"][name]
+        container["STRUCT"] = [f for f in container["STRUCT"] if next(iter(f)) not in fields]
+    text = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return fingerprint(text), text
+
+
 class Service:
     """A remote service: its methods are attributes."""
 
@@ -149,6 +211,9 @@ class Described:
         self._metadata = tuple(metadata.items()) if isinstance(metadata, dict) else tuple(metadata)
         self._services = {}
         self._codecs = {}
+        # Methods whose schema the server said is the one its description
+        # gave: called without a claim from then on.
+        self._agreed = set()
 
     def _codec(self, service):
         if service not in self._codecs:

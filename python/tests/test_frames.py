@@ -65,6 +65,7 @@ class FramesTest(unittest.TestCase):
                 self.assertEqual((kind, ident), (KINDS[m["kind"]], m["id"]))
                 if m["kind"] == "response":
                     self.assertEqual((fields[0], bytes(fields[1]).hex()), (m["status"], m["body"]))
+                    self.assertIsNone(fields[2])
                 elif m["kind"] == "items":
                     payload, pos = fields
                     (count,) = struct.unpack_from("<I", payload, pos)

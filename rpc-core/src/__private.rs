@@ -11,6 +11,7 @@ use crate::service::Reply;
 pub use crate::client::Channel;
 pub use crate::describe::{Description, MethodDescription, MethodFormats};
 pub use crate::error::RpcError;
+pub use crate::schema::Local;
 pub use crate::server::Rejection;
 pub use crate::service::{Request, ResponseFuture, Service};
 pub use crate::stream::Streaming;
@@ -23,6 +24,13 @@ pub use serde::{
 };
 pub use std::sync::Arc;
 pub use tokio::net::ToSocketAddrs;
+
+/// Requests this process sent with a schema claim, and bodies it read with
+/// another side's schema (docs/EVOLUTION.md): for tests that prove calls
+/// whose schemas agree take the plain path.
+pub fn schema_counts() -> (u64, u64) {
+    crate::schema::counts()
+}
 
 /// Decodes the arguments, runs the handler and encodes its output.
 pub fn handle<A, R, F, Fut>(request: Request, handler: F) -> ResponseFuture

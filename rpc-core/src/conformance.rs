@@ -56,6 +56,7 @@ fn request<A: Serialize>(
         method,
         deadline_us.map(Duration::from_micros),
         &entries,
+        &[],
         streams,
         args,
         FRAME_LIMIT,
@@ -71,7 +72,7 @@ fn request<A: Serialize>(
 
 fn response<R: Serialize>(name: &str, id: u64, value: &R) -> Value {
     let mut frame = BytesMut::new();
-    envelope::encode_response(&mut frame, id, value, FRAME_LIMIT).unwrap();
+    envelope::encode_response(&mut frame, id, value, &[], FRAME_LIMIT).unwrap();
     let message = json!({ "kind": "response", "id": id, "status": 0, "body": body(value) });
     case(name, TO_CLIENT, message, &frame)
 }
@@ -367,13 +368,16 @@ fn read(frame: &[u8]) -> Value {
             metadata,
             streams,
             body,
+            ..
         } => json!({
             "kind": "request", "id": id, "service": service, "method": method,
             "deadline_us": deadline.map(|d| d.as_micros() as u64),
             "metadata": metadata.iter().map(|(k, v)| json!([k, String::from_utf8_lossy(v)])).collect::<Vec<_>>(),
             "streams": streams, "body": hex(&body),
         }),
-        Message::Response { id, status, body } => {
+        Message::Response {
+            id, status, body, ..
+        } => {
             json!({ "kind": "response", "id": id, "status": status.0, "body": hex(&body) })
         }
         Message::Drain { first_unread } => json!({ "kind": "drain", "id": first_unread }),

@@ -16,6 +16,7 @@ use crate::codec::{self, EncodeFailure};
 use crate::error::RpcError;
 use crate::frame;
 use crate::metadata::{self, Metadata};
+use crate::schema::{self, Claim};
 
 /// Message kind of a call.
 const KIND_REQUEST: u8 = 0x01;
@@ -78,6 +79,7 @@ impl Status {
     pub(crate) const UNAUTHENTICATED: Status = Status(8);
     pub(crate) const PERMISSION_DENIED: Status = Status(9);
     pub(crate) const CANCELLED: Status = Status(10);
+    pub(crate) const SCHEMA_MISMATCH: Status = Status(11);
 }
 
 /// A decoded message, borrowing names from its frame.
@@ -91,6 +93,8 @@ pub(crate) enum Message<'a> {
         /// Time the client gives the call, capped at [`MAX_DEADLINE`].
         deadline: Option<Duration>,
         metadata: Metadata<'a>,
+        /// The client's claim of its schema of the method, if it made one.
+        schema: Option<Claim<'a>>,
         /// [`FLAG_STREAM_IN`] and [`FLAG_STREAM_OUT`], as the client set them.
         streams: u8,
         body: Bytes,
@@ -99,6 +103,8 @@ pub(crate) enum Message<'a> {
     Response {
         id: u64,
         status: Status,
+        /// The server's claim of its schema of the method called.
+        schema: Option<Claim<'a>>,
         body: Bytes,
     },
     /// The server is shutting down: it read every request with a lower id
@@ -153,7 +159,8 @@ const REQUEST_ID_OFFSET: usize = frame::PREFIX_LEN + 2;
 /// [`metadata::put_entry`].
 ///
 /// `streams` holds the request's stream flags ([`FLAG_STREAM_IN`],
-/// [`FLAG_STREAM_OUT`]); 0 for a unary call.
+/// [`FLAG_STREAM_OUT`]); 0 for a unary call. `schema` is a whole schema
+/// extension entry, or empty.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_request<A: Serialize + ?Sized>(
     buf: &mut BytesMut,
@@ -161,13 +168,14 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
     method: &str,
     deadline: Option<Duration>,
     metadata: &[u8],
+    schema: &[u8],
     streams: u8,
     args: &A,
     max_frame_length: usize,
 ) -> Result<(), RpcError> {
     let start = frame::begin(buf);
     buf.put_u8(KIND_REQUEST);
-    let extensions_len = deadline.map_or(0, |_| DEADLINE_ENTRY_LEN) + metadata.len();
+    let extensions_len = deadline.map_or(0, |_| DEADLINE_ENTRY_LEN) + metadata.len() + schema.len();
     let extensions = if extensions_len > 0 {
         FLAG_EXTENSIONS
     } else {
@@ -192,6 +200,7 @@ pub(crate) fn encode_request<A: Serialize + ?Sized>(
         buf.put_u64_le(u64::try_from(deadline.as_micros()).unwrap_or(u64::MAX));
     }
     buf.put_slice(metadata);
+    buf.put_slice(schema);
     put_body(buf, start, args, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || arguments_of(service, method)))
 }
@@ -266,14 +275,29 @@ pub(crate) fn set_request_id(frame: &mut [u8], id: u64) {
     frame[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + 8].copy_from_slice(&id.to_le_bytes());
 }
 
-/// Appends a whole success response frame to `buf`.
+/// Appends a whole success response frame to `buf`; `schema` is a whole
+/// schema extension entry, or empty.
 pub(crate) fn encode_response<R: Serialize + ?Sized>(
     buf: &mut BytesMut,
     id: u64,
     value: &R,
+    schema: &[u8],
     max_frame_length: usize,
 ) -> Result<(), RpcError> {
-    let start = response_header(buf, id, Status::OK);
+    let start = frame::begin(buf);
+    buf.put_u8(KIND_RESPONSE);
+    if schema.is_empty() {
+        buf.put_u8(0);
+        buf.put_u64_le(id);
+        buf.put_u8(Status::OK.0);
+    } else {
+        buf.put_u8(FLAG_EXTENSIONS);
+        buf.put_u64_le(id);
+        buf.put_u8(Status::OK.0);
+        // A schema entry is a few kilobytes at most, never near 4 GiB.
+        buf.put_u32_le(u32::try_from(schema.len()).unwrap_or(u32::MAX));
+        buf.put_slice(schema);
+    }
     put_body(buf, start, value, max_frame_length)
         .map_err(|failure| describe(failure, max_frame_length, || "the reply".to_owned()))
 }
@@ -390,6 +414,7 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
                 method,
                 deadline: extensions.deadline,
                 metadata: extensions.metadata,
+                schema: extensions.schema,
                 streams: flags & (FLAG_STREAM_IN | FLAG_STREAM_OUT),
                 body: payload.slice(cursor.pos..),
             }
@@ -416,10 +441,11 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message<'_>, ProtocolError> {
         }
         KIND_RESPONSE => {
             let status = Status(cursor.u8()?);
-            cursor.extensions(flags)?;
+            let extensions = cursor.extensions(flags)?;
             Message::Response {
                 id,
                 status,
+                schema: extensions.schema,
                 body: payload.slice(cursor.pos..),
             }
         }
@@ -521,6 +547,15 @@ impl<'a> Cursor<'a> {
                 metadata::TAG_METADATA => {
                     metadata::check_entry(value.buf).map_err(|e| ProtocolError(e.to_owned()))?;
                 }
+                schema::TAG_SCHEMA => {
+                    let claim = Claim::read(value.buf).ok_or_else(|| {
+                        ProtocolError(format!(
+                            "a schema extension of {value_len} bytes; it has at least 8"
+                        ))
+                    })?;
+                    // The first counts.
+                    found.schema.get_or_insert(claim);
+                }
                 tag if tag & TAG_CRITICAL != 0 => {
                     return Err(ProtocolError(format!(
                         "critical extension {tag:#06x} is not supported"
@@ -538,6 +573,7 @@ impl<'a> Cursor<'a> {
 struct Extensions<'a> {
     deadline: Option<Duration>,
     metadata: Metadata<'a>,
+    schema: Option<Claim<'a>>,
 }
 
 #[cfg(test)]
@@ -560,6 +596,7 @@ mod tests {
             "add",
             sent,
             &pairs,
+            &[],
             0,
             &(2i64, 3i64),
             1024,
@@ -576,6 +613,7 @@ mod tests {
                 metadata,
                 streams,
                 body,
+                ..
             } => {
                 assert_eq!((id, service, method, deadline), (7, "Calc", "add", sent));
                 assert_eq!(streams, 0);
@@ -592,7 +630,9 @@ mod tests {
         encode_error(&mut buf, 9, Status::HANDLER_PANICKED, "boom");
         let payload = payload(buf);
         match decode(&payload).unwrap() {
-            Message::Response { id, status, body } => {
+            Message::Response {
+                id, status, body, ..
+            } => {
                 assert_eq!(
                     (id, status, &body[..]),
                     (9, Status::HANDLER_PANICKED, &b"boom"[..])
@@ -605,7 +645,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error() {
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, "Svc", "method", None, &[], 0, &(), 1024).unwrap();
+        encode_request(&mut buf, "Svc", "method", None, &[], &[], 0, &(), 1024).unwrap();
         let full = payload(buf);
         for cut in 0..full.len() {
             assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
@@ -634,7 +674,7 @@ mod tests {
             (Duration::MAX, MAX_DEADLINE),
         ] {
             let mut buf = BytesMut::new();
-            encode_request(&mut buf, "S", "m", Some(sent), &[], 0, &(1u8,), 1024).unwrap();
+            encode_request(&mut buf, "S", "m", Some(sent), &[], &[], 0, &(1u8,), 1024).unwrap();
             match decode(&payload(buf)).unwrap() {
                 Message::Request { deadline, body, .. } => {
                     assert_eq!(deadline, Some(read));
@@ -692,7 +732,7 @@ mod tests {
     fn oversize_request_fails_locally_and_leaves_buffer_clean() {
         let mut buf = BytesMut::new();
         let err =
-            encode_request(&mut buf, "S", "m", None, &[], 0, &vec![0u8; 100], 50).unwrap_err();
+            encode_request(&mut buf, "S", "m", None, &[], &[], 0, &vec![0u8; 100], 50).unwrap_err();
         assert!(matches!(err, RpcError::FrameTooLarge { limit: 50 }));
         assert!(buf.is_empty());
     }
@@ -706,6 +746,7 @@ mod tests {
             "Calculator",
             "add",
             None,
+            &[],
             &[],
             0,
             &(2i64, 3i64),
@@ -721,7 +762,7 @@ mod tests {
         assert_eq!(&request[..], &expected[..]);
 
         let mut response = BytesMut::new();
-        encode_response(&mut response, 7, &5i64, 1024).unwrap();
+        encode_response(&mut response, 7, &5i64, &[], 1024).unwrap();
         let expected = [0x0C, 0, 0, 0, 0x02, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x0A];
         assert_eq!(&response[..], &expected[..]);
 
@@ -740,6 +781,7 @@ mod tests {
             "Counter",
             "count",
             None,
+            &[],
             &[],
             FLAG_STREAM_OUT,
             &(2u32,),
@@ -780,7 +822,7 @@ mod tests {
         }
 
         let mut end = BytesMut::new();
-        encode_response(&mut end, 1, &(), 1024).unwrap();
+        encode_response(&mut end, 1, &(), &[], 1024).unwrap();
         assert_eq!(&end[..], &[11, 0, 0, 0, 0x02, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 

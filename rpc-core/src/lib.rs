@@ -102,6 +102,7 @@ mod meter;
 mod otel;
 mod panic;
 mod reason;
+mod schema;
 mod server;
 mod service;
 mod stall;

@@ -31,7 +31,18 @@ fn args() -> impl Strategy<Value = Args> {
 
 fn request(id: u64, service: &str, method: &str, value: &Args) -> BytesMut {
     let mut buf = BytesMut::new();
-    envelope::encode_request(&mut buf, service, method, None, &[], 0, value, usize::MAX).unwrap();
+    envelope::encode_request(
+        &mut buf,
+        service,
+        method,
+        None,
+        &[],
+        &[],
+        0,
+        value,
+        usize::MAX,
+    )
+    .unwrap();
     envelope::set_request_id(&mut buf, id);
     buf
 }
@@ -70,9 +81,14 @@ proptest! {
     #[test]
     fn responses_round_trip(id in any::<u64>(), value in args()) {
         let mut frame = BytesMut::new();
-        envelope::encode_response(&mut frame, id, &value, usize::MAX).unwrap();
+        envelope::encode_response(&mut frame, id, &value, &[], usize::MAX).unwrap();
         match envelope::decode(&payload(&frame)).unwrap() {
-            Message::Response { id: got, status, body } => {
+            Message::Response {
+                id: got,
+                status,
+                body,
+                ..
+            } => {
                 prop_assert_eq!((got, status), (id, Status::OK));
                 prop_assert_eq!(codec::decode::<Args>(&body).unwrap(), value);
             }

@@ -16,11 +16,12 @@ use std::pin::Pin;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::arena;
 use crate::envelope::{self, Status};
+use crate::schema::{Agreement, Body, Failure};
 use crate::server::Rejection;
 use crate::status::Code;
 use crate::stream::CallStreams;
-use crate::{arena, codec};
 
 /// A named set of methods the server can route calls to.
 pub trait Service: Send + Sync + 'static {
@@ -51,8 +52,12 @@ pub trait Service: Send + Sync + 'static {
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
 
 /// Where a reply frame's status byte sits: after the length prefix (4),
-/// kind and flags (2) and the request id (8). Replies carry no extensions.
+/// kind and flags (2) and the request id (8). An extension block (a
+/// schema claim, docs/PROTOCOL.md §12) follows it when the flags say so.
 const STATUS_OFFSET: usize = 4 + 2 + 8;
+
+/// Where a reply frame's flags sit.
+const FLAGS_OFFSET: usize = 4 + 1;
 
 /// One incoming call: its id and its encoded arguments.
 #[derive(Debug)]
@@ -62,6 +67,8 @@ pub struct Request {
     max_frame_length: usize,
     /// The call's streams, if the client opened it as a stream call.
     pub(crate) streams: Option<CallStreams>,
+    /// What the client's schema claim came to, if it made one.
+    pub(crate) agreement: Option<Box<Agreement>>,
 }
 
 impl Request {
@@ -76,6 +83,7 @@ impl Request {
             body,
             max_frame_length,
             streams: None,
+            agreement: None,
         }
     }
 
@@ -99,13 +107,21 @@ impl Request {
     /// On failure the error is the reply to send: a "bad request" that tells
     /// the client its arguments did not decode.
     pub fn decode<'a, A: Deserialize<'a>>(&'a self) -> Result<A, Reply> {
-        codec::decode(&self.body).map_err(|e| {
-            Reply::error(
-                self.id,
-                Status::BAD_REQUEST,
-                &format!("could not decode the arguments: {e}"),
-            )
-        })
+        let writer = self.agreement.as_ref().and_then(|a| a.writer());
+        Body::args(&self.body, writer)
+            .decode()
+            .map_err(|failure| match failure {
+                Failure::Codec(e) => Reply::error(
+                    self.id,
+                    Status::BAD_REQUEST,
+                    &format!("could not decode the arguments: {e}"),
+                ),
+                Failure::Mismatch(mismatch) => Reply::error(
+                    self.id,
+                    Status::SCHEMA_MISMATCH,
+                    &format!("the arguments do not fit the server's types: {mismatch}"),
+                ),
+            })
     }
 
     /// Encodes `value` as this call's successful reply.
@@ -114,7 +130,8 @@ impl Request {
     /// limit, becomes an "internal error" reply that says so.
     pub fn reply<R: Serialize + ?Sized>(&self, value: &R) -> Reply {
         let (frame, encoded) = arena::encode(|frame| {
-            envelope::encode_response(frame, self.id, value, self.max_frame_length)
+            let claim = self.agreement.as_ref().map_or(&[][..], |a| a.reply_claim());
+            envelope::encode_response(frame, self.id, value, claim, self.max_frame_length)
         });
         match encoded {
             Ok(()) => Reply { frame },
@@ -153,7 +170,19 @@ impl Reply {
 
     /// The encoded value (status OK) or the UTF-8 error message.
     pub fn body(&self) -> &[u8] {
-        self.frame.get(STATUS_OFFSET + 1..).unwrap_or_default()
+        let mut start = STATUS_OFFSET + 1;
+        if self
+            .frame
+            .get(FLAGS_OFFSET)
+            .is_some_and(|flags| flags & 1 != 0)
+        {
+            let block = self
+                .frame
+                .get(start..start + 4)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            start += 4 + block;
+        }
+        self.frame.get(start..).unwrap_or_default()
     }
 
     /// The answer to a call that a layer, an interceptor or its handler

@@ -32,6 +32,10 @@ pub enum Code {
     PermissionDenied,
     /// 10: the call was cancelled.
     Cancelled,
+    /// 11: the two sides' types for the call differ in a way that cannot
+    /// be resolved (docs/EVOLUTION.md); it did not run, or its reply was
+    /// not read.
+    SchemaMismatch,
 }
 
 impl Code {
@@ -50,6 +54,7 @@ impl Code {
             8 => Code::Unauthenticated,
             9 => Code::PermissionDenied,
             10 => Code::Cancelled,
+            11 => Code::SchemaMismatch,
             _ => return None,
         })
     }
@@ -68,6 +73,7 @@ impl Code {
             Code::Unauthenticated => 8,
             Code::PermissionDenied => 9,
             Code::Cancelled => 10,
+            Code::SchemaMismatch => 11,
         }
     }
 }
@@ -86,6 +92,7 @@ impl fmt::Display for Code {
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::PermissionDenied => "PERMISSION_DENIED",
             Code::Cancelled => "CANCELLED",
+            Code::SchemaMismatch => "SCHEMA_MISMATCH",
         })
     }
 }
@@ -160,10 +167,11 @@ mod tests {
             (Status::UNAUTHENTICATED, Code::Unauthenticated),
             (Status::PERMISSION_DENIED, Code::PermissionDenied),
             (Status::CANCELLED, Code::Cancelled),
+            (Status::SCHEMA_MISMATCH, Code::SchemaMismatch),
         ];
         for (status, code) in pairs {
             assert_eq!(Code::from_wire(status.0), Some(code));
         }
-        assert_eq!(Code::from_wire(11), None);
+        assert_eq!(Code::from_wire(12), None);
     }
 }

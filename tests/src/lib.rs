@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod dns;
 pub mod etcd;
+pub mod evolving;
 pub mod process;
 
 use std::collections::HashMap;

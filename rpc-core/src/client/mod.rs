@@ -22,14 +22,15 @@ use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
 use crate::discovery::Discover;
+use crate::duration;
 use crate::error::RpcError;
 use crate::frame::DEFAULT_MAX_FRAME_LENGTH;
 use crate::metadata;
+use crate::schema::{Body, Failure, Local, MethodSchema};
 use crate::stream::Streaming;
 #[cfg(feature = "tls")]
 use crate::tls::ClientTlsConfig;
 use crate::transport::{self, ConnectSettings, Connector, Dial};
-use crate::{codec, duration};
 use crate::{meter, trace};
 use backoff::Backoff;
 pub use backoff::{DEFAULT_RECONNECT_INITIAL_BACKOFF, DEFAULT_RECONNECT_MAX_BACKOFF};
@@ -376,7 +377,7 @@ impl Channel {
         A: Serialize + 'a,
         R: DeserializeOwned + 'a,
     {
-        self.unary(service, method, args, decode::<R>, false)
+        self.unary(service, method, args, None, decode::<R>, false)
     }
 
     /// Like [`Channel::call`], for a method marked `#[rpc(idempotent)]`:
@@ -397,7 +398,29 @@ impl Channel {
         A: Serialize + 'a,
         R: DeserializeOwned + 'a,
     {
-        self.unary(service, method, args, decode::<R>, true)
+        self.unary(service, method, args, None, decode::<R>, true)
+    }
+
+    /// [`Channel::call`] (or, with `idempotent`, [`Channel::call_idempotent`])
+    /// for a generated client, which knows its types' schemas: they are
+    /// claimed until the server says its own are the same, and where they
+    /// differ each side reads the other's values by name
+    /// (docs/EVOLUTION.md).
+    #[doc(hidden)]
+    pub fn call_with_schema<'a, A, R>(
+        &'a self,
+        schemas: &'static Local,
+        service: &'a str,
+        method: &'a str,
+        args: A,
+        idempotent: bool,
+    ) -> impl Future<Output = Result<R, RpcError>> + 'a
+    where
+        A: Serialize + 'a,
+        R: DeserializeOwned + 'a,
+    {
+        let local = schemas.method(method);
+        self.unary(service, method, args, local, decode::<R>, idempotent)
     }
 
     /// A unary call whose reply `decode` decodes, traced when a
@@ -408,7 +431,8 @@ impl Channel {
         service: &str,
         method: &str,
         args: A,
-        decode: impl FnOnce(&[u8]) -> Result<R, crate::error::CodecError>,
+        local: Option<&Arc<MethodSchema>>,
+        decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>
     where
@@ -425,7 +449,16 @@ impl Channel {
                 Route::One(inner) => match self.connection_to(inner).await {
                     Ok((connection, deadline)) => {
                         connection
-                            .call(service, method, args, &self.options, deadline, None, decode)
+                            .call(
+                                service,
+                                method,
+                                args,
+                                &self.options,
+                                deadline,
+                                None,
+                                local,
+                                decode,
+                            )
                             .await
                     }
                     Err(e) => Err(e),
@@ -440,6 +473,7 @@ impl Channel {
                         &args,
                         &self.options,
                         None,
+                        local,
                         decode,
                         idempotent,
                     );
@@ -450,20 +484,22 @@ impl Channel {
             return result;
         };
         // Boxed, so that the untraced call's future stays its own size.
-        let call = self.call_traced(span, service, method, args, decode, idempotent);
+        let call = self.call_traced(span, service, method, args, local, decode, idempotent);
         let result = Box::pin(call).await;
         meter.ended_with(&result);
         result
     }
 
     /// A unary call in `span`, its reply decoded with `decode`.
+    #[allow(clippy::too_many_arguments)]
     async fn call_traced<A, R>(
         &self,
         span: tracing::Span,
         service: &str,
         method: &str,
         args: A,
-        decode: impl FnOnce(&[u8]) -> Result<R, crate::error::CodecError>,
+        local: Option<&Arc<MethodSchema>>,
+        decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>
     where
@@ -476,8 +512,9 @@ impl Channel {
                 Route::One(inner) => inner,
                 Route::Balanced(balancer) => {
                     let span = Some(&span);
-                    return (balancer
-                        .call(service, method, &args, options, span, decode, idempotent))
+                    return (balancer.call(
+                        service, method, &args, options, span, local, decode, idempotent,
+                    ))
                     .await;
                 }
             };
@@ -490,6 +527,7 @@ impl Channel {
                     options,
                     deadline,
                     Some(&span),
+                    local,
                     decode,
                 )
                 .await
@@ -515,8 +553,8 @@ impl Channel {
         A: Serialize,
         S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
     {
-        let decode = move |body: &[u8]| codec::decode_with(seed, body);
-        self.unary(service, method, args, decode, false).await
+        let decode = move |body: Body<'_>| body.decode_with(seed);
+        self.unary(service, method, args, None, decode, false).await
     }
 
     /// Calls `method` of `service` with `args` and the stream `input`
@@ -1007,8 +1045,8 @@ impl ChannelBuilder {
 }
 
 /// A reply's body as `R`, for any lifetime of the body.
-fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, crate::error::CodecError> {
-    codec::decode(body)
+fn decode<R: DeserializeOwned>(body: Body<'_>) -> Result<R, Failure> {
+    body.decode()
 }
 
 /// Runs a unary call in a span of its own, when a subscriber wants one;

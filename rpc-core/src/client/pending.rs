@@ -47,6 +47,8 @@ pub(crate) enum Answer {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: Status,
+    /// The server's schema claim (fingerprint, text), if it made one.
+    pub(crate) schema: Option<(u64, Bytes)>,
     pub(crate) body: Bytes,
 }
 
@@ -385,6 +387,7 @@ mod tests {
     fn ok() -> Answer {
         Answer::Response(Response {
             status: Status::OK,
+            schema: None,
             body: Bytes::new(),
         })
     }

@@ -461,6 +461,7 @@ impl ServerBuilder {
             // Checked free in `check`.
             let _ = router.add(Arc::new(reflection));
         }
+        let schemas = crate::schema::Served::new(router.services());
         let router = Arc::new(router);
         let layered = (!self.layers.is_empty()).then(|| {
             let mut service = boxed(Routed {
@@ -498,6 +499,7 @@ impl ServerBuilder {
             idle_timeout: limits.idle_timeout,
             shutdown_grace: limits.shutdown_grace,
             watchdog: super::watchdog::global(),
+            schemas,
             log: ConnectionLog::new(),
         };
         Server::new(

@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_grace: Duration,
     /// Rescues connections whose reader is stuck in a handler.
     pub(crate) watchdog: Arc<watchdog::Watchdog>,
+    /// The services' schemas, for calls that claim one (docs/EVOLUTION.md).
+    pub(crate) schemas: crate::schema::Served,
     log: ConnectionLog,
 }
 

@@ -99,8 +99,9 @@ fn describe_json(name: &str, description: Option<Description>) -> String {
         .to_string();
     };
     let (traced, registry) = describe::trace(&description);
+    let schemas = crate::schema::of(&description);
     let mut methods = Vec::new();
-    for (method, traced) in description.methods.iter().zip(traced) {
+    for ((method, traced), (_, schema)) in description.methods.iter().zip(traced).zip(schemas) {
         let mut entry = Map::new();
         entry.insert("name".into(), method.name.into());
         entry.insert("doc".into(), method.doc.into());
@@ -147,6 +148,10 @@ fn describe_json(name: &str, description: Option<Description>) -> String {
                 "returns_error".into(),
                 json!({ "format": format(Some(error)) }),
             );
+        }
+        if let Some(schema) = schema {
+            entry.insert("fingerprint".into(), schema.hex().into());
+            entry.insert("schema".into(), schema.text().into());
         }
         if let Err(e) = traced {
             entry.insert(

@@ -157,13 +157,11 @@ fn emit_method(
                         #unwrap
                 },
                 None => {
-                    let call = match method.args_of_rpc.idempotent {
-                        Some(_) => quote!(call_idempotent),
-                        None => quote!(call),
-                    };
+                    let idempotent = method.args_of_rpc.idempotent.is_some();
+                    let schemas = super::describe::schemas(names);
                     quote! {
                         self.#channel
-                            .#call::<_, #reply>(#wire_service, #wire_method, #args_struct(#(#packed),*))
+                            .call_with_schema::<_, #reply>(&#schemas, #wire_service, #wire_method, #args_struct(#(#packed),*), #idempotent)
                             .await
                             #unwrap
                     }

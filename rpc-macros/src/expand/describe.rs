@@ -4,15 +4,16 @@
 //! Built only when asked; calls pay nothing for it.
 
 use proc_macro2::TokenStream;
-use quote::{ToTokens, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::ext::IdentExt;
-use syn::{Attribute, Type};
+use syn::{Attribute, Ident, Type};
 
 use crate::model::{Method, Service, is_byte_vec};
 use crate::names::Names;
 use crate::streams::{self, Returns};
 
-/// The body of `fn description(&self) -> Option<Description>`.
+/// The function that describes the service, and the `static` of its
+/// schemas that the client claims (docs/EVOLUTION.md), beside the trait.
 pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
     let private = &names.private;
     let doc = doc_text(&service.original.attrs);
@@ -20,12 +21,35 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
         .methods
         .iter()
         .map(|m| emit_method(m, names, private));
+    let describe = function(names);
+    let schemas = schemas(names);
     quote! {
-        ::core::option::Option::Some(#private::Description {
-            doc: #doc,
-            methods: ::std::vec![#(#methods),*],
-        })
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        fn #describe() -> #private::Description {
+            #private::Description {
+                doc: #doc,
+                methods: ::std::vec![#(#methods),*],
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        static #schemas: #private::Local = #private::Local::new(#describe);
     }
+}
+
+/// The name of the function that describes the service. The trait's name
+/// goes in with its length, as in the argument structs' names.
+pub(crate) fn function(names: &Names) -> Ident {
+    let service = names.service.unraw().to_string();
+    format_ident!("__rpc_describe_{}_{}", service.len(), service)
+}
+
+/// The name of the `static` of the service's schemas.
+pub(crate) fn schemas(names: &Names) -> Ident {
+    let service = names.service.unraw().to_string();
+    format_ident!("__rpc_schemas_{}_{}", service.len(), service)
 }
 
 fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> TokenStream {

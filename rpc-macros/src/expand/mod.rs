@@ -55,8 +55,10 @@ pub(crate) fn rpc_service(args: TokenStream, item: TokenStream) -> TokenStream {
     let args = args::emit(&service, &names);
     let blocking = blocking::emit(&service, &names);
     let server = server::emit(&service, &names);
+    let describe = describe::emit(&service, &names);
     quote! {
         #service_trait
+        #describe
         #args
         #client
         #blocking

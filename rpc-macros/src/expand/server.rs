@@ -30,7 +30,8 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
         .methods
         .iter()
         .map(|m| emit_arm(m, names, &inner, &request));
-    let description = super::describe::emit(service, names);
+    let describe = super::describe::function(names);
+    let description = quote!(::core::option::Option::Some(#describe()));
     // A method's `#[cfg]` leaves its name out with it.
     let wire_methods = service.methods.iter().map(|m| {
         let cfgs = m.cfgs();

@@ -27,7 +27,8 @@ use super::CallOptions;
 use super::connection::{Connection, Keepalive};
 use super::deadline::Deadline;
 use crate::discovery::{Change, Discover};
-use crate::error::{CodecError, RpcError};
+use crate::error::RpcError;
+use crate::schema::{Body, Failure, MethodSchema};
 use crate::transport::ConnectSettings;
 use endpoint::Endpoint;
 use retry::Allowance;
@@ -200,7 +201,8 @@ impl Balancer {
         args: &A,
         options: &CallOptions,
         span: Option<&tracing::Span>,
-        decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
+        local: Option<&Arc<MethodSchema>>,
+        decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>
     where
@@ -220,9 +222,11 @@ impl Balancer {
                 // says more than "none left".
                 Err(e) => return Err(last.unwrap_or(e)),
             };
-            let answer = |body: &[u8]| decode.take().expect("one reply is decoded")(body);
+            let answer = |body: Body<'_>| decode.take().expect("one reply is decoded")(body);
             let result = connection
-                .call(service, method, args, options, deadline, span, answer)
+                .call(
+                    service, method, args, options, deadline, span, local, answer,
+                )
                 .await;
             let Err(error) = result else {
                 return result;

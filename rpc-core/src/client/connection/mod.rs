@@ -25,13 +25,14 @@ use super::CallOptions;
 use super::deadline::Deadline;
 use super::limit::CallLimit;
 use super::pending::{Answer, Pending, Response};
+use crate::arena;
 use crate::envelope::{self, Status};
-use crate::error::{CodecError, RpcError};
+use crate::error::RpcError;
+use crate::schema::{self, Body, Failure, MethodSchema};
 use crate::status::{Code, Status as CallStatus};
 use crate::stream::Streams;
 use crate::transport::Connected;
 use crate::transport::Outbox;
-use crate::{arena, codec};
 
 /// How often to probe a quiet connection, and how long to wait for any
 /// sign of life after a probe.
@@ -86,6 +87,8 @@ pub(crate) struct Connection {
     stream_window: usize,
     /// Cancelled when the reader ends: the connection is gone.
     ended: tokio_util::sync::CancellationToken,
+    /// What the server said of its schema of each method called.
+    agreements: schema::Agreements,
 }
 
 impl Connection {
@@ -145,6 +148,7 @@ impl Connection {
             max_frame_length,
             stream_window,
             ended,
+            agreements: schema::Agreements::default(),
         }
     }
 
@@ -191,7 +195,8 @@ impl Connection {
         options: &CallOptions,
         deadline: Option<Deadline>,
         span: Option<&tracing::Span>,
-        decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
+        local: Option<&Arc<MethodSchema>>,
+        decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
     ) -> Result<R, RpcError>
     where
         A: Serialize,
@@ -214,7 +219,15 @@ impl Connection {
         // Entered with the call, so that its answer can wake it without a
         // first poll to register (a lock and a lookup per call).
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-        let mut frame = self.request(service, method, deadline, options, 0, &args)?;
+        // Claimed until the server says its schema is the same.
+        let claim = match local {
+            Some(own) => match self.agreements.get(own) {
+                Some(schema::Agreed::Same) => &[][..],
+                None | Some(schema::Agreed::Differs(_)) => own.claim(),
+            },
+            None => &[][..],
+        };
+        let mut frame = self.request(service, method, deadline, options, 0, &args, claim)?;
         let id = self
             .pending
             .start(permit, waker, |id| {
@@ -246,8 +259,25 @@ impl Connection {
         };
         give_up.id = None;
         match answer {
-            Ok(Answer::Response(response)) => {
-                response_decoded(response, service, method, options.timeout, decode)
+            Ok(Answer::Response(mut response)) => {
+                let theirs = match local {
+                    Some(own) if response.status == Status::OK => {
+                        match self.agreements.learn(own, response.schema.take()) {
+                            Ok(theirs) => theirs,
+                            Err(message) => {
+                                return Err(RpcError::Status(CallStatus::new(
+                                    Code::SchemaMismatch,
+                                    message,
+                                )));
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let writer = theirs.as_deref().map(|theirs| &theirs.schema);
+                response_decoded(response, service, method, options.timeout, |body| {
+                    decode(Body::reply(body, writer))
+                })
             }
             Ok(Answer::NotProcessed) => Err(self.not_processed()),
             Err(_) => Err(self.closed_error()),
@@ -256,6 +286,7 @@ impl Connection {
 
     /// A call's request frame, with id 0 until it is sent; the server is
     /// given what is left of the call's time.
+    #[allow(clippy::too_many_arguments)]
     fn request<A: Serialize>(
         &self,
         service: &str,
@@ -264,6 +295,7 @@ impl Connection {
         options: &CallOptions,
         streams: u8,
         args: &A,
+        schema: &[u8],
     ) -> Result<BytesMut, RpcError> {
         let left = deadline.as_ref().map(Deadline::left);
         let (frame, encoded) = arena::encode(|frame| {
@@ -273,6 +305,7 @@ impl Connection {
                 method,
                 left,
                 options.metadata(),
+                schema,
                 streams,
                 args,
                 self.max_frame_length,
@@ -333,7 +366,7 @@ fn response_into_result<R: DeserializeOwned>(
     deadline: Option<Duration>,
 ) -> Result<R, RpcError> {
     response_decoded(response, service, method, deadline, |body| {
-        codec::decode(body)
+        Body::Own(body).decode()
     })
 }
 
@@ -343,14 +376,22 @@ fn response_decoded<R>(
     service: &str,
     method: &str,
     deadline: Option<Duration>,
-    decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
+    decode: impl FnOnce(&[u8]) -> Result<R, Failure>,
 ) -> Result<R, RpcError> {
-    let Response { status, body } = response;
+    let Response { status, body, .. } = response;
     let message = || String::from_utf8_lossy(&body).into_owned();
     if status == Status::OK {
-        return decode(&body).map_err(|source| RpcError::Decode {
-            what: format!("the reply of {service}.{method}"),
-            source,
+        return decode(&body).map_err(|failure| match failure {
+            Failure::Codec(source) => RpcError::Decode {
+                what: format!("the reply of {service}.{method}"),
+                source,
+            },
+            Failure::Mismatch(mismatch) => RpcError::Status(CallStatus::new(
+                Code::SchemaMismatch,
+                format!(
+                    "the reply of {service}.{method} does not fit this client's type: {mismatch}"
+                ),
+            )),
         });
     }
     if status == Status::DEADLINE_EXCEEDED {

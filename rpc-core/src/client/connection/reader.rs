@@ -133,7 +133,12 @@ impl Reader {
                 Some(Ok(Incoming::Started)) => continue,
             };
             match envelope::decode(&payload) {
-                Ok(Message::Response { id, status, body }) => {
+                Ok(Message::Response {
+                    id,
+                    status,
+                    schema,
+                    body,
+                }) => {
                     if drained.is_some_and(|first_unread| id >= first_unread) {
                         break Some(format!(
                             "protocol violation: an answer to request {id}, which the server's DRAIN said it had not read"
@@ -142,7 +147,13 @@ impl Reader {
                     highest_answered = highest_answered.max(Some(id));
                     // The call is over: a stream it was sending stops.
                     self.streams.remove(id);
-                    let answer = Answer::Response(Response { status, body });
+                    let schema =
+                        schema.map(|claim| (claim.fingerprint, payload.slice_ref(claim.text)));
+                    let answer = Answer::Response(Response {
+                        status,
+                        schema,
+                        body,
+                    });
                     if !self.pending.finish(id, answer) {
                         // Late for a call given up long ago, or a server bug.
                         tracing::debug!(id, "reply for a request id not in flight; ignored");

@@ -118,7 +118,7 @@ impl Connection {
         };
         let flags = if input.is_some() { FLAG_STREAM_IN } else { 0 }
             | if output { FLAG_STREAM_OUT } else { 0 };
-        let mut frame = self.request(service, method, deadline, options, flags, &args)?;
+        let mut frame = self.request(service, method, deadline, options, flags, &args, &[])?;
         let link = Arc::new(CallLink {
             outbox: self.outbox.clone(),
             pending: self.pending.clone(),
@@ -201,6 +201,7 @@ async fn send_input<U: Serialize + DeserializeOwned + Send + 'static>(
             tracing::debug!(id, "stream to the server stopped: {reason}");
             let failed = Answer::Response(Response {
                 status: Status::INTERNAL,
+                schema: None,
                 body: bytes::Bytes::from(format!("the call's stream failed: {reason}")),
             });
             if link.pending.finish(id, failed) {

@@ -209,7 +209,7 @@ impl Calls {
         payload: Bytes,
         own: Option<&Stamp>,
     ) -> Result<Option<Started>, String> {
-        let (id, service, method, deadline, metadata, streams, body) =
+        let (id, service, method, deadline, metadata, schema, streams, body) =
             match envelope::decode(&payload) {
                 Ok(Message::Request {
                     id,
@@ -217,9 +217,12 @@ impl Calls {
                     method,
                     deadline,
                     metadata,
+                    schema,
                     streams,
                     body,
-                }) => (id, service, method, deadline, metadata, streams, body),
+                }) => (
+                    id, service, method, deadline, metadata, schema, streams, body,
+                ),
                 Ok(Message::Items {
                     id,
                     count,
@@ -299,6 +302,17 @@ impl Calls {
         let size = payload.len();
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
+        if let Some(claim) = schema {
+            match self.shared.schemas.agree(service, method, claim) {
+                Ok(agreement) => request.agreement = Some(Box::new(agreement)),
+                Err(message) => {
+                    let refusal = Reply::error(id, Status::SCHEMA_MISMATCH, &message);
+                    ended(&span, meter, refusal.code());
+                    self.reply(refusal);
+                    return Ok(None);
+                }
+            }
+        }
         let mut context = CallContext::new(
             &payload,
             service.as_bytes(),

@@ -1,0 +1,575 @@
+//! Types that evolve (docs/EVOLUTION.md): each unary method's argument and
+//! return types, traced with serde-reflection, written out as one
+//! canonical text and hashed into a fingerprint. A client claims its
+//! schema in a request extension until the server's reply says whether
+//! the server's is the same (docs/PROTOCOL.md §12); where they differ each
+//! side reads the other's bytes with the other's schema, by name
+//! ([`resolve`]), and where they agree nothing changes: bincode's bytes,
+//! read by the reader's own type.
+
+mod resolve;
+mod shape;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::{BufMut, Bytes};
+use serde::Deserialize;
+use serde::de::DeserializeSeed;
+
+use crate::codec;
+use crate::describe::{self, Description};
+use crate::error::CodecError;
+use shape::{Shape, Types};
+
+pub(crate) use shape::Schema;
+
+/// Extension tag of a schema claim, in requests and replies.
+pub(crate) const TAG_SCHEMA: u16 = 0x0003;
+
+/// The fingerprint that says "no schema": a server's, for a method it
+/// cannot describe (streams, types that do not trace, hand-written
+/// services). A client that reads it keeps to the plain path.
+pub(crate) const UNKNOWN: u64 = 0;
+
+/// Requests sent with a schema claim, and bodies read with another
+/// side's schema, in this process: what tests read to prove that calls
+/// whose schemas agree take the plain path.
+static CLAIMS_SENT: AtomicU64 = AtomicU64::new(0);
+static RESOLVED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts of [`CLAIMS_SENT`] and [`RESOLVED`].
+pub(crate) fn counts() -> (u64, u64) {
+    (
+        CLAIMS_SENT.load(Ordering::Relaxed),
+        RESOLVED.load(Ordering::Relaxed),
+    )
+}
+
+/// Bytes of an extension entry's tag and length.
+const ENTRY_HEADER_LEN: usize = 2 + 4;
+
+/// Writer schemas a server keeps parsed, across its connections; more are
+/// parsed for each call that claims them.
+const MAX_PEER_SCHEMAS: usize = 64;
+
+/// The fingerprint of a canonical text: 64-bit FNV-1a of its UTF-8 bytes,
+/// 1 where that is 0 (which means "none").
+pub(crate) fn fingerprint(text: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in text {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if hash == UNKNOWN { 1 } else { hash }
+}
+
+/// One side's schema of one unary method.
+#[derive(Debug)]
+pub(crate) struct MethodSchema {
+    pub(crate) fingerprint: u64,
+    pub(crate) text: Box<str>,
+    pub(crate) schema: Schema,
+    /// The extension entry that claims it in full.
+    claim: Box<[u8]>,
+    /// The one that claims its fingerprint alone.
+    short_claim: Box<[u8]>,
+}
+
+impl MethodSchema {
+    /// The schema of `text`, a canonical text (or any JSON of its form).
+    pub(crate) fn parse(text: &str) -> Result<MethodSchema, String> {
+        let schema = Schema::parse(text)?;
+        Ok(Self::with(text.to_owned(), schema))
+    }
+
+    fn with(text: String, schema: Schema) -> MethodSchema {
+        let fingerprint = fingerprint(text.as_bytes());
+        MethodSchema {
+            fingerprint,
+            claim: entry(fingerprint, text.as_bytes()),
+            short_claim: entry(fingerprint, &[]),
+            text: text.into(),
+            schema,
+        }
+    }
+
+    /// Its fingerprint as PROTOCOL.md writes it: 16 lower-case hex digits.
+    pub(crate) fn hex(&self) -> String {
+        format!("{:016x}", self.fingerprint)
+    }
+
+    /// Its canonical text.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The extension entry a request claims it with, counted as sent.
+    pub(crate) fn claim(&self) -> &[u8] {
+        CLAIMS_SENT.fetch_add(1, Ordering::Relaxed);
+        &self.claim
+    }
+}
+
+/// A schema extension entry: tag, length, fingerprint, text.
+fn entry(fingerprint: u64, text: &[u8]) -> Box<[u8]> {
+    let mut entry = Vec::with_capacity(ENTRY_HEADER_LEN + 8 + text.len());
+    entry.put_u16_le(TAG_SCHEMA);
+    entry.put_u32_le(u32::try_from(8 + text.len()).unwrap_or(u32::MAX));
+    entry.put_u64_le(fingerprint);
+    entry.put_slice(text);
+    entry.into()
+}
+
+/// The entry a server answers with for a method it has no schema of.
+pub(crate) fn unknown_claim() -> &'static [u8] {
+    static UNKNOWN_CLAIM: OnceLock<Box<[u8]>> = OnceLock::new();
+    UNKNOWN_CLAIM.get_or_init(|| entry(UNKNOWN, &[]))
+}
+
+/// What a peer's schema extension said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim<'a> {
+    pub(crate) fingerprint: u64,
+    /// Its canonical text; empty when only the fingerprint came.
+    pub(crate) text: &'a [u8],
+}
+
+impl<'a> Claim<'a> {
+    /// Reads an entry's value: a fingerprint (8 bytes, little-endian),
+    /// then the text.
+    pub(crate) fn read(value: &'a [u8]) -> Option<Claim<'a>> {
+        let (fingerprint, text) = value.split_first_chunk::<8>()?;
+        Some(Claim {
+            fingerprint: u64::from_le_bytes(*fingerprint),
+            text,
+        })
+    }
+}
+
+/// Each method's wire name and schema, if it has one.
+pub(crate) type Methods = Vec<(&'static str, Option<Arc<MethodSchema>>)>;
+
+/// The schemas of each unary method of a described service, by wire
+/// name; `None` for a method without one (it streams, or its types could
+/// not be traced).
+pub(crate) fn of(description: &Description) -> Methods {
+    let (traced, registry) = describe::trace(description);
+    description
+        .methods
+        .iter()
+        .zip(traced)
+        .map(|(method, formats)| {
+            let schema = match (&registry, formats) {
+                (Ok(registry), Ok(formats))
+                    if method.stream_arg.is_none() && !method.returns_stream =>
+                {
+                    shape::canonical(&formats.args, &formats.returns, registry).and_then(|text| {
+                        let schema =
+                            Schema::from_formats(&formats.args, &formats.returns, registry).ok()?;
+                        Some(Arc::new(MethodSchema::with(text, schema)))
+                    })
+                }
+                _ => None,
+            };
+            (method.name, schema)
+        })
+        .collect()
+}
+
+/// The schemas of a generated client's service, traced on its first call.
+/// The macro makes one `static` per service.
+pub struct Local {
+    describe: fn() -> Description,
+    methods: OnceLock<Methods>,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local").finish_non_exhaustive()
+    }
+}
+
+impl Local {
+    /// The schemas of the service `describe` describes.
+    pub const fn new(describe: fn() -> Description) -> Self {
+        Local {
+            describe,
+            methods: OnceLock::new(),
+        }
+    }
+
+    /// The schema of the method with this wire name, if it has one.
+    pub(crate) fn method(&self, name: &str) -> Option<&Arc<MethodSchema>> {
+        let methods = self.methods.get_or_init(|| of(&(self.describe)()));
+        methods
+            .iter()
+            .find(|(method, _)| *method == name)
+            .and_then(|(_, schema)| schema.as_ref())
+    }
+}
+
+/// A body, and the schema its writer wrote it with where that is not the
+/// reader's own.
+pub(crate) enum Body<'a> {
+    /// Written with the reader's schema (or by a peer that claimed none).
+    Own(&'a [u8]),
+    /// Written with another: `shape` and its named types.
+    Other {
+        bytes: &'a [u8],
+        shape: &'a Shape,
+        types: &'a Types,
+        /// Whether it holds a call's arguments, named by place in errors.
+        args: bool,
+    },
+}
+
+/// Why a body did not decode.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Its bytes are not a value of the writer's schema.
+    Codec(CodecError),
+    /// They are, but the reader's type cannot take it: what and where.
+    Mismatch(String),
+}
+
+impl<'a> Body<'a> {
+    /// The body of a call's arguments, read with `writer` if set.
+    pub(crate) fn args(bytes: &'a [u8], writer: Option<&'a Schema>) -> Self {
+        match writer {
+            Some(writer) => Body::Other {
+                bytes,
+                shape: &writer.args,
+                types: &writer.types,
+                args: true,
+            },
+            None => Body::Own(bytes),
+        }
+    }
+
+    /// The body of a reply, read with `writer` if set.
+    pub(crate) fn reply(bytes: &'a [u8], writer: Option<&'a Schema>) -> Self {
+        match writer {
+            Some(writer) => Body::Other {
+                bytes,
+                shape: &writer.returns,
+                types: &writer.types,
+                args: false,
+            },
+            None => Body::Own(bytes),
+        }
+    }
+
+    /// Decodes it as `T`.
+    pub(crate) fn decode<T: Deserialize<'a>>(self) -> Result<T, Failure> {
+        match self {
+            Body::Own(bytes) => codec::decode(bytes).map_err(Failure::Codec),
+            other => other.decode_with(std::marker::PhantomData::<T>),
+        }
+    }
+
+    /// Decodes it with `seed`.
+    pub(crate) fn decode_with<S: DeserializeSeed<'a>>(self, seed: S) -> Result<S::Value, Failure> {
+        match self {
+            Body::Own(bytes) => codec::decode_with(seed, bytes).map_err(Failure::Codec),
+            Body::Other {
+                bytes,
+                shape,
+                types,
+                args,
+            } => {
+                RESOLVED.fetch_add(1, Ordering::Relaxed);
+                let ctx = resolve::Ctx::new(types, bytes.len(), args);
+                let bridge = resolve::Bridge {
+                    seed,
+                    shape,
+                    ctx: &ctx,
+                };
+                codec::decode_with(bridge, bytes).map_err(|e| match ctx.mismatch() {
+                    Some(mismatch) => {
+                        Failure::Mismatch(mismatch.explained(&e.to_string()).to_string())
+                    }
+                    None => Failure::Codec(e),
+                })
+            }
+        }
+    }
+}
+
+/// A server's schemas: each service's, traced when a client first claims
+/// one of its methods, and the writer schemas clients claimed.
+pub(crate) struct Served {
+    services: HashMap<&'static str, ServedService>,
+    peers: Mutex<HashMap<Box<[u8]>, Arc<Schema>>>,
+}
+
+struct ServedService {
+    service: Arc<dyn crate::Service>,
+    methods: OnceLock<Methods>,
+}
+
+/// What a server read of one call's claim: its own schema of the method,
+/// and the client's where the two differ.
+#[derive(Debug)]
+pub(crate) struct Agreement {
+    own: Option<Arc<MethodSchema>>,
+    writer: Option<Arc<Schema>>,
+}
+
+impl Agreement {
+    /// The schema the arguments were written with, if not the server's.
+    pub(crate) fn writer(&self) -> Option<&Schema> {
+        self.writer.as_deref()
+    }
+
+    /// The extension entry the reply carries: the server's fingerprint,
+    /// with its text where the client's differs (the client reads the
+    /// reply with it).
+    pub(crate) fn reply_claim(&self) -> &[u8] {
+        match (&self.own, &self.writer) {
+            (None, _) => unknown_claim(),
+            (Some(own), None) => &own.short_claim,
+            (Some(own), Some(_)) => &own.claim,
+        }
+    }
+}
+
+impl Served {
+    pub(crate) fn new(
+        services: impl IntoIterator<Item = (&'static str, Arc<dyn crate::Service>)>,
+    ) -> Self {
+        Served {
+            services: services
+                .into_iter()
+                .map(|(name, service)| {
+                    let methods = OnceLock::new();
+                    (name, ServedService { service, methods })
+                })
+                .collect(),
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What a call to `service`.`method` that claimed `claim` is read
+    /// with; the error is the message of a SCHEMA_MISMATCH answer.
+    pub(crate) fn agree(
+        &self,
+        service: &str,
+        method: &str,
+        claim: Claim<'_>,
+    ) -> Result<Agreement, String> {
+        let own = self.services.get(service).and_then(|served| {
+            let methods = served
+                .methods
+                .get_or_init(|| match served.service.description() {
+                    Some(description) => of(&description),
+                    None => Vec::new(),
+                });
+            methods
+                .iter()
+                .find(|(name, _)| *name == method)
+                .and_then(|(_, schema)| schema.clone())
+        });
+        let Some(own) = own else {
+            return Ok(Agreement {
+                own: None,
+                writer: None,
+            });
+        };
+        if claim.fingerprint == own.fingerprint || claim.fingerprint == UNKNOWN {
+            return Ok(Agreement {
+                own: Some(own),
+                writer: None,
+            });
+        }
+        if claim.text.is_empty() {
+            return Err(format!(
+                "the client's types for {service}.{method} differ from the server's \
+                 (fingerprint {:016x}, the server's {}) and it sent no schema to resolve them by",
+                claim.fingerprint,
+                own.hex()
+            ));
+        }
+        let writer = self.peer(claim.text)?;
+        if *writer == own.schema {
+            // Another text of the same schema (spacing, key order).
+            return Ok(Agreement {
+                own: Some(own),
+                writer: None,
+            });
+        }
+        Ok(Agreement {
+            own: Some(own),
+            writer: Some(writer),
+        })
+    }
+
+    /// A client's schema, parsed once while there is room to keep it.
+    fn peer(&self, text: &[u8]) -> Result<Arc<Schema>, String> {
+        if let Some(known) = lock(&self.peers).get(text) {
+            return Ok(known.clone());
+        }
+        let parsed = std::str::from_utf8(text)
+            .map_err(|_| "the client's schema is not UTF-8".to_owned())
+            .and_then(Schema::parse)
+            .map_err(|e| format!("the client's schema could not be read: {e}"))?;
+        let parsed = Arc::new(parsed);
+        let mut peers = lock(&self.peers);
+        if peers.len() < MAX_PEER_SCHEMAS {
+            peers.insert(text.into(), parsed.clone());
+        }
+        Ok(parsed)
+    }
+}
+
+/// What a client connection learned of the server's schema of each method
+/// it called with one: the same as its own, or the server's (which its
+/// replies are read with).
+#[derive(Default)]
+pub(crate) struct Agreements {
+    methods: RwLock<HashMap<usize, Agreed>>,
+}
+
+/// What the server's reply to a claim said.
+#[derive(Clone)]
+pub(crate) enum Agreed {
+    /// The server's schema is the client's, or it has none: the plain path.
+    Same,
+    /// The server's differs: requests claim the client's in full, replies
+    /// are read with this.
+    Differs(Arc<MethodSchema>),
+}
+
+impl Agreements {
+    fn key(own: &Arc<MethodSchema>) -> usize {
+        Arc::as_ptr(own) as usize
+    }
+
+    /// What is known of the server's schema of `own`'s method; `None`:
+    /// nothing yet.
+    pub(crate) fn get(&self, own: &Arc<MethodSchema>) -> Option<Agreed> {
+        read(&self.methods).get(&Self::key(own)).cloned()
+    }
+
+    /// Takes in the claim a reply to a call of `own`'s method carried
+    /// (`None`: the server claims nothing, as servers before schemas did),
+    /// and returns the schema the reply is written with where it is not
+    /// `own`.
+    pub(crate) fn learn(
+        &self,
+        own: &Arc<MethodSchema>,
+        claim: Option<(u64, Bytes)>,
+    ) -> Result<Option<Arc<MethodSchema>>, String> {
+        let (fingerprint, text) = match claim {
+            Some((fingerprint, text))
+                if fingerprint != own.fingerprint && fingerprint != UNKNOWN =>
+            {
+                (fingerprint, text)
+            }
+            _ => {
+                if !matches!(self.get(own), Some(Agreed::Same)) {
+                    write(&self.methods).insert(Self::key(own), Agreed::Same);
+                }
+                return Ok(None);
+            }
+        };
+        if let Some(Agreed::Differs(known)) = self.get(own) {
+            if known.fingerprint == fingerprint && known.text.as_bytes() == text.as_ref() {
+                return Ok(Some(known));
+            }
+        }
+        if text.is_empty() {
+            return Err(format!(
+                "the server's types differ (fingerprint {fingerprint:016x}, this client's {}) \
+                 and its reply carries no schema to resolve them by",
+                own.hex()
+            ));
+        }
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| "the server's schema is not UTF-8".to_owned())?;
+        let theirs = Arc::new(
+            MethodSchema::parse(text)
+                .map_err(|e| format!("the server's schema could not be read: {e}"))?,
+        );
+        write(&self.methods).insert(Self::key(own), Agreed::Differs(theirs.clone()));
+        Ok(Some(theirs))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_reflection::{Format, Registry};
+
+    /// docs/PROTOCOL.md §12's example, byte for byte.
+    #[test]
+    fn the_protocol_example_has_the_documented_text_and_fingerprint() {
+        let text =
+            shape::canonical(&[Format::I64, Format::I64], &Format::I64, &Registry::new()).unwrap();
+        assert_eq!(text, r#"{"args":["I64","I64"],"returns":"I64","types":{}}"#);
+        assert_eq!(
+            format!("{:016x}", fingerprint(text.as_bytes())),
+            "e9db7027c0b484b7"
+        );
+    }
+
+    #[test]
+    fn claims_read_back_and_short_ones_are_refused() {
+        let claim = entry(42, b"{}");
+        assert_eq!(&claim[..2], &TAG_SCHEMA.to_le_bytes());
+        let read = Claim::read(&claim[6..]).unwrap();
+        assert_eq!((read.fingerprint, read.text), (42, &b"{}"[..]));
+        assert_eq!(Claim::read(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_hostile_schema_is_an_error_not_a_panic() {
+        for text in [
+            "",
+            "{",
+            r#"{"args":[],"returns":"NOPE","types":{}}"#,
+            r#"{"args":[{"TYPENAME":"Missing"}],"returns":"UNIT","types":{}}"#,
+        ] {
+            let parsed = MethodSchema::parse(text);
+            if let Ok(schema) = parsed {
+                // A type named but not described parses, and fails the
+                // value that needs it.
+                let body = Body::args(&[0], Some(&schema.schema));
+                assert!(body.decode::<(u8,)>().is_err(), "{text}");
+            }
+        }
+        // A deep or huge claim fails the value, bounded.
+        let deep = format!(
+            r#"{{"args":[{}"U8"{}],"returns":"UNIT","types":{{}}}}"#,
+            r#"{"OPTION":"#.repeat(100),
+            "}".repeat(100)
+        );
+        let schema = MethodSchema::parse(&deep).unwrap();
+        let mut body = vec![1u8; 100];
+        body.push(7);
+        let read = Body::args(&body, Some(&schema.schema)).decode::<(u8,)>();
+        assert!(read.is_err());
+        let units = r#"{"args":[{"SEQ":"UNIT"}],"returns":"UNIT","types":{}}"#;
+        let schema = MethodSchema::parse(units).unwrap();
+        // A billion units claimed in 5 bytes.
+        let body = [0xFC, 0x00, 0xCA, 0x9A, 0x3B];
+        let read = Body::args(&body, Some(&schema.schema)).decode::<(Vec<()>,)>();
+        assert!(matches!(read, Err(Failure::Codec(_))), "{read:?}");
+    }
+}

@@ -290,13 +290,19 @@ impl<'de, 'c, 'a, D: Deserializer<'de>> Resolver<'c, 'a, D> {
     /// asks for anything but a newtype: the bytes are the same.
     fn unwrapped(self) -> Result<Self, D::Error> {
         let mut this = self;
-        while let Shape::Named(name) = this.shape {
+        // A hostile schema may make newtypes wrap each other in a circle.
+        for _ in 0..MAX_DEPTH {
+            let Shape::Named(name) = this.shape else {
+                return Ok(this);
+            };
             match this.ctx.container::<D::Error>(name)? {
                 Container::Newtype(inner) => this.shape = inner,
-                _ => break,
+                _ => return Ok(this),
             }
         }
-        Ok(this)
+        Err(de::Error::custom(format!(
+            "the sender's schema nests newtypes more than {MAX_DEPTH} deep"
+        )))
     }
 
     fn number<V: Visitor<'de>>(

@@ -221,10 +221,8 @@ impl Connection {
         let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         // Claimed until the server says its schema is the same.
         let claim = match local {
-            Some(own) => match self.agreements.get(own) {
-                Some(schema::Agreed::Same) => &[][..],
-                None | Some(schema::Agreed::Differs(_)) => own.claim(),
-            },
+            Some(own) if !self.agreements.same(own) => own.claim(),
+            Some(_) => &[][..],
             None => &[][..],
         };
         let mut frame = self.request(service, method, deadline, options, 0, &args, claim)?;

@@ -108,7 +108,7 @@ class Connection:
     def send(self, frame):
         self._writer.write(frame)
 
-    async def start(self, service, method, body, timeout=None, metadata=(), flags=0):
+    async def start(self, service, method, body, timeout=None, metadata=(), flags=0, schema=None):
         if self._closed is not None:
             raise ConnectionClosed(self._closed)
         if self._draining is not None:
@@ -118,7 +118,7 @@ class Connection:
         self._next_id += 1
         self._calls[call_id] = call
         deadline_us = None if timeout is None else int(timeout * 1e6)
-        frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags)
+        frame = request_frame(call_id, service, method, body, deadline_us, metadata, flags, schema)
         if len(frame) - 4 > self._max_frame_length:
             self.forget(call_id)
             raise ArgumentError("the request to %s.%s is %d bytes, over the frame limit of %d"
@@ -146,13 +146,17 @@ class Connection:
             finally:
                 timer.cancel()
 
-    async def call(self, service, method, body, timeout=None, metadata=()):
-        call_id, call = await self.start(service, method, body, timeout, metadata)
+    async def call(self, service, method, body, timeout=None, metadata=(), schema=None):
+        """Sends one request and waits for its response: (status, body, the
+        server's schema claim in it or None), as the threaded client's
+        `call` with a `schema`."""
+        call_id, call = await self.start(service, method, body, timeout, metadata, schema=schema)
         try:
             await self.wait(call, lambda c: c.answer is not None, _deadline(timeout))
         finally:
             self.forget(call_id)
-        return answer(call)
+        status, body = answer(call)
+        return status, body, call.schema
 
     def forget(self, call_id):
         self._calls.pop(call_id, None)
@@ -308,13 +312,20 @@ class AsyncMethod(Method):
         if stream is not None and not (hasattr(items, "__aiter__") or hasattr(items, "__iter__")):
             raise ArgumentError("argument %r: expected an iterable of items, found %r" % (stream["name"], items))
         codec = self._proxy._codec(self._service)
+        proxy, connection = self._proxy, self._proxy._connection
+        if d["shape"] == "unary" and "schema" in d:
+            body, claim, omitted = self._claim(codec, args)
+            status, reply, theirs = await connection.call(self._service, d["name"], body, proxy._timeout,
+                                                          proxy._metadata, schema=claim)
+            if claim is not None:
+                self._claimed(status, theirs, omitted)
+            return self._unary_answer(codec, status, reply)
         body = bytearray()
         for arg, value in zip(d["args"], args):
             codec.encode(value, arg["format"], body, "argument %r" % arg["name"])
-        proxy, connection = self._proxy, self._proxy._connection
         if d["shape"] == "unary":
-            status, reply = await connection.call(self._service, d["name"], bytes(body), proxy._timeout,
-                                                  proxy._metadata)
+            status, reply, _ = await connection.call(self._service, d["name"], bytes(body), proxy._timeout,
+                                                     proxy._metadata)
             return self._unary_answer(codec, status, reply)
         reads = d["shape"] in ("server", "bidi")
         flags = (FLAG_SENDS_STREAM if stream is not None else 0) | (FLAG_READS_STREAM if reads else 0)
@@ -357,7 +368,7 @@ class ServerProxy(Described):
     whose methods are awaited."""
 
     async def _reflect(self, method, body):
-        status, reply = await self._connection.call("rpc.Reflection", method, body, self._timeout)
+        status, reply, _ = await self._connection.call("rpc.Reflection", method, body, self._timeout)
         if status != 0:
             raise status_error(status, reply)
         text, _ = Codec({}).read(reply, 0, "STR", "the description")

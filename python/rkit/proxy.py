@@ -42,11 +42,28 @@ class Method:
 
     def _claimed_call(self, codec, args):
         """A unary call that claims its schema (docs/PROTOCOL.md section
-        12): the server's own, from its description, until the server says
-        it is the same; or, where the values leave struct fields out, the
-        server's schema without them, so that the server fills in their
-        defaults (docs/EVOLUTION.md)."""
-        d, proxy = self._described, self._proxy
+        12)."""
+        body, claim, omitted = self._claim(codec, args)
+        proxy = self._proxy
+        if claim is None:
+            status, reply = proxy._connection.call(self._service, self._described["name"], body, proxy._timeout,
+                                                   proxy._metadata)
+        else:
+            status, reply, theirs = proxy._connection.call(self._service, self._described["name"], body,
+                                                           proxy._timeout, proxy._metadata, schema=claim)
+            self._claimed(status, theirs, omitted)
+        # The reply is written with the server's schema, which the
+        # description gave: read with it, whatever this call claimed.
+        return self._unary_answer(codec, status, reply)
+
+    def _claim(self, codec, args):
+        """The arguments' bytes and the claim their call makes: the
+        server's own schema, from its description, until the server says it
+        is the same (None after that); or, where the values leave struct
+        fields out, the server's schema without them, so that the server
+        fills in their defaults (docs/EVOLUTION.md). Returns (body, claim,
+        whether fields were left out)."""
+        d = self._described
         body = bytearray()
         codec.omitted, codec.given = {}, {}
         try:
@@ -55,25 +72,20 @@ class Method:
             omitted, given = codec.omitted, codec.given
         finally:
             codec.omitted = codec.given = None
-        key = (self._service, d["name"])
-        own = int(d["fingerprint"], 16)
         if omitted:
             claim = _without(d["schema"], omitted, given)
-        elif key in proxy._agreed:
+        elif (self._service, d["name"]) in self._proxy._agreed:
             claim = None
         else:
-            claim = (own, d["schema"].encode("utf-8"))
-        connection = proxy._connection
-        if claim is None:
-            status, reply = connection.call(self._service, d["name"], bytes(body), proxy._timeout, proxy._metadata)
-        else:
-            status, reply, theirs = connection.call(self._service, d["name"], bytes(body), proxy._timeout,
-                                                    proxy._metadata, schema=claim)
-            if status == 0 and not omitted and (theirs is None or theirs[0] in (0, own)):
-                proxy._agreed.add(key)
-        # The reply is written with the server's schema, which the
-        # description gave: read with it, whatever this call claimed.
-        return self._unary_answer(codec, status, reply)
+            claim = (int(d["fingerprint"], 16), d["schema"].encode("utf-8"))
+        return bytes(body), claim, bool(omitted)
+
+    def _claimed(self, status, theirs, omitted):
+        """Takes in the server's answer to a claim: once it says its schema
+        is the server's own, later calls need not claim it."""
+        own = int(self._described["fingerprint"], 16)
+        if status == 0 and not omitted and (theirs is None or theirs[0] in (0, own)):
+            self._proxy._agreed.add((self._service, self._described["name"]))
 
     def _arguments(self, args, kwargs):
         """The arguments besides a stream, in order, and the value given

@@ -3,11 +3,13 @@ in the Rust tests, whose tests/python_cross_version.rs runs this file with
 RKIT_V1_ADDR and RKIT_V2_ADDR set): values shaped for one version sent to
 the other, under the rules of docs/EVOLUTION.md."""
 
+import asyncio
 import json
 import os
 import unittest
 
 import rkit
+import rkit.aio
 from rkit.proxy import fingerprint
 
 
@@ -61,6 +63,32 @@ class CrossVersion(unittest.TestCase):
         self.assertEqual(self.v2.Profiles.add(2, 3), 5)
         self.assertIn(("Profiles", "add"), self.v2._agreed)
         self.assertEqual(self.v2.Profiles.add(-2, 3), 1)
+
+
+class CrossVersionAio(unittest.TestCase):
+    """The asyncio client follows the same rules."""
+
+    def test_the_same_cases_awaited(self):
+        async def run():
+            v1 = await rkit.aio.connect(os.environ["RKIT_V1_ADDR"])
+            v2 = await rkit.aio.connect(os.environ["RKIT_V2_ADDR"])
+            try:
+                self.assertEqual(await v2.Profiles.register({"name": "ann"}), "ann <none>")
+                self.assertEqual(await v1.Profiles.register({"name": "bo", "email": "bo@example.com"}), "bo")
+                self.assertEqual(await v2.Profiles.lookup("ann"), {"name": "ann", "since": 2019, "karma": 42})
+                with self.assertRaises(rkit.SchemaMismatch) as caught:
+                    await v2.Profiles.order({"id": 1})
+                self.assertIn("`quantity`", str(caught.exception))
+                self.assertEqual(await v2.Profiles.order({"id": 1, "quantity": 2}), 3)
+                # Claimed until the server agrees, then not.
+                self.assertEqual(await v2.Profiles.add(2, 3), 5)
+                self.assertIn(("Profiles", "add"), v2._agreed)
+                self.assertEqual(await v2.Profiles.add(-2, 3), 1)
+            finally:
+                await v1.close()
+                await v2.close()
+
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ pub(crate) struct Method {
     pub(crate) returns_error: Option<Untyped>,
     #[serde(default)]
     pub(crate) opaque: Option<String>,
+    /// Its schema's canonical text, for a unary method whose types trace
+    /// (docs/PROTOCOL.md §12).
+    #[serde(default)]
+    pub(crate) schema: Option<String>,
 }
 
 /// A value's name (for arguments), type as written, and format.

@@ -10,6 +10,7 @@
 //! ```
 
 mod description;
+mod omit;
 mod options;
 mod show;
 mod streams;
@@ -18,6 +19,7 @@ mod wire;
 
 use std::process::ExitCode;
 
+use rpc_core::describe::MethodSchema;
 use rpc_core::tls::{ClientTlsConfig, Identity, certificates_from_pem_file};
 use rpc_core::{Channel, RpcError};
 use serde_reflection::Format;
@@ -150,12 +152,19 @@ async fn run(options: Options) -> Result<Option<String>, Failure> {
             let registry = described.registry().map_err(Failure::Server)?;
             let mut values = values::arguments(found, args).map_err(Failure::Usage)?;
             let mut formats = Vec::new();
+            // Only a unary method with a schema can leave fields out: the
+            // call claims the schema it was written with.
+            let schema = found.schema.as_deref().filter(|_| found.shape == "unary");
+            let fields = values::Fields::default();
             for (arg, value) in found.args.iter().zip(&mut values) {
                 let format = arg.format.clone().ok_or_else(|| {
                     Failure::Usage(format!("argument `{}` has no described format", arg.name))
                 })?;
-                values::check(value, &format, &registry)
-                    .map_err(|e| Failure::Usage(format!("argument `{}`: {e}", arg.name)))?;
+                match schema {
+                    Some(_) => values::check_leaving_out(value, &format, &registry, &fields),
+                    None => values::check(value, &format, &registry),
+                }
+                .map_err(|e| Failure::Usage(format!("argument `{}`: {e}", arg.name)))?;
                 values::reshape(value, &format, &registry, values::Way::In);
                 formats.push(format);
             }
@@ -163,10 +172,21 @@ async fn run(options: Options) -> Result<Option<String>, Failure> {
                 found.returns.format.clone().ok_or_else(|| {
                     Failure::Usage("the result has no described format".to_owned())
                 })?;
+            let reduced = match schema {
+                Some(text) => fields.reduce(text, &registry).map_err(Failure::Usage)?,
+                None => None,
+            };
+            let claim = match (&reduced, schema) {
+                (Some(reduced), _) => Some(reduced.schema.as_str()),
+                (None, text) => text,
+            }
+            .map(MethodSchema::parse)
+            .transpose()
+            .map_err(|e| Failure::Server(format!("the server's schema does not parse: {e}")))?;
             let encoded = values::Encoded::new(
                 serde_json::Value::Array(values),
                 &Format::Tuple(formats),
-                &registry,
+                reduced.as_ref().map_or(&registry, |r| &r.registry),
             );
             if found.shape != "unary" {
                 let sent = match &found.stream_arg {
@@ -194,8 +214,9 @@ async fn run(options: Options) -> Result<Option<String>, Failure> {
                 return printed;
             }
             let reply = values::reply(returns.clone(), &registry);
-            let mut value: serde_json::Value =
-                channel.call_seeded(service, method, encoded, reply).await?;
+            let mut value: serde_json::Value = channel
+                .call_seeded(service, method, encoded, claim.as_ref(), reply)
+                .await?;
             values::reshape(&mut value, &returns, &registry, values::Way::Out);
             if *pretty {
                 Some(serde_json::to_string_pretty(&value).unwrap_or_default())

@@ -9,6 +9,7 @@ use serde_reflection::json_converter::{
 use serde_reflection::{ContainerFormat, Format, Registry, VariantFormat};
 
 use crate::description::Method;
+pub(crate) use crate::omit::Fields;
 
 /// The arguments as one JSON array in the method's order: `words` are
 /// JSON values, or strings where they are not JSON; one JSON object whose
@@ -46,7 +47,19 @@ const MAX_DEPTH: usize = 128;
 
 /// Checks `value` against `format`, saying what is wrong and where.
 pub(crate) fn check(value: &Value, format: &Format, registry: &Registry) -> Result<(), String> {
-    checked(value, format, registry, MAX_DEPTH)
+    checked(value, format, registry, MAX_DEPTH, None)
+}
+
+/// As [`check`], but a field of a described struct that `value` leaves
+/// out is noted in `fields` rather than an error: the call claims a schema
+/// without it, and the server fills in its default (docs/EVOLUTION.md).
+pub(crate) fn check_leaving_out(
+    value: &Value,
+    format: &Format,
+    registry: &Registry,
+    fields: &Fields,
+) -> Result<(), String> {
+    checked(value, format, registry, MAX_DEPTH, Some(fields))
 }
 
 fn checked(
@@ -54,6 +67,7 @@ fn checked(
     format: &Format,
     registry: &Registry,
     depth: usize,
+    fields: Option<&Fields>,
 ) -> Result<(), String> {
     let Some(depth) = depth.checked_sub(1) else {
         return Err(format!(
@@ -61,7 +75,7 @@ fn checked(
         ));
     };
     let check = |value: &Value, format: &Format, registry: &Registry| {
-        checked(value, format, registry, depth)
+        checked(value, format, registry, depth, fields)
     };
     let expected = |what: &str| Err(format!("expected {what}, found {}", found(value)));
     match format {
@@ -103,7 +117,7 @@ fn checked(
             other => check(other, inner, registry),
         },
         Format::Seq(inner) => match value {
-            Value::Array(items) => each(items, |_| inner, registry, depth),
+            Value::Array(items) => each(items, |_| inner, registry, depth, fields),
             _ => expected("an array"),
         },
         Format::Map { key, value: inner } if crate::wire::string_keys(key, registry) => match value
@@ -123,54 +137,72 @@ fn checked(
             }),
             Value::Array(pairs) => {
                 let pair = Format::Tuple(vec![(**key).clone(), (**inner).clone()]);
-                each(pairs, |_| &pair, registry, depth)
+                each(pairs, |_| &pair, registry, depth, fields)
             }
             _ => expected("an object or an array of [key, value] pairs"),
         },
         Format::Tuple(formats) => match value {
             Value::Array(items) if items.len() == formats.len() => {
-                each(items, |i| &formats[i], registry, depth)
+                each(items, |i| &formats[i], registry, depth, fields)
             }
             _ => expected(&format!("an array of {}", formats.len())),
         },
         Format::TupleArray { content, size } => match value {
             Value::Array(items) if items.len() == *size => {
-                each(items, |_| content, registry, depth)
+                each(items, |_| content, registry, depth, fields)
             }
             _ => expected(&format!("an array of {size}")),
         },
         Format::TypeName(name) => match registry.get(name) {
-            Some(container) => container_check(value, name, container, registry, depth),
+            Some(container) => {
+                container_check(value, name, container, registry, depth, fields, true)
+            }
             None => Err(format!("the server did not describe type `{name}`")),
         },
         Format::Variable(_) => Ok(()),
     }
 }
 
+/// `named`: whether `name` is the type's own, a registry entry (a struct
+/// variant's fields cannot be left out: a schema names no such type).
 fn container_check(
     value: &Value,
     name: &str,
     container: &ContainerFormat,
     registry: &Registry,
     depth: usize,
+    fields: Option<&Fields>,
+    named: bool,
 ) -> Result<(), String> {
     let check = |value: &Value, format: &Format, registry: &Registry| {
-        checked(value, format, registry, depth)
+        checked(value, format, registry, depth, fields)
     };
+    let noted = fields.filter(|_| named);
     match container {
         ContainerFormat::UnitStruct => Ok(()),
         ContainerFormat::NewTypeStruct(inner) => check(value, inner, registry),
         ContainerFormat::TupleStruct(formats) => {
             check(value, &Format::Tuple(formats.clone()), registry)
         }
-        ContainerFormat::Struct(fields) => match value {
-            Value::Object(map) => fields
-                .iter()
-                .try_for_each(|field| match map.get(&field.name) {
-                    Some(v) => check(v, &field.value, registry)
-                        .map_err(|e| format!("field `{}`: {e}", field.name)),
-                    None => Err(format!("{name} needs field `{}`", field.name)),
-                }),
+        ContainerFormat::Struct(described) => match value {
+            Value::Object(map) => {
+                described
+                    .iter()
+                    .try_for_each(|field| match (map.get(&field.name), noted) {
+                        (Some(v), _) => {
+                            if let Some(noted) = noted {
+                                noted.given(name, &field.name);
+                            }
+                            check(v, &field.value, registry)
+                                .map_err(|e| format!("field `{}`: {e}", field.name))
+                        }
+                        (None, Some(noted)) => {
+                            noted.omitted(name, &field.name);
+                            Ok(())
+                        }
+                        (None, None) => Err(format!("{name} needs field `{}`", field.name)),
+                    })
+            }
             _ => Err(format!(
                 "expected {name} (an object), found {}",
                 found(value)
@@ -203,12 +235,14 @@ fn container_check(
                 (VariantFormat::Tuple(fs), Some(v)) => {
                     check(v, &Format::Tuple(fs.clone()), registry)
                 }
-                (VariantFormat::Struct(fields), Some(v)) => container_check(
+                (VariantFormat::Struct(described), Some(v)) => container_check(
                     v,
                     variant,
-                    &ContainerFormat::Struct(fields.clone()),
+                    &ContainerFormat::Struct(described.clone()),
                     registry,
                     depth,
+                    fields,
+                    false,
                 ),
                 (VariantFormat::Unit, Some(_)) => Err(format!(
                     "{name}::{variant} takes no value: write \"{variant}\""
@@ -227,9 +261,10 @@ fn each<'a>(
     format: impl Fn(usize) -> &'a Format,
     registry: &Registry,
     depth: usize,
+    fields: Option<&Fields>,
 ) -> Result<(), String> {
     items.iter().enumerate().try_for_each(|(i, item)| {
-        checked(item, format(i), registry, depth).map_err(|e| format!("at [{i}]: {e}"))
+        checked(item, format(i), registry, depth, fields).map_err(|e| format!("at [{i}]: {e}"))
     })
 }
 

@@ -489,3 +489,74 @@ async fn a_server_that_describes_nonsense_is_an_error_not_a_crash() {
         );
     }
 }
+
+/// A server of one version of `Profiles` (tests/src/evolving.rs).
+async fn profiles(service: impl rpc_core::Service) -> String {
+    let server = Server::builder()
+        .add_service(service)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    tokio::spawn(server.serve());
+    addr
+}
+
+#[tokio::test]
+async fn values_that_leave_fields_out_take_the_servers_defaults() {
+    use rpc_tests::evolving::{v1, v2};
+    let v2 = profiles(v2::ProfilesServer::new(v2::Impl)).await;
+    // `email`, which v2 added with a default, left out.
+    let out = rpc(&["call", &v2, "Profiles.register", r#"{"name":"ann"}"#]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), r#""ann <none>""#);
+    // In a Vec and an Option: `count` defaults to 1.
+    let out = rpc(&[
+        "call",
+        &v2,
+        "Profiles.items",
+        r#"[{"label":"a"}]"#,
+        r#"{"label":"b"}"#,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        r#"[{"count":1,"label":"a"},{"count":1,"label":"b"}]"#
+    );
+    // Given for one item and left out of the other: one call, one schema.
+    let out = rpc(&[
+        "call",
+        &v2,
+        "Profiles.items",
+        r#"[{"label":"a"},{"label":"b","count":2}]"#,
+        "null",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Item: field(s) count given in some values and left out of others"),
+        "{}",
+        stderr(&out)
+    );
+    // A field with no default: the server's SCHEMA_MISMATCH, naming it.
+    let out = rpc(&["call", &v2, "Profiles.order", r#"{"id":1}"#]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("`Order`") && message.contains("`quantity`"),
+        "{message}"
+    );
+    let out = rpc(&["call", &v2, "Profiles.order", r#"{"id":1,"quantity":2}"#]).await;
+    assert_eq!(stdout(&out), "3", "{}", stderr(&out));
+    // A v1 server ignores the field it does not know.
+    let v1 = profiles(v1::ProfilesServer::new(v1::Impl)).await;
+    let out = rpc(&[
+        "call",
+        &v1,
+        "Profiles.register",
+        r#"{"name":"bo","email":"b@x"}"#,
+    ])
+    .await;
+    assert_eq!(stdout(&out), r#""bo""#, "{}", stderr(&out));
+}

@@ -6,6 +6,8 @@
 
 use serde_reflection::{Format, Samples, Tracer, TracerConfig};
 
+pub use crate::schema::MethodSchema;
+
 /// A service's description, as [`Service::description`](crate::Service::description)
 /// gives it.
 #[derive(Debug, Clone)]

@@ -42,5 +42,5 @@ async fn the_python_client_follows_the_evolution_rules() {
         output.status.success(),
         "the Python cross-version tests failed:\n{report}"
     );
-    assert!(report.contains("Ran 5 tests"), "{report}");
+    assert!(report.contains("Ran 6 tests"), "{report}");
 }

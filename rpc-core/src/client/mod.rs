@@ -431,7 +431,7 @@ impl Channel {
         service: &str,
         method: &str,
         args: A,
-        local: Option<&Arc<MethodSchema>>,
+        local: Option<&MethodSchema>,
         decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>
@@ -498,7 +498,7 @@ impl Channel {
         service: &str,
         method: &str,
         args: A,
-        local: Option<&Arc<MethodSchema>>,
+        local: Option<&MethodSchema>,
         decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>
@@ -542,11 +542,17 @@ impl Channel {
     /// as the `rpc` command line does from the server's description
     /// (docs/PROTOCOL.md §9; serde-reflection's `json_converter` makes such
     /// seeds). Otherwise as [`Channel::call`].
+    ///
+    /// With `schema`, the schema `args` are written with, the call claims
+    /// it (every time: nothing is remembered), so that a server whose own
+    /// differs reads them by name and the reply, written with the server's
+    /// schema, is read by name into what `seed` asks for (docs/EVOLUTION.md).
     pub async fn call_seeded<A, S, V>(
         &self,
         service: &str,
         method: &str,
         args: A,
+        schema: Option<&MethodSchema>,
         seed: S,
     ) -> Result<V, RpcError>
     where
@@ -554,7 +560,8 @@ impl Channel {
         S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
     {
         let decode = move |body: Body<'_>| body.decode_with(seed);
-        self.unary(service, method, args, None, decode, false).await
+        self.unary(service, method, args, schema, decode, false)
+            .await
     }
 
     /// Calls `method` of `service` with `args` and the stream `input`

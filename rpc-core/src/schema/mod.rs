@@ -65,12 +65,28 @@ pub(crate) fn fingerprint(text: &[u8]) -> u64 {
     if hash == UNKNOWN { 1 } else { hash }
 }
 
-/// One side's schema of one unary method.
+/// One side's schema of one unary method (docs/PROTOCOL.md §12): what a
+/// generated client claims for its types, or what a caller that encodes
+/// values from a server's description claims for them (the `rpc` command
+/// line, through [`Channel::call_seeded`](crate::Channel::call_seeded)).
+///
+/// ```
+/// use rpc_core::describe::MethodSchema;
+///
+/// let schema = MethodSchema::parse(r#"{"args":["I64","I64"],"returns":"I64","types":{}}"#)?;
+/// assert_eq!(schema.fingerprint(), 0xe9db_7027_c0b4_84b7);
+/// # Ok::<(), rpc_core::CodecError>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct MethodSchema {
+pub struct MethodSchema {
     pub(crate) fingerprint: u64,
     pub(crate) text: Box<str>,
     pub(crate) schema: Schema,
+    /// Whether it lives as long as the process (a generated client's,
+    /// traced once into a `static`): only then may a connection remember
+    /// by its address that the server agreed to it. Others are claimed on
+    /// every call.
+    pub(crate) lasting: bool,
     /// The extension entry that claims it in full.
     claim: Box<[u8]>,
     /// The one that claims its fingerprint alone.
@@ -78,13 +94,24 @@ pub(crate) struct MethodSchema {
 }
 
 impl MethodSchema {
-    /// The schema of `text`, a canonical text (or any JSON of its form).
-    pub(crate) fn parse(text: &str) -> Result<MethodSchema, String> {
-        let schema = Schema::parse(text)?;
-        Ok(Self::with(text.to_owned(), schema))
+    /// The schema whose text is `text`: JSON of the form PROTOCOL.md §12
+    /// gives (the canonical text, or any other spelling of it: the
+    /// fingerprint is of the text as given).
+    ///
+    /// # Errors
+    ///
+    /// Text that is not such JSON, or names a type it does not define.
+    pub fn parse(text: &str) -> Result<MethodSchema, CodecError> {
+        let schema = Schema::parse(text).map_err(CodecError::new)?;
+        Ok(Self::with(text.to_owned(), schema, false))
     }
 
-    fn with(text: String, schema: Schema) -> MethodSchema {
+    /// Its fingerprint: 64-bit FNV-1a of its text (PROTOCOL.md §12).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn with(text: String, schema: Schema, lasting: bool) -> MethodSchema {
         let fingerprint = fingerprint(text.as_bytes());
         MethodSchema {
             fingerprint,
@@ -92,6 +119,7 @@ impl MethodSchema {
             short_claim: entry(fingerprint, &[]),
             text: text.into(),
             schema,
+            lasting,
         }
     }
 
@@ -168,7 +196,7 @@ pub(crate) fn of(description: &Description) -> Methods {
                     shape::canonical(&formats.args, &formats.returns, registry).and_then(|text| {
                         let schema =
                             Schema::from_formats(&formats.args, &formats.returns, registry).ok()?;
-                        Some(Arc::new(MethodSchema::with(text, schema)))
+                        Some(Arc::new(MethodSchema::with(text, schema, true)))
                     })
                 }
                 _ => None,
@@ -201,12 +229,12 @@ impl Local {
     }
 
     /// The schema of the method with this wire name, if it has one.
-    pub(crate) fn method(&self, name: &str) -> Option<&Arc<MethodSchema>> {
+    pub(crate) fn method(&self, name: &str) -> Option<&MethodSchema> {
         let methods = self.methods.get_or_init(|| of(&(self.describe)()));
         methods
             .iter()
             .find(|(method, _)| *method == name)
-            .and_then(|(_, schema)| schema.as_ref())
+            .and_then(|(_, schema)| schema.as_deref())
     }
 }
 
@@ -451,8 +479,8 @@ impl Default for Agreements {
 }
 
 impl Agreements {
-    fn key(own: &Arc<MethodSchema>) -> usize {
-        Arc::as_ptr(own) as usize
+    fn key(own: &MethodSchema) -> usize {
+        std::ptr::from_ref(own) as usize
     }
 
     fn slot(&self, key: usize) -> &AtomicUsize {
@@ -462,9 +490,9 @@ impl Agreements {
 
     /// Whether the server said its schema of `own`'s method is the same
     /// (or that it has none): then requests need not claim it.
-    pub(crate) fn same(&self, own: &Arc<MethodSchema>) -> bool {
+    pub(crate) fn same(&self, own: &MethodSchema) -> bool {
         let key = Self::key(own);
-        self.slot(key).load(Ordering::Relaxed) == key
+        own.lasting && self.slot(key).load(Ordering::Relaxed) == key
     }
 
     /// Takes in the claim a reply to a call of `own`'s method carried
@@ -473,7 +501,7 @@ impl Agreements {
     /// `own`.
     pub(crate) fn learn(
         &self,
-        own: &Arc<MethodSchema>,
+        own: &MethodSchema,
         claim: Option<(u64, Bytes)>,
     ) -> Result<Option<Arc<MethodSchema>>, String> {
         let key = Self::key(own);
@@ -485,14 +513,17 @@ impl Agreements {
             }
             _ => {
                 let slot = self.slot(key);
-                if slot.load(Ordering::Relaxed) != key {
+                if own.lasting && slot.load(Ordering::Relaxed) != key {
                     slot.store(key, Ordering::Relaxed);
                 }
                 return Ok(None);
             }
         };
         if let Some(known) = read(&self.differs).get(&key).cloned() {
-            if known.fingerprint == fingerprint && known.text.as_bytes() == text.as_ref() {
+            if own.lasting
+                && known.fingerprint == fingerprint
+                && known.text.as_bytes() == text.as_ref()
+            {
                 return Ok(Some(known));
             }
         }
@@ -509,7 +540,9 @@ impl Agreements {
             MethodSchema::parse(text)
                 .map_err(|e| format!("the server's schema could not be read: {e}"))?,
         );
-        write(&self.differs).insert(key, theirs.clone());
+        if own.lasting {
+            write(&self.differs).insert(key, theirs.clone());
+        }
         Ok(Some(theirs))
     }
 }

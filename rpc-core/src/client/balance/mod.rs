@@ -201,7 +201,7 @@ impl Balancer {
         args: &A,
         options: &CallOptions,
         span: Option<&tracing::Span>,
-        local: Option<&Arc<MethodSchema>>,
+        local: Option<&MethodSchema>,
         decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
         idempotent: bool,
     ) -> Result<R, RpcError>

@@ -195,7 +195,7 @@ impl Connection {
         options: &CallOptions,
         deadline: Option<Deadline>,
         span: Option<&tracing::Span>,
-        local: Option<&Arc<MethodSchema>>,
+        local: Option<&MethodSchema>,
         decode: impl FnOnce(Body<'_>) -> Result<R, Failure>,
     ) -> Result<R, RpcError>
     where

@@ -29,8 +29,11 @@ def load():
 def build(m):
     """The frame rkit sends for the message `m`."""
     if m["kind"] == "request":
+        schema = m.get("schema")
+        if schema is not None:
+            schema = (int(schema["fingerprint"], 16), schema["text"].encode("utf-8"))
         return request_frame(m["id"], m["service"], m["method"], bytes.fromhex(m["body"]), m["deadline_us"],
-                             [tuple(pair) for pair in m["metadata"]], m["streams"])
+                             [tuple(pair) for pair in m["metadata"]], m["streams"], schema)
     if m["kind"] == "credit":
         return credit_frame(m["id"], m["bytes"])
     if m["kind"] == "items":
@@ -65,7 +68,11 @@ class FramesTest(unittest.TestCase):
                 self.assertEqual((kind, ident), (KINDS[m["kind"]], m["id"]))
                 if m["kind"] == "response":
                     self.assertEqual((fields[0], bytes(fields[1]).hex()), (m["status"], m["body"]))
-                    self.assertIsNone(fields[2])
+                    schema = m.get("schema")
+                    if schema is None:
+                        self.assertIsNone(fields[2])
+                    else:
+                        self.assertEqual(fields[2], (int(schema["fingerprint"], 16), schema["text"].encode("utf-8")))
                 elif m["kind"] == "items":
                     payload, pos = fields
                     (count,) = struct.unpack_from("<I", payload, pos)
@@ -77,7 +84,7 @@ class FramesTest(unittest.TestCase):
         from rkit.errors import _BY_CODE, status_error
 
         statuses = {f["message"]["status"] for f in self.file["frames"] if f["message"]["kind"] == "response"}
-        self.assertEqual(statuses, set(range(0, 11)))
+        self.assertEqual(statuses, set(range(0, 12)))
         for code in range(1, 11):
             self.assertIs(type(status_error(code, b"x")), _BY_CODE[code])
         self.assertIs(type(status_error(200, b"x")), connection.RpcError)

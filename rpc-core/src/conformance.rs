@@ -1,4 +1,4 @@
-//! The whole frames of conformance/frames.json (docs/PROTOCOL.md §1-§8):
+//! The whole frames of conformance/frames.json (docs/PROTOCOL.md §1-§8, §12):
 //! every message kind, every status, requests with and without a deadline,
 //! metadata and stream flags, each as its fields and its exact bytes. This
 //! test makes each frame with the encoders the toolkit sends with, checks
@@ -68,6 +68,57 @@ fn request<A: Serialize>(
         "deadline_us": deadline_us, "metadata": pairs, "streams": streams, "body": body(args),
     });
     case(name, TO_SERVER, message, &frame)
+}
+
+/// The schema of `Calculator.add(a: i64, b: i64) -> i64` (§12).
+const ADD_SCHEMA: &str = r#"{"args":["I64","I64"],"returns":"I64","types":{}}"#;
+
+/// A request that claims the schema `text` (§12).
+fn claimed_request<A: Serialize>(name: &str, id: u64, method: &str, text: &str, args: &A) -> Value {
+    let schema = crate::schema::MethodSchema::parse(text).unwrap();
+    let mut frame = BytesMut::new();
+    envelope::encode_request(
+        &mut frame,
+        "Calculator",
+        method,
+        None,
+        &[],
+        schema.claim(),
+        0,
+        args,
+        FRAME_LIMIT,
+    )
+    .unwrap();
+    envelope::set_request_id(&mut frame, id);
+    let message = json!({
+        "kind": "request", "id": id, "service": "Calculator", "method": method,
+        "deadline_us": null, "metadata": [], "streams": 0, "body": body(args),
+        "schema": { "fingerprint": schema.hex(), "text": text },
+    });
+    case(name, TO_SERVER, message, &frame)
+}
+
+/// An OK response that claims the server's schema: its fingerprint, and
+/// `text` if not empty (§12).
+fn claimed_response<R: Serialize>(
+    name: &str,
+    id: u64,
+    value: &R,
+    fingerprint: u64,
+    text: &str,
+) -> Value {
+    let mut entry = Vec::new();
+    entry.extend_from_slice(&0x0003u16.to_le_bytes());
+    entry.extend_from_slice(&(8 + text.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&fingerprint.to_le_bytes());
+    entry.extend_from_slice(text.as_bytes());
+    let mut frame = BytesMut::new();
+    envelope::encode_response(&mut frame, id, value, &entry, FRAME_LIMIT).unwrap();
+    let message = json!({
+        "kind": "response", "id": id, "status": 0, "body": body(value),
+        "schema": { "fingerprint": format!("{fingerprint:016x}"), "text": text },
+    });
+    case(name, TO_CLIENT, message, &frame)
 }
 
 fn response<R: Serialize>(name: &str, id: u64, value: &R) -> Value {
@@ -215,7 +266,46 @@ fn frames() -> Vec<Value> {
             FLAG_STREAM_IN | FLAG_STREAM_OUT,
             &(),
         ),
+        claimed_request(
+            "Calculator.add(2, 3) claiming its schema (§12)",
+            30,
+            "add",
+            ADD_SCHEMA,
+            &(2i64, 3i64),
+        ),
+        claimed_request(
+            "a claim whose schema differs: add of two u64",
+            31,
+            "add",
+            r#"{"args":["U64","U64"],"returns":"U64","types":{}}"#,
+            &(2u64, 3u64),
+        ),
         response("the answer 5 (§7)", 7, &5i64),
+        claimed_response(
+            "the answer 5 and the server's fingerprint: the schemas agree",
+            30,
+            &5i64,
+            crate::schema::MethodSchema::parse(ADD_SCHEMA)
+                .unwrap()
+                .fingerprint(),
+            "",
+        ),
+        claimed_response(
+            "an answer with the server's fingerprint and text: they differ",
+            32,
+            &5i64,
+            crate::schema::MethodSchema::parse(ADD_SCHEMA)
+                .unwrap()
+                .fingerprint(),
+            ADD_SCHEMA,
+        ),
+        claimed_response(
+            "an answer for a method with no schema: fingerprint 0",
+            33,
+            &(),
+            0,
+            "",
+        ),
         response("a unit answer: an empty body", 10, &()),
         response("a string answer", 11, &"lxx nb"),
         response("a Result's Ok", 14, &Ok::<i64, MathError>(42)),
@@ -249,6 +339,11 @@ fn frames() -> Vec<Value> {
         (8, "missing or invalid credentials"),
         (9, "not allowed: ünïcode in a message"),
         (10, "cancelled by the client"),
+        (
+            11,
+            "the arguments do not fit the server's types: \
+             the value is sent as a u64, read as an i64",
+        ),
     ] {
         c.push(error(20 + u64::from(status), status, message));
     }
@@ -368,18 +463,25 @@ fn read(frame: &[u8]) -> Value {
             metadata,
             streams,
             body,
-            ..
-        } => json!({
-            "kind": "request", "id": id, "service": service, "method": method,
-            "deadline_us": deadline.map(|d| d.as_micros() as u64),
-            "metadata": metadata.iter().map(|(k, v)| json!([k, String::from_utf8_lossy(v)])).collect::<Vec<_>>(),
-            "streams": streams, "body": hex(&body),
-        }),
+            schema,
+        } => with_claim(
+            json!({
+                "kind": "request", "id": id, "service": service, "method": method,
+                "deadline_us": deadline.map(|d| d.as_micros() as u64),
+                "metadata": metadata.iter().map(|(k, v)| json!([k, String::from_utf8_lossy(v)])).collect::<Vec<_>>(),
+                "streams": streams, "body": hex(&body),
+            }),
+            schema,
+        ),
         Message::Response {
-            id, status, body, ..
-        } => {
-            json!({ "kind": "response", "id": id, "status": status.0, "body": hex(&body) })
-        }
+            id,
+            status,
+            body,
+            schema,
+        } => with_claim(
+            json!({ "kind": "response", "id": id, "status": status.0, "body": hex(&body) }),
+            schema,
+        ),
         Message::Drain { first_unread } => json!({ "kind": "drain", "id": first_unread }),
         Message::Cancel { id } => json!({ "kind": "cancel", "id": id }),
         Message::Ping { token } => json!({ "kind": "ping", "id": token }),
@@ -397,6 +499,17 @@ fn read(frame: &[u8]) -> Value {
         Message::Credit { id, bytes } => json!({ "kind": "credit", "id": id, "bytes": bytes }),
         Message::Stop { id } => json!({ "kind": "stop", "id": id }),
     }
+}
+
+/// `message` with the claim it carried, if any, in the file's terms.
+fn with_claim(mut message: Value, claim: Option<crate::schema::Claim<'_>>) -> Value {
+    if let Some(claim) = claim {
+        message["schema"] = json!({
+            "fingerprint": format!("{:016x}", claim.fingerprint),
+            "text": String::from_utf8_lossy(claim.text),
+        });
+    }
+    message
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use serde_reflection::{Format, Samples, Tracer, TracerConfig};
 
-pub use crate::schema::MethodSchema;
+pub use crate::schema::{MAX_SCHEMA_TEXT, MethodSchema};
 
 /// A service's description, as [`Service::description`](crate::Service::description)
 /// gives it.

@@ -224,3 +224,25 @@ async fn balanced_channels_resolve_per_endpoint() {
         "both servers answered, each read right"
     );
 }
+
+/// A claim that spells the server's own schema another way (as
+/// `MethodSchema::parse` allows) is answered with the server's text, so
+/// that the client can read the reply: not a mismatch on a call that ran.
+#[tokio::test]
+async fn another_spelling_of_the_servers_schema_is_answered_with_its_text() {
+    let addr = v2_server().await;
+    let channel = rpc_core::Channel::connect(addr).await.unwrap();
+    let spaced = r#"{ "args": ["I64", "I64"], "returns": "I64", "types": {} }"#;
+    let schema = rpc_core::describe::MethodSchema::parse(spaced).unwrap();
+    let sum: i64 = channel
+        .call_seeded(
+            "Profiles",
+            "add",
+            (2i64, 3i64),
+            Some(&schema),
+            std::marker::PhantomData::<i64>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sum, 5);
+}

@@ -54,6 +54,17 @@ const ENTRY_HEADER_LEN: usize = 2 + 4;
 /// parsed for each call that claims them.
 const MAX_PEER_SCHEMAS: usize = 64;
 
+/// Bytes of schema text those may hold together (their parsed forms take
+/// about five times as much).
+const MAX_PEER_BYTES: usize = 1 << 20;
+
+/// The longest schema text that is claimed or read (docs/PROTOCOL.md
+/// §12): a method whose canonical text is longer has no schema, and a
+/// longer claim is refused. One method's types fit in far less; reading a
+/// text costs time on the connection's reader, so a peer may not send
+/// megabytes of it.
+pub const MAX_SCHEMA_TEXT: usize = 64 * 1024;
+
 /// The fingerprint of a canonical text: 64-bit FNV-1a of its UTF-8 bytes,
 /// 1 where that is 0 (which means "none").
 pub(crate) fn fingerprint(text: &[u8]) -> u64 {
@@ -100,7 +111,9 @@ impl MethodSchema {
     ///
     /// # Errors
     ///
-    /// Text that is not such JSON, or names a type it does not define.
+    /// Text that is not such JSON, is longer than [`MAX_SCHEMA_TEXT`],
+    /// names a type it does not describe, or has a newtype that wraps
+    /// itself.
     pub fn parse(text: &str) -> Result<MethodSchema, CodecError> {
         let schema = Schema::parse(text).map_err(CodecError::new)?;
         Ok(Self::with(text.to_owned(), schema, false))
@@ -182,7 +195,11 @@ pub(crate) type Methods = Vec<(&'static str, Option<Arc<MethodSchema>>)>;
 /// The schemas of each unary method of a described service, by wire
 /// name; `None` for a method without one (it streams, or its types could
 /// not be traced).
-pub(crate) fn of(description: &Description) -> Methods {
+///
+/// `lasting`: whether the schemas live as long as the process (a
+/// generated client's, kept in its `static`), so that a connection may
+/// remember them by address.
+pub(crate) fn of(description: &Description, lasting: bool) -> Methods {
     let (traced, registry) = describe::trace(description);
     description
         .methods
@@ -193,11 +210,15 @@ pub(crate) fn of(description: &Description) -> Methods {
                 (Ok(registry), Ok(formats))
                     if method.stream_arg.is_none() && !method.returns_stream =>
                 {
-                    shape::canonical(&formats.args, &formats.returns, registry).and_then(|text| {
-                        let schema =
-                            Schema::from_formats(&formats.args, &formats.returns, registry).ok()?;
-                        Some(Arc::new(MethodSchema::with(text, schema, true)))
-                    })
+                    shape::canonical(&formats.args, &formats.returns, registry)
+                        .filter(|text| text.len() <= MAX_SCHEMA_TEXT)
+                        .and_then(|text| {
+                            // Read back from the text, so that it means
+                            // exactly what a peer that reads the text takes
+                            // (the method's own types, not the service's).
+                            let schema = Schema::parse(&text).ok()?;
+                            Some(Arc::new(MethodSchema::with(text, schema, lasting)))
+                        })
                 }
                 _ => None,
             };
@@ -230,7 +251,7 @@ impl Local {
 
     /// The schema of the method with this wire name, if it has one.
     pub(crate) fn method(&self, name: &str) -> Option<&MethodSchema> {
-        let methods = self.methods.get_or_init(|| of(&(self.describe)()));
+        let methods = self.methods.get_or_init(|| of(&(self.describe)(), true));
         methods
             .iter()
             .find(|(method, _)| *method == name)
@@ -329,7 +350,15 @@ impl<'a> Body<'a> {
 /// one of its methods, and the writer schemas clients claimed.
 pub(crate) struct Served {
     services: HashMap<&'static str, ServedService>,
-    peers: Mutex<HashMap<Box<[u8]>, Arc<Schema>>>,
+    peers: Mutex<Peers>,
+}
+
+/// The client schemas a server keeps parsed, by text, and their texts'
+/// bytes together.
+#[derive(Default)]
+struct Peers {
+    known: HashMap<Box<[u8]>, Arc<Schema>>,
+    bytes: usize,
 }
 
 struct ServedService {
@@ -343,6 +372,9 @@ struct ServedService {
 pub(crate) struct Agreement {
     own: Option<Arc<MethodSchema>>,
     writer: Option<Arc<Schema>>,
+    /// Whether the client's fingerprint is another: then the reply carries
+    /// the server's text, even where the client's text means the same.
+    differs: bool,
 }
 
 impl Agreement {
@@ -355,10 +387,10 @@ impl Agreement {
     /// with its text where the client's differs (the client reads the
     /// reply with it).
     pub(crate) fn reply_claim(&self) -> &[u8] {
-        match (&self.own, &self.writer) {
-            (None, _) => unknown_claim(),
-            (Some(own), None) => &own.short_claim,
-            (Some(own), Some(_)) => &own.claim,
+        match &self.own {
+            None => unknown_claim(),
+            Some(own) if self.differs => &own.claim,
+            Some(own) => &own.short_claim,
         }
     }
 }
@@ -375,7 +407,7 @@ impl Served {
                     (name, ServedService { service, methods })
                 })
                 .collect(),
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Peers::default()),
         }
     }
 
@@ -391,7 +423,7 @@ impl Served {
             let methods = served
                 .methods
                 .get_or_init(|| match served.service.description() {
-                    Some(description) => of(&description),
+                    Some(description) => of(&description, false),
                     None => Vec::new(),
                 });
             methods
@@ -403,12 +435,14 @@ impl Served {
             return Ok(Agreement {
                 own: None,
                 writer: None,
+                differs: false,
             });
         };
         if claim.fingerprint == own.fingerprint || claim.fingerprint == UNKNOWN {
             return Ok(Agreement {
                 own: Some(own),
                 writer: None,
+                differs: false,
             });
         }
         if claim.text.is_empty() {
@@ -420,22 +454,28 @@ impl Served {
             ));
         }
         let writer = self.peer(claim.text)?;
-        if *writer == own.schema {
-            // Another text of the same schema (spacing, key order).
-            return Ok(Agreement {
-                own: Some(own),
-                writer: None,
-            });
-        }
+        // Another text of the same schema (spacing, key order) is read as
+        // the server's own; the reply still carries the server's text,
+        // since the client cannot know the two agree.
+        let writer = (*writer != own.schema).then_some(writer);
         Ok(Agreement {
             own: Some(own),
-            writer: Some(writer),
+            writer,
+            differs: true,
         })
     }
 
-    /// A client's schema, parsed once while there is room to keep it.
+    /// A client's schema, parsed once and kept while there is room: when
+    /// there is none, others make way (a peer that claims one schema after
+    /// another costs each call a parse, and no more memory).
     fn peer(&self, text: &[u8]) -> Result<Arc<Schema>, String> {
-        if let Some(known) = lock(&self.peers).get(text) {
+        if text.len() > MAX_SCHEMA_TEXT {
+            return Err(format!(
+                "the client's schema is {} bytes, over the limit of {MAX_SCHEMA_TEXT}",
+                text.len()
+            ));
+        }
+        if let Some(known) = lock(&self.peers).known.get(text) {
             return Ok(known.clone());
         }
         let parsed = std::str::from_utf8(text)
@@ -444,8 +484,15 @@ impl Served {
             .map_err(|e| format!("the client's schema could not be read: {e}"))?;
         let parsed = Arc::new(parsed);
         let mut peers = lock(&self.peers);
-        if peers.len() < MAX_PEER_SCHEMAS {
-            peers.insert(text.into(), parsed.clone());
+        while peers.known.len() >= MAX_PEER_SCHEMAS || peers.bytes + text.len() > MAX_PEER_BYTES {
+            let Some(evicted) = peers.known.keys().next().cloned() else {
+                break;
+            };
+            peers.known.remove(&evicted);
+            peers.bytes -= evicted.len();
+        }
+        if peers.known.insert(text.into(), parsed.clone()).is_none() {
+            peers.bytes += text.len();
         }
         Ok(parsed)
     }
@@ -526,6 +573,12 @@ impl Agreements {
             {
                 return Ok(Some(known));
             }
+        }
+        if text.len() > MAX_SCHEMA_TEXT {
+            return Err(format!(
+                "the server's schema is {} bytes, over the limit of {MAX_SCHEMA_TEXT}",
+                text.len()
+            ));
         }
         if text.is_empty() {
             return Err(format!(
@@ -615,18 +668,81 @@ mod tests {
         body.push(7);
         let read = Body::args(&body, Some(&schema.schema)).decode::<(u8,)>();
         assert!(read.is_err());
-        // Newtypes that wrap each other: an error, not a loop.
+        // Newtypes that wrap each other, or a type not described: refused
+        // as the schema is read.
         let circle = r#"{"args":[{"TYPENAME":"A"}],"returns":"UNIT","types":{"A":{"NEWTYPESTRUCT":{"TYPENAME":"B"}},"B":{"NEWTYPESTRUCT":{"TYPENAME":"A"}}}}"#;
-        let schema = MethodSchema::parse(circle).unwrap();
-        let read = Body::args(&[1], Some(&schema.schema)).decode::<(u8,)>();
-        assert!(read.is_err());
-        let read = Body::args(&[1], Some(&schema.schema)).decode::<(serde::de::IgnoredAny,)>();
-        assert!(read.is_err());
+        let error = MethodSchema::parse(circle).unwrap_err().to_string();
+        assert!(error.contains("wraps itself"), "{error}");
+        let missing = r#"{"args":[],"returns":{"TYPENAME":"Nope"},"types":{}}"#;
+        let error = MethodSchema::parse(missing).unwrap_err().to_string();
+        assert!(error.contains("`Nope`"), "{error}");
+        // Too long to read.
+        let long = format!(
+            r#"{{"args":[],"returns":"UNIT","types":{{}}}}{}"#,
+            " ".repeat(MAX_SCHEMA_TEXT)
+        );
+        let error = MethodSchema::parse(&long).unwrap_err().to_string();
+        assert!(error.contains("over the limit"), "{error}");
         let units = r#"{"args":[{"SEQ":"UNIT"}],"returns":"UNIT","types":{}}"#;
         let schema = MethodSchema::parse(units).unwrap();
         // A billion units claimed in 5 bytes.
         let body = [0xFC, 0x00, 0xCA, 0x9A, 0x3B];
         let read = Body::args(&body, Some(&schema.schema)).decode::<(Vec<()>,)>();
         assert!(matches!(read, Err(Failure::Codec(_))), "{read:?}");
+    }
+
+    /// What a reader that knows one field makes of a writer's `P`.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct P {
+        a: u8,
+    }
+
+    #[test]
+    fn skipping_what_takes_no_bytes_is_bounded_too() {
+        // A field the reader lacks, of 2^63 units, in a 1-byte body; and
+        // 64 fields of tuple structs of 64, nested 12 deep: both would
+        // keep a thread skipping for ever.
+        let array = r#"{"args":[{"TYPENAME":"P"}],"returns":"UNIT","types":{"P":{"STRUCT":[{"a":"U8"},{"pad":{"TUPLEARRAY":{"CONTENT":"UNIT","SIZE":9223372036854775807}}}]}}}"#;
+        let mut types = String::from(r#""T0":{"TUPLESTRUCT":["UNIT"]}"#);
+        for level in 1..12 {
+            let inner = format!(r#"{{"TYPENAME":"T{}"}}"#, level - 1);
+            let elements = vec![inner; 64].join(",");
+            types.push_str(&format!(r#","T{level}":{{"TUPLESTRUCT":[{elements}]}}"#));
+        }
+        let nested = format!(
+            r#"{{"args":[{{"TYPENAME":"P"}}],"returns":"UNIT","types":{{"P":{{"STRUCT":[{{"a":"U8"}},{{"pad":{{"TYPENAME":"T11"}}}}]}},{types}}}}}"#
+        );
+        for text in [array, &nested] {
+            let schema = MethodSchema::parse(text).unwrap();
+            let read = Body::args(&[1], Some(&schema.schema)).decode::<(P,)>();
+            let Err(Failure::Codec(e)) = read else {
+                panic!("expected an error, got {read:?}");
+            };
+            assert!(e.to_string().contains("more elements"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_schemas_a_server_keeps_are_bounded_in_number_and_bytes() {
+        let served = Served::new(std::iter::empty());
+        for i in 0..200 {
+            // Distinct texts of about 20 KiB each.
+            let text = format!(
+                r#"{{"args":[],"returns":"UNIT","types":{{}}}}{}"#,
+                " ".repeat(20_000 + i)
+            );
+            served.peer(text.as_bytes()).unwrap();
+            let peers = lock(&served.peers);
+            assert!(peers.known.len() <= MAX_PEER_SCHEMAS);
+            assert!(peers.bytes <= MAX_PEER_BYTES, "{}", peers.bytes);
+            assert_eq!(
+                peers.bytes,
+                peers.known.keys().map(|k| k.len()).sum::<usize>()
+            );
+        }
+        let long = vec![b' '; MAX_SCHEMA_TEXT + 1];
+        let error = served.peer(&long).unwrap_err();
+        assert!(error.contains("over the limit"), "{error}");
     }
 }

@@ -1317,6 +1317,10 @@ impl<'de> Visitor<'de> for SkipElements<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         for i in 0..self.elements.len() {
+            // Spent here too: elements of no bytes (units) would otherwise
+            // let a schema of a huge array, or of tuples in tuples, keep a
+            // thread skipping without reading anything.
+            self.ctx.spend::<A::Error>()?;
             let Some(shape) = self.elements.get(i) else {
                 break;
             };

@@ -139,6 +139,42 @@ fn names_in<'a>(format: &'a Format, found: &mut impl FnMut(&'a str)) {
     }
 }
 
+/// Checks that every type the formats name is described, and that no
+/// newtype wraps itself with nothing between (no value is one): a peer's
+/// schema that fails is refused as it is read, not when a value needs it.
+fn check_names(args: &[Format], returns: &Format, registry: &Registry) -> Result<(), String> {
+    let mut work: Vec<&Format> = args.iter().chain([returns]).collect();
+    for container in registry.values() {
+        container_formats(container, &mut work);
+    }
+    let mut missing = None;
+    for format in work {
+        names_in(format, &mut |name| {
+            if missing.is_none() && !registry.contains_key(name) {
+                missing = Some(name);
+            }
+        });
+    }
+    if let Some(name) = missing {
+        return Err(format!("it names a type `{name}` it does not describe"));
+    }
+    for start in registry.keys() {
+        let mut name = start.as_str();
+        let mut steps = 0;
+        while let Some(ContainerFormat::NewTypeStruct(inner)) = registry.get(name) {
+            let Format::TypeName(next) = inner.as_ref() else {
+                break;
+            };
+            steps += 1;
+            if steps > registry.len() {
+                return Err(format!("its newtype `{start}` wraps itself"));
+            }
+            name = next;
+        }
+    }
+    Ok(())
+}
+
 /// Pushes every format directly inside `container`.
 fn container_formats<'a>(container: &'a ContainerFormat, work: &mut Vec<&'a Format>) {
     match container {
@@ -173,6 +209,13 @@ impl Schema {
     /// form's keys is read, in any order and spacing). The error says what
     /// is wrong.
     pub(crate) fn parse(text: &str) -> Result<Schema, String> {
+        if text.len() > super::MAX_SCHEMA_TEXT {
+            return Err(format!(
+                "the schema is {} bytes, over the limit of {}",
+                text.len(),
+                super::MAX_SCHEMA_TEXT
+            ));
+        }
         let parsed: Text =
             serde_json::from_str(text).map_err(|e| format!("the schema is not valid: {e}"))?;
         Self::from_formats(&parsed.args, &parsed.returns, &parsed.types)
@@ -184,6 +227,7 @@ impl Schema {
         returns: &Format,
         registry: &Registry,
     ) -> Result<Schema, String> {
+        check_names(args, returns, registry)?;
         let types = registry
             .iter()
             .map(|(name, container)| Ok((name.clone(), Container::from_format(container)?)))

@@ -99,7 +99,7 @@ fn describe_json(name: &str, description: Option<Description>) -> String {
         .to_string();
     };
     let (traced, registry) = describe::trace(&description);
-    let schemas = crate::schema::of(&description);
+    let schemas = crate::schema::of(&description, false);
     let mut methods = Vec::new();
     for ((method, traced), (_, schema)) in description.methods.iter().zip(traced).zip(schemas) {
         let mut entry = Map::new();

@@ -673,6 +673,23 @@ mod tests {
         let circle = r#"{"args":[{"TYPENAME":"A"}],"returns":"UNIT","types":{"A":{"NEWTYPESTRUCT":{"TYPENAME":"B"}},"B":{"NEWTYPESTRUCT":{"TYPENAME":"A"}}}}"#;
         let error = MethodSchema::parse(circle).unwrap_err().to_string();
         assert!(error.contains("wraps itself"), "{error}");
+        // A long chain of newtypes is fine; the same chain closed into a
+        // circle is not.
+        let chain = |last: &str| {
+            let types: Vec<String> = (0..1000)
+                .map(|i| format!(r#""T{i}":{{"NEWTYPESTRUCT":{{"TYPENAME":"T{}"}}}}"#, i + 1))
+                .chain([format!(r#""T1000":{{"NEWTYPESTRUCT":{last}}}"#)])
+                .collect();
+            format!(
+                r#"{{"args":[{{"TYPENAME":"T0"}}],"returns":"UNIT","types":{{{}}}}}"#,
+                types.join(",")
+            )
+        };
+        assert!(MethodSchema::parse(&chain(r#""U8""#)).is_ok());
+        let error = MethodSchema::parse(&chain(r#"{"TYPENAME":"T500"}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("wraps itself"), "{error}");
         let missing = r#"{"args":[],"returns":{"TYPENAME":"Nope"},"types":{}}"#;
         let error = MethodSchema::parse(missing).unwrap_err().to_string();
         assert!(error.contains("`Nope`"), "{error}");

@@ -158,19 +158,25 @@ fn check_names(args: &[Format], returns: &Format, registry: &Registry) -> Result
     if let Some(name) = missing {
         return Err(format!("it names a type `{name}` it does not describe"));
     }
+    // Each newtype chain is walked once: names on a chain already walked
+    // are done, so a hostile schema of many types costs linear time.
+    let mut done = std::collections::BTreeSet::<&str>::new();
     for start in registry.keys() {
+        let mut chain = std::collections::BTreeSet::new();
         let mut name = start.as_str();
-        let mut steps = 0;
-        while let Some(ContainerFormat::NewTypeStruct(inner)) = registry.get(name) {
-            let Format::TypeName(next) = inner.as_ref() else {
-                break;
-            };
-            steps += 1;
-            if steps > registry.len() {
-                return Err(format!("its newtype `{start}` wraps itself"));
+        while !done.contains(name) {
+            if !chain.insert(name) {
+                return Err(format!("its newtype `{name}` wraps itself"));
             }
-            name = next;
+            match registry.get(name) {
+                Some(ContainerFormat::NewTypeStruct(inner)) => match inner.as_ref() {
+                    Format::TypeName(next) => name = next,
+                    _ => break,
+                },
+                _ => break,
+            }
         }
+        done.extend(chain);
     }
     Ok(())
 }

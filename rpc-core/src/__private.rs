@@ -2,6 +2,7 @@
 //! else. Not public API: it changes without notice between versions.
 
 use std::future::Future;
+use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -112,14 +113,55 @@ pub trait Wire: Serialize + DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Wire for T {}
 
-/// Encodes one argument of an argument struct.
-pub fn element<S: SerializeTuple, T: Wire>(tuple: &mut S, value: &T) -> Result<(), S::Error> {
-    tuple.serialize_element(value)
+/// Encodes or decodes one argument of an argument struct. It is one
+/// function for both ways so that a type that cannot travel is reported
+/// once: the encoder's and the decoder's reports are then the same, and
+/// rustc prints a report once.
+pub fn arg<T: Wire, W: Way<T>>(way: W) -> W::Done {
+    way.go()
 }
 
-/// Decodes one argument of an argument struct.
-pub fn next_element<'de, A: SeqAccess<'de>, T: Wire>(seq: &mut A) -> Result<Option<T>, A::Error> {
-    seq.next_element()
+/// A way an argument goes through [`arg`].
+pub trait Way<T> {
+    /// What going that way gives.
+    type Done;
+    /// Encodes or decodes the argument.
+    fn go(self) -> Self::Done
+    where
+        T: Wire;
+}
+
+/// Encoding an argument into its struct's tuple.
+pub struct Put<'a, S, T>(pub &'a mut S, pub &'a T);
+
+impl<S: SerializeTuple, T> Way<T> for Put<'_, S, T> {
+    type Done = Result<(), S::Error>;
+    fn go(self) -> Self::Done
+    where
+        T: Wire,
+    {
+        self.0.serialize_element(self.1)
+    }
+}
+
+/// Decoding an argument from its struct's tuple.
+pub struct Take<'a, 'de, A, T>(&'a mut A, PhantomData<T>, PhantomData<&'de ()>);
+
+impl<'a, A, T> Take<'a, '_, A, T> {
+    /// Decodes the next argument from `seq`.
+    pub fn new(seq: &'a mut A) -> Self {
+        Take(seq, PhantomData, PhantomData)
+    }
+}
+
+impl<'de, A: SeqAccess<'de>, T> Way<T> for Take<'_, 'de, A, T> {
+    type Done = Result<Option<T>, A::Error>;
+    fn go(self) -> Self::Done
+    where
+        T: Wire,
+    {
+        self.0.next_element()
+    }
 }
 
 /// The formats of a method's arguments, from the traced format of its

@@ -85,12 +85,12 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
             span: *span,
         };
         quote_spanned! {*span=>
-            #private::element::<_, #ty>(&mut tuple, &self.#i)?;
+            #private::arg::<#ty, _>(#private::Put(&mut tuple, &self.#i))?;
         }
     });
     let deserialize = types.iter().zip(&spans).enumerate().map(|(i, (ty, span))| {
         quote_spanned! {*span=>
-            match #private::next_element::<_, #ty>(&mut seq)? {
+            match #private::arg::<#ty, _>(#private::Take::new(&mut seq))? {
                 ::core::option::Option::Some(value) => value,
                 ::core::option::Option::None => {
                     return ::core::result::Result::Err(

@@ -246,3 +246,51 @@ async fn another_spelling_of_the_servers_schema_is_answered_with_its_text() {
         .unwrap();
     assert_eq!(sum, 5);
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_schema_after_new_schema_is_refused_not_served() {
+    // Each claim spells the server's schema another way, so each is a text
+    // the server has not read: it reads about 1 MiB of them, then refuses
+    // the calls (not run) rather than let one client keep a core busy.
+    let addr = v2_server().await;
+    let channel = rpc_core::Channel::connect(addr).await.unwrap();
+    let add = |channel: rpc_core::Channel, spaces: usize| async move {
+        let text = format!(
+            r#"{{"args":["I64","I64"],"returns":"I64","types":{{}}}}{}"#,
+            " ".repeat(spaces)
+        );
+        let schema = rpc_core::describe::MethodSchema::parse(&text).unwrap();
+        channel
+            .call_seeded(
+                "Profiles",
+                "add",
+                (2i64, 3i64),
+                Some(&schema),
+                std::marker::PhantomData::<i64>,
+            )
+            .await
+    };
+    let (mut served, mut refused) = (0, 0);
+    for i in 0..40 {
+        match add(channel.clone(), 60_000 + i).await {
+            Ok(sum) => {
+                assert_eq!(sum, 5);
+                served += 1;
+            }
+            Err(RpcError::Status(status)) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("schemas"), "{status:?}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(served >= 16, "the first MiB is read: {served} served");
+    assert!(refused > 0, "{served} served, none refused");
+    // The connection is still up.
+    let plain: i64 = channel.call("Profiles", "add", (2i64, 3i64)).await.unwrap();
+    assert_eq!(plain, 5);
+    // Another connection has a budget of its own.
+    let other = rpc_core::Channel::connect(addr).await.unwrap();
+    assert_eq!(add(other, 60_100).await.unwrap(), 5);
+}

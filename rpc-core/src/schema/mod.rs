@@ -366,6 +366,17 @@ struct ServedService {
     methods: OnceLock<Methods>,
 }
 
+/// Why a server refused a call's claim.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The schemas do not agree, or the client's cannot be read: the
+    /// message of a SCHEMA_MISMATCH answer.
+    Mismatch(String),
+    /// The connection has sent more schemas the server had not read than
+    /// it reads for one connection (see `Served::peer`).
+    Busy,
+}
+
 /// What a server read of one call's claim: its own schema of the method,
 /// and the client's where the two differ.
 #[derive(Debug)]
@@ -418,7 +429,8 @@ impl Served {
         service: &str,
         method: &str,
         claim: Claim<'_>,
-    ) -> Result<Agreement, String> {
+        may_read: impl FnOnce(usize) -> bool,
+    ) -> Result<Agreement, Refused> {
         let own = self.services.get(service).and_then(|served| {
             let methods = served
                 .methods
@@ -446,14 +458,14 @@ impl Served {
             });
         }
         if claim.text.is_empty() {
-            return Err(format!(
+            return Err(Refused::Mismatch(format!(
                 "the client's types for {service}.{method} differ from the server's \
                  (fingerprint {:016x}, the server's {}) and it sent no schema to resolve them by",
                 claim.fingerprint,
                 own.hex()
-            ));
+            )));
         }
-        let writer = self.peer(claim.text)?;
+        let writer = self.peer(claim.text, may_read)?;
         // Another text of the same schema (spacing, key order) is read as
         // the server's own; the reply still carries the server's text,
         // since the client cannot know the two agree.
@@ -467,21 +479,32 @@ impl Served {
 
     /// A client's schema, parsed once and kept while there is room: when
     /// there is none, others make way (a peer that claims one schema after
-    /// another costs each call a parse, and no more memory).
-    fn peer(&self, text: &[u8]) -> Result<Arc<Schema>, String> {
+    /// another costs each call a parse, and no more memory). A text not
+    /// kept is read only if `may_read` its length: reading one costs up to
+    /// a hundred times what a plain request of its size does.
+    fn peer(
+        &self,
+        text: &[u8],
+        may_read: impl FnOnce(usize) -> bool,
+    ) -> Result<Arc<Schema>, Refused> {
         if text.len() > MAX_SCHEMA_TEXT {
-            return Err(format!(
+            return Err(Refused::Mismatch(format!(
                 "the client's schema is {} bytes, over the limit of {MAX_SCHEMA_TEXT}",
                 text.len()
-            ));
+            )));
         }
         if let Some(known) = lock(&self.peers).known.get(text) {
             return Ok(known.clone());
         }
+        if !may_read(text.len()) {
+            return Err(Refused::Busy);
+        }
         let parsed = std::str::from_utf8(text)
             .map_err(|_| "the client's schema is not UTF-8".to_owned())
             .and_then(Schema::parse)
-            .map_err(|e| format!("the client's schema could not be read: {e}"))?;
+            .map_err(|e| {
+                Refused::Mismatch(format!("the client's schema could not be read: {e}"))
+            })?;
         let parsed = Arc::new(parsed);
         let mut peers = lock(&self.peers);
         while peers.known.len() >= MAX_PEER_SCHEMAS || peers.bytes + text.len() > MAX_PEER_BYTES {
@@ -749,7 +772,7 @@ mod tests {
                 r#"{{"args":[],"returns":"UNIT","types":{{}}}}{}"#,
                 " ".repeat(20_000 + i)
             );
-            served.peer(text.as_bytes()).unwrap();
+            served.peer(text.as_bytes(), |_| true).unwrap();
             let peers = lock(&served.peers);
             assert!(peers.known.len() <= MAX_PEER_SCHEMAS);
             assert!(peers.bytes <= MAX_PEER_BYTES, "{}", peers.bytes);
@@ -759,7 +782,19 @@ mod tests {
             );
         }
         let long = vec![b' '; MAX_SCHEMA_TEXT + 1];
-        let error = served.peer(&long).unwrap_err();
-        assert!(error.contains("over the limit"), "{error}");
+        let error = served.peer(&long, |_| true).unwrap_err();
+        assert!(
+            matches!(&error, Refused::Mismatch(m) if m.contains("over the limit")),
+            "{error:?}"
+        );
+        // A text not kept is read only if the connection may: one kept is
+        // not asked about.
+        let kept = lock(&served.peers).known.keys().next().unwrap().clone();
+        assert!(served.peer(&kept, |_| panic!("asked")).is_ok());
+        let new = br#"{"args":[],"returns":"UNIT","types":{}}"#;
+        assert!(matches!(
+            served.peer(new, |n| n != new.len()),
+            Err(Refused::Busy)
+        ));
     }
 }

@@ -39,6 +39,20 @@ impl Rate {
         }
     }
 
+    /// Takes `n` tokens at once; `false`, taking none, if fewer are left.
+    pub(crate) fn take(&mut self, n: u32) -> bool {
+        if self.tokens < n {
+            self.refill(Instant::now());
+        }
+        match self.tokens.checked_sub(n) {
+            Some(left) => {
+                self.tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.since);
         let earned = elapsed.as_nanos() / self.every.as_nanos();
@@ -74,6 +88,18 @@ mod tests {
             assert!(rate.allow());
         }
         assert!(!rate.allow(), "no more than the burst is saved up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn takes_many_at_once_or_none() {
+        let mut rate = Rate::new(Duration::from_millis(1), 100);
+        assert!(rate.take(60));
+        assert!(!rate.take(41), "40 left");
+        assert!(rate.take(40));
+        tokio::time::advance(Duration::from_millis(30)).await;
+        assert!(!rate.take(31));
+        assert!(rate.take(30), "30 earned");
+        assert!(!rate.take(101), "never more than the burst");
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@ use super::writer::Outbox;
 use crate::context::CallContext;
 use crate::envelope::{self, Message, Status};
 use crate::metadata::Metadata;
+use crate::schema::Refused;
 use crate::server::Shared;
 use crate::server::interceptor::{CallInfo, Peer};
 use crate::server::layer::{self, Call, Extensions};
@@ -42,6 +43,15 @@ const PING_BURST: u32 = 3;
 /// calls just as they are answered sends one for each.
 const CONTROL_BURST: u32 = 10_000;
 const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Bytes of schemas the server had not read that one connection's claims
+/// may have read at once (the server's store of them holds as much), and
+/// a byte more every 1/65,536 s after that. A schema costs up to a hundred
+/// times as much to read as a plain request of its size, and a client
+/// sends each of its own once per connection; one that sends new schema
+/// after new schema would otherwise keep a core busy for 5 MB/s.
+const SCHEMA_READ_BURST: u32 = 1 << 20;
+const SCHEMA_READ_EVERY: std::time::Duration = std::time::Duration::from_nanos(15_259);
 
 /// No call is being polled where it was read; the reserved id, which no
 /// request carries.
@@ -71,6 +81,9 @@ pub(super) struct Calls {
     pings: std::sync::Mutex<Rate>,
     /// How often the client may send frames that carry no call.
     control: std::sync::Mutex<Rate>,
+    /// Bytes of schemas the server had not read that claims may still have
+    /// read (`SCHEMA_READ_BURST`).
+    schema_reads: std::sync::Mutex<Rate>,
     /// Cancelled when the connection ends: calls still running then are
     /// dropped, so a client cannot leave work behind by disconnecting.
     pub(super) gone: CancellationToken,
@@ -144,6 +157,7 @@ impl Calls {
         Calls {
             pings: std::sync::Mutex::new(Rate::new(shared.min_ping_interval, PING_BURST)),
             control: std::sync::Mutex::new(Rate::new(CONTROL_EVERY, CONTROL_BURST)),
+            schema_reads: std::sync::Mutex::new(Rate::new(SCHEMA_READ_EVERY, SCHEMA_READ_BURST)),
             running,
             streams: Arc::default(),
             link,
@@ -303,10 +317,23 @@ impl Calls {
         let inline = body.len() <= INLINE_BODY_LIMIT;
         let mut request = Request::new(id, body, self.shared.accept.max_frame_length);
         if let Some(claim) = schema {
-            match self.shared.schemas.agree(service, method, claim) {
+            let may_read = |bytes: usize| {
+                u32::try_from(bytes).is_ok_and(|bytes| lock(&self.schema_reads).take(bytes))
+            };
+            match self.shared.schemas.agree(service, method, claim, may_read) {
                 Ok(agreement) => request.agreement = Some(Box::new(agreement)),
-                Err(message) => {
-                    let refusal = Reply::error(id, Status::SCHEMA_MISMATCH, &message);
+                Err(refused) => {
+                    let refusal = match refused {
+                        Refused::Mismatch(message) => {
+                            Reply::error(id, Status::SCHEMA_MISMATCH, &message)
+                        }
+                        Refused::Busy => Reply::error(
+                            id,
+                            Status::RESOURCE_EXHAUSTED,
+                            "the call was not run: this connection sent more schemas the server \
+                             had not read than it reads (1 MiB at once, 64 KiB a second after that)",
+                        ),
+                    };
                     ended(&span, meter, refusal.code());
                     self.reply(refusal);
                     return Ok(None);

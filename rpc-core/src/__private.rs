@@ -101,10 +101,11 @@ pub fn vec_stream(stream: crate::Streaming<ByteBuf>) -> crate::Streaming<Vec<u8>
     stream.retyped(|bytes| bytes.0, crate::stream::decode::<ByteBuf, Vec<u8>>)
 }
 
-/// What an argument's type must be, named so that a type that is not gets
-/// one message that says what to do, rather than serde's two.
+/// What an argument's or an answer's type must be, named so that a type
+/// that is not gets one message that says what to do, rather than serde's
+/// two.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot travel as an rpc argument: it must implement serde's `Serialize` and `Deserialize`",
+    message = "`{Self}` cannot travel in an rpc call: it must implement serde's `Serialize` and `Deserialize`",
     label = "not `Serialize` and `Deserialize`",
     note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]` on `{Self}`, or wrap a foreign type in a struct of your own that does"
 )]
@@ -113,10 +114,10 @@ pub trait Wire: Serialize + DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Wire for T {}
 
-/// Encodes or decodes one argument of an argument struct. It is one
-/// function for both ways so that a type that cannot travel is reported
-/// once: the encoder's and the decoder's reports are then the same, and
-/// rustc prints a report once.
+/// Encodes or decodes one argument of an argument struct, or a method's
+/// answer. It is one function for every way so that a type that cannot
+/// travel is reported once: the encoder's and the decoder's reports are
+/// then the same, and rustc prints a report once.
 pub fn arg<T: Wire, W: Way<T>>(way: W) -> W::Done {
     way.go()
 }
@@ -141,6 +142,39 @@ impl<S: SerializeTuple, T> Way<T> for Put<'_, S, T> {
         T: Wire,
     {
         self.0.serialize_element(self.1)
+    }
+}
+
+/// Encoding an answer, alone.
+pub struct Whole<'a, S, T>(pub S, pub &'a T);
+
+impl<S: Serializer, T> Way<T> for Whole<'_, S, T> {
+    type Done = Result<S::Ok, S::Error>;
+    fn go(self) -> Self::Done
+    where
+        T: Wire,
+    {
+        self.1.serialize(self.0)
+    }
+}
+
+/// Decoding an answer, alone.
+pub struct Read<'de, D, T>(D, PhantomData<T>, PhantomData<&'de ()>);
+
+impl<D, T> Read<'_, D, T> {
+    /// Decodes an answer from `deserializer`.
+    pub fn new(deserializer: D) -> Self {
+        Read(deserializer, PhantomData, PhantomData)
+    }
+}
+
+impl<'de, D: Deserializer<'de>, T> Way<T> for Read<'de, D, T> {
+    type Done = Result<T, D::Error>;
+    fn go(self) -> Self::Done
+    where
+        T: Wire,
+    {
+        T::deserialize(self.0)
     }
 }
 

@@ -144,11 +144,10 @@ fn emit_method(
                 .await
         },
         Returns::Value => {
-            let (reply, unwrap) = if method.returns_bytes() {
-                (quote!(#private::ByteBuf), quote!(.map(|__bytes| __bytes.0)))
-            } else {
-                (output.clone(), quote!())
-            };
+            // The answer travels in its struct (see answer.rs).
+            let reply = super::answer::wire_type(names, method);
+            let unwrap = super::answer::unwrap(method);
+            let unwrap = quote!(.map(#unwrap));
             match stream_arg {
                 Some(_) => quote! {
                     self.#channel
@@ -177,13 +176,18 @@ fn emit_method(
         .iter()
         .filter(|a| !a.is_stream())
         .map(|a| a.ty)
+        .chain(match returns {
+            Returns::Value => method.answer,
+            _ => None,
+        })
         .map(|ty| quote_spanned!(ty.span()=> #private::assert_owned::<#ty>();));
     let wire_types = method
         .args
         .iter()
         .filter_map(|a| streams::item_of(a.ty))
         .chain(match returns {
-            Returns::Value => method.answer.into_iter().collect::<Vec<_>>(),
+            // Checked in its struct's impls, once.
+            Returns::Value => Vec::new(),
             Returns::Stream(t) => vec![t],
             Returns::StreamOrError(t, e) => vec![t, e],
         });

@@ -85,9 +85,8 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
         ),
     };
     let returns_text = method.answer.map_or_else(|| "()".to_owned(), text);
-    let unit: Type = syn::parse_quote!(());
     let (returns_stream, returns, returns_error) = match streams::returns(method.answer) {
-        Returns::Value => (false, wire(method.answer.unwrap_or(&unit), private), None),
+        Returns::Value => (false, super::answer::wire_type(names, method), None),
         Returns::Stream(item) => (true, wire(item, private), None),
         Returns::StreamOrError(item, error) => {
             (true, wire(item, private), Some(wire(error, private)))
@@ -96,12 +95,15 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
     // The error of a `Result<T, E>` answer is traced first, alone: met only
     // inside `Result`'s second variant, an enum `E` is seen once and keeps
     // the provisional variant index serde-reflection gave it.
-    let error_first = method
-        .answer
-        .and_then(|ty| streams::last_args(ty, "Result"))
-        .and_then(|args| match args[..] {
-            [_, error] => Some(wire(error, private)),
-            _ => None,
+    // A unary answer's error is traced in its struct (see answer.rs).
+    let error_first = super::answer::error_of(method)
+        .map(|error| {
+            if super::answer::is_unary(method) {
+                let error = super::answer::error_ident(names, method);
+                quote!(#error)
+            } else {
+                wire(error, private)
+            }
         })
         .map(|error| quote!(tracer.trace_type::<#error>(samples)?;));
     let returns_error = match returns_error {

@@ -1,5 +1,6 @@
 //! parse -> validate -> emit, and what to emit when a step fails.
 
+mod answer;
 mod args;
 mod blocking;
 mod client;
@@ -53,6 +54,7 @@ pub(crate) fn rpc_service(args: TokenStream, item: TokenStream) -> TokenStream {
     let service_trait = service_trait::emit(&service, &names);
     let client = client::emit(&service, &names);
     let args = args::emit(&service, &names);
+    let answers = answer::emit(&service, &names);
     let blocking = blocking::emit(&service, &names);
     let server = server::emit(&service, &names);
     let describe = describe::emit(&service, &names);
@@ -60,6 +62,7 @@ pub(crate) fn rpc_service(args: TokenStream, item: TokenStream) -> TokenStream {
         #service_trait
         #describe
         #args
+        #answers
         #client
         #blocking
         #server

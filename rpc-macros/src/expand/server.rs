@@ -154,12 +154,17 @@ fn emit_arm(
     };
     let stream_arg = method.stream_arg();
     let returns = streams::returns(method.answer);
-    if stream_arg.is_none() && matches!(returns, Returns::Value) {
-        let output = mapped(if method.returns_bytes() {
+    // A unary answer travels in its struct (see answer.rs).
+    let travelling = |value: TokenStream| {
+        let value = if method.returns_bytes() {
             quote!(#private::ByteBuf(#value))
         } else {
             value
-        });
+        };
+        super::answer::wrap(names, method, value)
+    };
+    if stream_arg.is_none() && matches!(returns, Returns::Value) {
+        let output = mapped(travelling(value));
         let handler =
             quote!(move |#args_struct(#(#patterns),*): #args_struct| async move { #output });
         let call = match method.refusal {
@@ -176,10 +181,10 @@ fn emit_arm(
     }
     // `Streaming<Vec<u8>>` travels as a stream of `ByteBuf`s.
     let output = mapped(match returns {
-        Returns::Value if method.returns_bytes() => {
-            quote!(#private::Unary(#private::ByteBuf(#value)))
+        Returns::Value => {
+            let value = travelling(value.clone());
+            quote!(#private::Unary(#value))
         }
-        Returns::Value => quote!(#private::Unary(#value)),
         Returns::Stream(t) if is_byte_vec(t) => {
             quote!(#private::Stream(#private::byte_stream(#value)))
         }

@@ -1,0 +1,174 @@
+//! One struct per unary method holding its answer as it travels, and one
+//! for the error of a `Result<T, E>` answer, which the description traces
+//! alone. Their serde impls hand the value straight through (the bytes and
+//! the traced format are the answer's own), through the same function as
+//! the arguments' (see args.rs): a type that is not `Serialize` or
+//! `Deserialize` is then one error, at that type, instead of one at every
+//! generic function of the runtime the answer passes through (five, some
+//! at `#[rpc_service]`, before).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::Ident;
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+
+use crate::model::{Method, Service, is_byte_vec};
+use crate::names::Names;
+use crate::streams::{self, Returns};
+
+/// The name of `method`'s answer struct, made as the argument struct's is.
+fn ident(names: &Names, method: &Method<'_>) -> Ident {
+    named("answer", names, method)
+}
+
+/// The names of the structs of the value and the error of `method`'s
+/// `Result<T, E>` answer.
+fn result_idents(names: &Names, method: &Method<'_>) -> (Ident, Ident) {
+    (named("ok", names, method), error_ident(names, method))
+}
+
+/// The name of the struct of the error of `method`'s `Result<T, E>` answer.
+pub(crate) fn error_ident(names: &Names, method: &Method<'_>) -> Ident {
+    named("error", names, method)
+}
+
+fn named(what: &str, names: &Names, method: &Method<'_>) -> Ident {
+    let service = names.service.unraw().to_string();
+    format_ident!(
+        "__rpc_{what}_{}_{}_{}",
+        service.len(),
+        service,
+        method.ident.unraw()
+    )
+}
+
+/// Whether `method` answers once (it returns no stream), and so has an
+/// answer struct.
+pub(crate) fn is_unary(method: &Method<'_>) -> bool {
+    matches!(streams::returns(method.answer), Returns::Value)
+}
+
+/// The error type of a `Result<T, E>` answer (by name, as a refusal is).
+pub(crate) fn error_of<'a>(method: &Method<'a>) -> Option<&'a syn::Type> {
+    Some(result_of(method)?.1)
+}
+
+fn result_of<'a>(method: &Method<'a>) -> Option<(&'a syn::Type, &'a syn::Type)> {
+    let args = method
+        .answer
+        .and_then(|ty| streams::last_args(ty, "Result"))?;
+    match args[..] {
+        [value, error] => Some((value, error)),
+        _ => None,
+    }
+}
+
+/// What a unary answer travels as: its struct, or for `Result<T, E>` a
+/// `Result` of the structs of `T` and `E`, so that each is checked at its
+/// own type (and serde's impl for `Result` writes and traces it as
+/// before).
+pub(crate) fn wire_type(names: &Names, method: &Method<'_>) -> TokenStream {
+    if result_of(method).is_some() {
+        let (ok, error) = result_idents(names, method);
+        quote!(::core::result::Result<#ok, #error>)
+    } else {
+        let answer = ident(names, method);
+        quote!(#answer)
+    }
+}
+
+/// The handler's `value` as it travels (`Vec<u8>` already as bytes).
+pub(crate) fn wrap(names: &Names, method: &Method<'_>, value: TokenStream) -> TokenStream {
+    if result_of(method).is_some() {
+        let (ok, error) = result_idents(names, method);
+        quote!(::core::result::Result::map_err(::core::result::Result::map(#value, #ok), #error))
+    } else {
+        let answer = ident(names, method);
+        quote!(#answer(#value))
+    }
+}
+
+/// A closure from what travels to the caller's answer.
+pub(crate) fn unwrap(method: &Method<'_>) -> TokenStream {
+    if result_of(method).is_some() {
+        quote!(|__answer| ::core::result::Result::map_err(
+            ::core::result::Result::map(__answer, |__ok| __ok.0),
+            |__error| __error.0,
+        ))
+    } else if method.returns_bytes() {
+        quote!(|__answer| __answer.0.0)
+    } else {
+        quote!(|__answer| __answer.0)
+    }
+}
+
+pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
+    let private = &names.private;
+    service
+        .methods
+        .iter()
+        .filter(|method| is_unary(method))
+        .map(|method| {
+            let cfgs: Vec<_> = method.cfgs().collect();
+            if let Some((value, error)) = result_of(method) {
+                let (ok_name, error_name) = result_idents(names, method);
+                let ok = carrier(&ok_name, &quote!(#value), value.span(), &cfgs, private);
+                let error = carrier(&error_name, &quote!(#error), error.span(), &cfgs, private);
+                return quote!(#ok #error);
+            }
+            // What travels: `()` for no answer, bytes for `Vec<u8>`.
+            let (ty, span) = match method.answer {
+                Some(ty) if is_byte_vec(ty) => (quote!(#private::ByteBuf), ty.span()),
+                Some(ty) => (quote!(#ty), ty.span()),
+                None => (quote!(()), Span::call_site()),
+            };
+            carrier(&ident(names, method), &ty, span, &cfgs, private)
+        })
+        .collect()
+}
+
+/// A struct `name` holding a `ty`, serialized as the `ty` itself.
+fn carrier(
+    name: &Ident,
+    ty: &TokenStream,
+    span: Span,
+    cfgs: &[&syn::Attribute],
+    private: &TokenStream,
+) -> TokenStream {
+    let (ser, de) = (
+        Names::local("__RpcSerializer"),
+        Names::local("__RpcDeserializer"),
+    );
+    let serialize = quote_spanned! {span=>
+        #private::arg::<#ty, _>(#private::Whole(serializer, &self.0))
+    };
+    let deserialize = quote_spanned! {span=>
+        #private::arg::<#ty, _>(#private::Read::new(deserializer))
+    };
+    quote! {
+        #(#cfgs)*
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        struct #name(#ty);
+
+        #(#cfgs)*
+        impl #private::SerdeSerialize for #name {
+            fn serialize<#ser: #private::Serializer>(
+                &self,
+                serializer: #ser,
+            ) -> ::core::result::Result<#ser::Ok, #ser::Error> {
+                #serialize
+            }
+        }
+
+        #(#cfgs)*
+        impl<'de> #private::SerdeDeserialize<'de> for #name {
+            fn deserialize<#de: #private::Deserializer<'de>>(
+                deserializer: #de,
+            ) -> ::core::result::Result<Self, #de::Error> {
+                ::core::result::Result::map(#deserialize, #name)
+            }
+        }
+    }
+}

@@ -197,8 +197,9 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// plain names; they are not generic and have no default body. Arguments and
 /// return values are owned types that are `Serialize + DeserializeOwned +
 /// Send + 'static` (a type that is not serde's is one error, at that type;
-/// as a stream's item it is still several). The trait has no generic
-/// parameters or associated items.
+/// as a stream's item it is still several). An answer written
+/// `Result<T, E>` is read as std's `Result`, by its name. The trait has no
+/// generic parameters or associated items.
 /// A method may not be called `new` or `connect` in Rust (the clients'
 /// constructors are), but may carry either name on the wire. Breaking a rule is a
 /// compile error at the offending tokens that says what to write instead.

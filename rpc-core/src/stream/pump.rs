@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::Stream;
 use serde::Serialize;
 
 use super::Credit;
@@ -117,6 +117,10 @@ async fn pump_counting<T: Serialize>(
                 Some(Err(panic)) => return Err(Failed::Panicked(crate::panic::message(&*panic))),
             }
         }
+        // Items that are ready are taken without waiting: polled with a
+        // waker that does nothing, made once per frame (`now_or_never`
+        // made one per item).
+        let mut ready = std::task::Context::from_waker(std::task::Waker::noop());
         let start = envelope::begin_items(&mut frame, id);
         let mut count: u32 = 0;
         let mut panicked = None;
@@ -145,10 +149,12 @@ async fn pump_counting<T: Serialize>(
             if ended || frame.len() - start >= budget || count == u32::MAX {
                 break;
             }
-            match std::panic::catch_unwind(AssertUnwindSafe(|| source.next().now_or_never())) {
-                Ok(Some(Some(item))) => next = Some(item),
-                Ok(Some(None)) => ended = true,
-                Ok(None) => break,
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                source.as_mut().poll_next(&mut ready)
+            })) {
+                Ok(Poll::Ready(Some(item))) => next = Some(item),
+                Ok(Poll::Ready(None)) => ended = true,
+                Ok(Poll::Pending) => break,
                 Err(panic) => {
                     // What came before the panic still goes out.
                     panicked = Some(crate::panic::message(&*panic));

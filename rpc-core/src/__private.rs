@@ -178,6 +178,73 @@ impl<'de, D: Deserializer<'de>, T> Way<T> for Read<'de, D, T> {
     }
 }
 
+/// Turns a unary answer written `Result<T, E>` into std's `Result` on the
+/// server (`Split`) and back on the client (`Join`). It is one function
+/// both ways, so that an answer type named `Result` that is not std's is
+/// reported once (see [`arg`]).
+pub fn result<R: IsResult<T, E>, T, E, W: ResultWay<R, T, E>>(way: W) -> W::Done {
+    way.go()
+}
+
+/// Implemented by `Result` alone: the macro reads an answer written
+/// `Result<T, E>` as std's by the name alone.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not std's `Result`",
+    label = "an answer written `Result<T, E>` is read as `std::result::Result`",
+    note = "rename this type, or name it by a path (`crate::Result<T, E>`), to send it as a value of its own"
+)]
+pub trait IsResult<T, E> {
+    /// The value as std's `Result`.
+    fn into_result(self) -> Result<T, E>;
+    /// The value from std's `Result`.
+    fn from_result(result: Result<T, E>) -> Self;
+}
+
+impl<T, E> IsResult<T, E> for Result<T, E> {
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+    fn from_result(result: Result<T, E>) -> Self {
+        result
+    }
+}
+
+/// A way an answer goes through [`result`].
+pub trait ResultWay<R, T, E> {
+    /// What going that way gives.
+    type Done;
+    /// Converts the answer.
+    fn go(self) -> Self::Done
+    where
+        R: IsResult<T, E>;
+}
+
+/// A handler's answer, to be sent as std's `Result`.
+pub struct Split<R>(pub R);
+
+impl<R, T, E> ResultWay<R, T, E> for Split<R> {
+    type Done = Result<T, E>;
+    fn go(self) -> Self::Done
+    where
+        R: IsResult<T, E>,
+    {
+        self.0.into_result()
+    }
+}
+
+/// A received answer, as the caller's type.
+pub struct Join<T, E>(pub Result<T, E>);
+
+impl<R, T, E> ResultWay<R, T, E> for Join<T, E> {
+    type Done = R;
+    fn go(self) -> Self::Done
+    where
+        R: IsResult<T, E>,
+    {
+        R::from_result(self.0)
+    }
+}
+
 /// Decoding an argument from its struct's tuple.
 pub struct Take<'a, 'de, A, T>(&'a mut A, PhantomData<T>, PhantomData<&'de ()>);
 

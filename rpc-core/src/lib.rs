@@ -198,7 +198,9 @@ pub use transport::{Connector, DEFAULT_WRITE_TIMEOUT, PeerAddr};
 /// return values are owned types that are `Serialize + DeserializeOwned +
 /// Send + 'static` (a type that is not serde's is one error, at that type;
 /// as a stream's item it is still several). An answer written
-/// `Result<T, E>` is read as std's `Result`, by its name. The trait has no
+/// `Result<T, E>` (or `std::result::Result<T, E>`) is read as std's
+/// `Result`, by its name; a `Result` type of one's own travels as a value
+/// when it is named by a path (`crate::Result<T, E>`). The trait has no
 /// generic parameters or associated items.
 /// A method may not be called `new` or `connect` in Rust (the clients'
 /// constructors are), but may carry either name on the wire. Breaking a rule is a

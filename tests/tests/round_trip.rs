@@ -109,3 +109,42 @@ async fn eight_mib_payload() {
     assert_eq!(back.len(), data.len());
     assert!(back == data, "payload came back changed");
 }
+
+/// A `Result` of the user's own, named by a path: a value like any other.
+mod odd {
+    /// Named like std's, and not it.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    pub(crate) enum Result<A, B> {
+        Yes(A),
+        No(B),
+    }
+
+    /// Answers with one.
+    #[rpc_core::rpc_service]
+    pub(crate) trait Odd {
+        async fn pick(&self, yes: bool) -> self::Result<u8, u16>;
+        /// std's, by its full path: still a typed error.
+        async fn check(&self, ok: bool) -> std::result::Result<u8, String>;
+    }
+
+    pub(crate) struct Impl;
+
+    impl Odd for Impl {
+        async fn pick(&self, yes: bool) -> self::Result<u8, u16> {
+            if yes { Result::Yes(1) } else { Result::No(2) }
+        }
+        async fn check(&self, ok: bool) -> std::result::Result<u8, String> {
+            if ok { Ok(3) } else { Err("no".into()) }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_named_result_by_a_path_of_its_own_is_a_value() {
+    let addr = serve(Server::builder().add_service(odd::OddServer::new(odd::Impl))).await;
+    let client = odd::OddClient::connect(addr).await.unwrap();
+    assert_eq!(client.pick(true).await.unwrap(), odd::Result::Yes(1));
+    assert_eq!(client.pick(false).await.unwrap(), odd::Result::No(2));
+    assert_eq!(client.check(true).await.unwrap(), Ok(3));
+    assert_eq!(client.check(false).await.unwrap(), Err("no".to_owned()));
+}

@@ -51,8 +51,11 @@ pub(crate) fn counts() -> (u64, u64) {
 const ENTRY_HEADER_LEN: usize = 2 + 4;
 
 /// Writer schemas a server keeps parsed, across its connections; more are
-/// parsed for each call that claims them.
-const MAX_PEER_SCHEMAS: usize = 64;
+/// parsed for each call that claims them. Enough for every method of a
+/// large service under several client versions (a client whose schema
+/// differs claims it on every call: with fewer kept than it has, each of
+/// its calls would cost a parse, and its connection's read budget).
+const MAX_PEER_SCHEMAS: usize = 1024;
 
 /// Bytes of schema text those may hold together (their parsed forms take
 /// about five times as much).

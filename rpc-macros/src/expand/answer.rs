@@ -49,16 +49,36 @@ pub(crate) fn is_unary(method: &Method<'_>) -> bool {
     matches!(streams::returns(method.answer), Returns::Value)
 }
 
-/// The error type of a `Result<T, E>` answer (by name, as a refusal is).
-pub(crate) fn error_of<'a>(method: &Method<'a>) -> Option<&'a syn::Type> {
-    Some(result_of(method)?.1)
+/// Whether `method`'s answer travels as a `Result` of two structs: it is
+/// written `Result<T, E>`, `std::result::Result<T, E>` or
+/// `core::result::Result<T, E>` (a `Result` by another path is a value of
+/// its own; one of these names that is not std's is one error, at it).
+pub(crate) fn splits(method: &Method<'_>) -> bool {
+    result_of(method).is_some()
 }
 
 fn result_of<'a>(method: &Method<'a>) -> Option<(&'a syn::Type, &'a syn::Type)> {
-    let args = method
-        .answer
-        .and_then(|ty| streams::last_args(ty, "Result"))?;
-    match args[..] {
+    let ty = method.answer?;
+    let syn::Type::Path(path) = ty else {
+        return None;
+    };
+    let names: Vec<String> = path
+        .path
+        .segments
+        .iter()
+        .map(|segment| segment.ident.to_string())
+        .collect();
+    let std = match &names[..] {
+        [only] => only == "Result",
+        [root, module, last] => {
+            (root == "std" || root == "core") && module == "result" && last == "Result"
+        }
+        _ => false,
+    };
+    if path.qself.is_some() || !std || !is_unary(method) {
+        return None;
+    }
+    match streams::last_args(ty, "Result")?[..] {
         [value, error] => Some((value, error)),
         _ => None,
     }
@@ -80,9 +100,14 @@ pub(crate) fn wire_type(names: &Names, method: &Method<'_>) -> TokenStream {
 
 /// The handler's `value` as it travels (`Vec<u8>` already as bytes).
 pub(crate) fn wrap(names: &Names, method: &Method<'_>, value: TokenStream) -> TokenStream {
-    if result_of(method).is_some() {
+    if let Some((t, e)) = result_of(method) {
+        let private = &names.private;
         let (ok, error) = result_idents(names, method);
-        quote!(::core::result::Result::map_err(::core::result::Result::map(#value, #ok), #error))
+        let answer = method.answer;
+        let split = quote_spanned! {answer.span()=>
+            #private::result::<#answer, #t, #e, _>(#private::Split(#value))
+        };
+        quote!(::core::result::Result::map_err(::core::result::Result::map(#split, #ok), #error))
     } else {
         let answer = ident(names, method);
         quote!(#answer(#value))
@@ -90,12 +115,18 @@ pub(crate) fn wrap(names: &Names, method: &Method<'_>, value: TokenStream) -> To
 }
 
 /// A closure from what travels to the caller's answer.
-pub(crate) fn unwrap(method: &Method<'_>) -> TokenStream {
-    if result_of(method).is_some() {
-        quote!(|__answer| ::core::result::Result::map_err(
+pub(crate) fn unwrap(names: &Names, method: &Method<'_>) -> TokenStream {
+    if let Some((t, e)) = result_of(method) {
+        let private = &names.private;
+        let answer = method.answer;
+        let joined = quote!(#private::Join(::core::result::Result::map_err(
             ::core::result::Result::map(__answer, |__ok| __ok.0),
             |__error| __error.0,
-        ))
+        )));
+        let join = quote_spanned! {answer.span()=>
+            #private::result::<#answer, #t, #e, _>(#joined)
+        };
+        quote!(|__answer| #join)
     } else if method.returns_bytes() {
         quote!(|__answer| __answer.0.0)
     } else {

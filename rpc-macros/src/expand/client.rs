@@ -146,7 +146,7 @@ fn emit_method(
         Returns::Value => {
             // The answer travels in its struct (see answer.rs).
             let reply = super::answer::wire_type(names, method);
-            let unwrap = super::answer::unwrap(method);
+            let unwrap = super::answer::unwrap(names, method);
             let unwrap = quote!(.map(#unwrap));
             match stream_arg {
                 Some(_) => quote! {

@@ -95,15 +95,18 @@ fn emit_method(method: &Method<'_>, names: &Names, private: &TokenStream) -> Tok
     // The error of a `Result<T, E>` answer is traced first, alone: met only
     // inside `Result`'s second variant, an enum `E` is seen once and keeps
     // the provisional variant index serde-reflection gave it.
-    // A unary answer's error is traced in its struct (see answer.rs).
-    let error_first = super::answer::error_of(method)
-        .map(|error| {
-            if super::answer::is_unary(method) {
+    // Where a unary answer's error travels in a struct, it is traced in it
+    // (see answer.rs).
+    let error_first = method
+        .answer
+        .and_then(|ty| streams::last_args(ty, "Result"))
+        .and_then(|args| match args[..] {
+            [_, _] if super::answer::splits(method) => {
                 let error = super::answer::error_ident(names, method);
-                quote!(#error)
-            } else {
-                wire(error, private)
+                Some(quote!(#error))
             }
+            [_, error] => Some(wire(error, private)),
+            _ => None,
         })
         .map(|error| quote!(tracer.trace_type::<#error>(samples)?;));
     let returns_error = match returns_error {

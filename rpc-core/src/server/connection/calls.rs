@@ -47,9 +47,11 @@ const CONTROL_EVERY: std::time::Duration = std::time::Duration::from_micros(100)
 /// Bytes of schemas the server had not read that one connection's claims
 /// may have read at once (the server's store of them holds as much), and
 /// a byte more every 1/65,536 s after that. A schema costs up to a hundred
-/// times as much to read as a plain request of its size, and a client
-/// sends each of its own once per connection; one that sends new schema
-/// after new schema would otherwise keep a core busy for 5 MB/s.
+/// times as much to read as a plain request of its size. An honest client
+/// sends few distinct schemas (one per method, sent again on each call
+/// only where it differs from the server's, and then usually kept); one
+/// that sends new schema after new schema would otherwise keep a core
+/// busy for 5 MB/s.
 const SCHEMA_READ_BURST: u32 = 1 << 20;
 const SCHEMA_READ_EVERY: std::time::Duration = std::time::Duration::from_nanos(15_259);
 

@@ -125,6 +125,8 @@ mod odd {
         async fn pick(&self, yes: bool) -> self::Result<u8, u16>;
         /// std's, by its full path: still a typed error.
         async fn check(&self, ok: bool) -> std::result::Result<u8, String>;
+        /// Named like the generated items of `pick`.
+        async fn pick_visitor(&self) -> u8;
     }
 
     pub(crate) struct Impl;
@@ -135,6 +137,9 @@ mod odd {
         }
         async fn check(&self, ok: bool) -> std::result::Result<u8, String> {
             if ok { Ok(3) } else { Err("no".into()) }
+        }
+        async fn pick_visitor(&self) -> u8 {
+            4
         }
     }
 }
@@ -147,4 +152,5 @@ async fn an_answer_named_result_by_a_path_of_its_own_is_a_value() {
     assert_eq!(client.pick(false).await.unwrap(), odd::Result::No(2));
     assert_eq!(client.check(true).await.unwrap(), Ok(3));
     assert_eq!(client.check(false).await.unwrap(), Err("no".to_owned()));
+    assert_eq!(client.pick_visitor().await.unwrap(), 4);
 }

@@ -28,9 +28,17 @@ pub(crate) fn ident(names: &Names, method: &Method<'_>) -> Ident {
     )
 }
 
-/// `method`'s argument struct's visitor, beside it.
+/// `method`'s argument struct's visitor, beside it: named with a prefix
+/// of its own, as a suffix would name the arguments of a method called
+/// `m_visitor` the same as `m`'s visitor.
 fn visitor(names: &Names, method: &Method<'_>) -> Ident {
-    format_ident!("{}_visitor", ident(names, method))
+    let service = names.service.unraw().to_string();
+    format_ident!(
+        "__rpc_visitor_{}_{}_{}",
+        service.len(),
+        service,
+        method.ident.unraw()
+    )
 }
 
 /// The types of the fields: the arguments besides a stream, `Vec<u8>` as

@@ -27,10 +27,10 @@ pub(crate) fn returns(ty: Option<&Type>) -> Returns<'_> {
     if let Some(item) = item_of(ty) {
         return Returns::Stream(item);
     }
-    if let Some([ok, err]) = last_args(ty, "Result").as_deref() {
-        if let Some(item) = item_of(ok) {
-            return Returns::StreamOrError(item, err);
-        }
+    if let Some([ok, err]) = last_args(ty, "Result").as_deref()
+        && let Some(item) = item_of(ok)
+    {
+        return Returns::StreamOrError(item, err);
     }
     Returns::Value
 }

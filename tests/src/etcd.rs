@@ -107,12 +107,11 @@ impl Etcd {
         std::thread::spawn(move || {
             let mut ready = Some(ready);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to serve client requests")
-                    || line.contains("serving client traffic")
+                if (line.contains("ready to serve client requests")
+                    || line.contains("serving client traffic"))
+                    && let Some(ready) = ready.take()
                 {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(());
-                    }
+                    let _ = ready.send(());
                 }
                 if std::env::var_os("RPC_ETCD_LOG").is_some() {
                     eprintln!("etcd: {line}");

@@ -42,10 +42,10 @@ async fn a_silent_connection_is_closed_and_cannot_lock_the_server_out() {
     // The server frees the connection's place when it reads our close;
     // poll for that (a safety net of 5 s, not a synchronisation).
     for _ in 0..500 {
-        if let Ok(channel) = Channel::connect(addr).await {
-            if let Ok(n) = ControlClient::new(channel).fast(1).await {
-                return assert_eq!(n, 1);
-            }
+        if let Ok(channel) = Channel::connect(addr).await
+            && let Ok(n) = ControlClient::new(channel).fast(1).await
+        {
+            return assert_eq!(n, 1);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -592,13 +592,12 @@ impl Agreements {
                 return Ok(None);
             }
         };
-        if let Some(known) = read(&self.differs).get(&key).cloned() {
-            if own.lasting
-                && known.fingerprint == fingerprint
-                && known.text.as_bytes() == text.as_ref()
-            {
-                return Ok(Some(known));
-            }
+        if let Some(known) = read(&self.differs).get(&key).cloned()
+            && own.lasting
+            && known.fingerprint == fingerprint
+            && known.text.as_bytes() == text.as_ref()
+        {
+            return Ok(Some(known));
         }
         if text.len() > MAX_SCHEMA_TEXT {
             return Err(format!(

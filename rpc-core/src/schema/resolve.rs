@@ -115,14 +115,14 @@ impl<'a> Ctx<'a> {
     /// Names the type (and the field, if not yet named) that the mismatch
     /// under way happened in; the innermost names count.
     fn within(&self, ty: Option<&str>, field: Option<&str>) {
-        if let Some(mismatch) = self.mismatch.borrow_mut().as_mut() {
-            if mismatch.ty.is_none() {
-                if let Some(field) = field.filter(|_| mismatch.field.is_none()) {
-                    mismatch.field = Some(field.to_owned());
-                }
-                if let Some(ty) = ty {
-                    mismatch.ty = Some(ty.to_owned());
-                }
+        if let Some(mismatch) = self.mismatch.borrow_mut().as_mut()
+            && mismatch.ty.is_none()
+        {
+            if let Some(field) = field.filter(|_| mismatch.field.is_none()) {
+                mismatch.field = Some(field.to_owned());
+            }
+            if let Some(ty) = ty {
+                mismatch.ty = Some(ty.to_owned());
             }
         }
     }

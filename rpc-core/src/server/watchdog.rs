@@ -121,10 +121,10 @@ impl Watchdog {
         stamp
             .since
             .store(self.tick.load(Ordering::Relaxed) + 1, Ordering::SeqCst);
-        if self.parked.swap(false, Ordering::SeqCst) {
-            if let Some(thread) = self.thread.get() {
-                thread.unpark();
-            }
+        if self.parked.swap(false, Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
         }
     }
 

@@ -456,18 +456,18 @@ impl<T> Reader<T> {
                 Seen::record(&self.seen, Some(&error));
                 return Poll::Ready(Some(Err(error)));
             }
-            if let Some((sleep, timeout)) = &mut self.deadline {
-                if sleep.as_mut().poll(cx).is_ready() {
-                    let timeout = *timeout;
-                    self.deadline = None;
-                    let finished = self.inbound.0.lock().finished;
-                    if !finished {
-                        self.current = None;
-                        self.inbound.0.give_up();
-                        let error = RpcError::DeadlineExceeded { timeout };
-                        Seen::record(&self.seen, Some(&error));
-                        return Poll::Ready(Some(Err(error)));
-                    }
+            if let Some((sleep, timeout)) = &mut self.deadline
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                let timeout = *timeout;
+                self.deadline = None;
+                let finished = self.inbound.0.lock().finished;
+                if !finished {
+                    self.current = None;
+                    self.inbound.0.give_up();
+                    let error = RpcError::DeadlineExceeded { timeout };
+                    Seen::record(&self.seen, Some(&error));
+                    return Poll::Ready(Some(Err(error)));
                 }
             }
             let run =

@@ -145,6 +145,26 @@ impl<S: SerializeTuple, T> Way<T> for Put<'_, S, T> {
     }
 }
 
+/// Decoding an argument from its struct's tuple.
+pub struct Take<'a, 'de, A, T>(&'a mut A, PhantomData<T>, PhantomData<&'de ()>);
+
+impl<'a, A, T> Take<'a, '_, A, T> {
+    /// Decodes the next argument from `seq`.
+    pub fn new(seq: &'a mut A) -> Self {
+        Take(seq, PhantomData, PhantomData)
+    }
+}
+
+impl<'de, A: SeqAccess<'de>, T> Way<T> for Take<'_, 'de, A, T> {
+    type Done = Result<Option<T>, A::Error>;
+    fn go(self) -> Self::Done
+    where
+        T: Wire,
+    {
+        self.0.next_element()
+    }
+}
+
 /// Encoding an answer, alone.
 pub struct Whole<'a, S, T>(pub S, pub &'a T);
 
@@ -242,26 +262,6 @@ impl<R, T, E> ResultWay<R, T, E> for Join<T, E> {
         R: IsResult<T, E>,
     {
         R::from_result(self.0)
-    }
-}
-
-/// Decoding an argument from its struct's tuple.
-pub struct Take<'a, 'de, A, T>(&'a mut A, PhantomData<T>, PhantomData<&'de ()>);
-
-impl<'a, A, T> Take<'a, '_, A, T> {
-    /// Decodes the next argument from `seq`.
-    pub fn new(seq: &'a mut A) -> Self {
-        Take(seq, PhantomData, PhantomData)
-    }
-}
-
-impl<'de, A: SeqAccess<'de>, T> Way<T> for Take<'_, 'de, A, T> {
-    type Done = Result<Option<T>, A::Error>;
-    fn go(self) -> Self::Done
-    where
-        T: Wire,
-    {
-        self.0.next_element()
     }
 }
 

@@ -62,6 +62,21 @@ impl Names {
         }
     }
 
+    /// A per-method item of the generated code: `__rpc_{what}_` then the
+    /// trait's name with its length, then the method's, so that no other
+    /// trait and method of the module make the same name (`Foo`'s
+    /// `bar_baz` and `Foo_bar`'s `baz`), and `what` before them, so that no
+    /// method's name makes another item's (`m_visitor` and `m`'s visitor).
+    pub(crate) fn generated(&self, what: &str, method: &Method<'_>) -> Ident {
+        let service = self.service.unraw().to_string();
+        format_ident!(
+            "__rpc_{what}_{}_{}_{}",
+            service.len(),
+            service,
+            method.ident.unraw()
+        )
+    }
+
     /// A local of the generated code that user tokens can neither see nor
     /// shadow, whatever the user's arguments are called.
     pub(crate) fn local(name: &str) -> Ident {

@@ -27,16 +27,7 @@ impl Rate {
 
     /// Takes one token; `false` if none is left.
     pub(crate) fn allow(&mut self) -> bool {
-        if self.tokens == 0 {
-            self.refill(Instant::now());
-        }
-        match self.tokens.checked_sub(1) {
-            Some(left) => {
-                self.tokens = left;
-                true
-            }
-            None => false,
-        }
+        self.take(1)
     }
 
     /// Takes `n` tokens at once; `false`, taking none, if fewer are left.

@@ -8,39 +8,28 @@
 //! at `#[rpc_service]`, before).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::Ident;
-use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
 use crate::model::{Method, Service, is_byte_vec};
 use crate::names::Names;
 use crate::streams::{self, Returns};
 
-/// The name of `method`'s answer struct, made as the argument struct's is.
+/// The name of `method`'s answer struct.
 fn ident(names: &Names, method: &Method<'_>) -> Ident {
-    named("answer", names, method)
+    names.generated("answer", method)
 }
 
 /// The names of the structs of the value and the error of `method`'s
 /// `Result<T, E>` answer.
 fn result_idents(names: &Names, method: &Method<'_>) -> (Ident, Ident) {
-    (named("ok", names, method), error_ident(names, method))
+    (names.generated("ok", method), error_ident(names, method))
 }
 
 /// The name of the struct of the error of `method`'s `Result<T, E>` answer.
 pub(crate) fn error_ident(names: &Names, method: &Method<'_>) -> Ident {
-    named("error", names, method)
-}
-
-fn named(what: &str, names: &Names, method: &Method<'_>) -> Ident {
-    let service = names.service.unraw().to_string();
-    format_ident!(
-        "__rpc_{what}_{}_{}_{}",
-        service.len(),
-        service,
-        method.ident.unraw()
-    )
+    names.generated("error", method)
 }
 
 /// Whether `method` answers once (it returns no stream), and so has an
@@ -167,39 +156,25 @@ fn carrier(
     cfgs: &[&syn::Attribute],
     private: &TokenStream,
 ) -> TokenStream {
-    let (ser, de) = (
-        Names::local("__RpcSerializer"),
-        Names::local("__RpcDeserializer"),
-    );
     let serialize = quote_spanned! {span=>
         #private::arg::<#ty, _>(#private::Whole(serializer, &self.0))
     };
     let deserialize = quote_spanned! {span=>
         #private::arg::<#ty, _>(#private::Read::new(deserializer))
     };
+    let impls = super::args::serde_impls(
+        name,
+        cfgs,
+        private,
+        serialize,
+        quote!(::core::result::Result::map(#deserialize, #name)),
+    );
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         struct #name(#ty);
 
-        #(#cfgs)*
-        impl #private::SerdeSerialize for #name {
-            fn serialize<#ser: #private::Serializer>(
-                &self,
-                serializer: #ser,
-            ) -> ::core::result::Result<#ser::Ok, #ser::Error> {
-                #serialize
-            }
-        }
-
-        #(#cfgs)*
-        impl<'de> #private::SerdeDeserialize<'de> for #name {
-            fn deserialize<#de: #private::Deserializer<'de>>(
-                deserializer: #de,
-            ) -> ::core::result::Result<Self, #de::Error> {
-                ::core::result::Result::map(#deserialize, #name)
-            }
-        }
+        #impls
     }
 }

@@ -7,7 +7,7 @@
 //! runtime's internals, before).
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::Ident;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -15,30 +15,9 @@ use syn::spanned::Spanned;
 use crate::model::{Method, Service};
 use crate::names::Names;
 
-/// The name of `method`'s argument struct. The trait's name goes in with
-/// its length, so that no other trait and method of the module make the
-/// same name (`Foo`'s `bar_baz` and `Foo_bar`'s `baz`).
+/// The name of `method`'s argument struct.
 pub(crate) fn ident(names: &Names, method: &Method<'_>) -> Ident {
-    let service = names.service.unraw().to_string();
-    format_ident!(
-        "__rpc_args_{}_{}_{}",
-        service.len(),
-        service,
-        method.ident.unraw()
-    )
-}
-
-/// `method`'s argument struct's visitor, beside it: named with a prefix
-/// of its own, as a suffix would name the arguments of a method called
-/// `m_visitor` the same as `m`'s visitor.
-fn visitor(names: &Names, method: &Method<'_>) -> Ident {
-    let service = names.service.unraw().to_string();
-    format_ident!(
-        "__rpc_visitor_{}_{}_{}",
-        service.len(),
-        service,
-        method.ident.unraw()
-    )
+    names.generated("args", method)
 }
 
 /// The types of the fields: the arguments besides a stream, `Vec<u8>` as
@@ -70,13 +49,9 @@ pub(crate) fn emit(service: &Service<'_>, names: &Names) -> TokenStream {
 fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
     let private = &names.private;
     let name = ident(names, method);
-    let visitor = visitor(names, method);
-    // Generic parameters and locals the user's types cannot be named.
-    let (ser, de, seq_access) = (
-        Names::local("__RpcSerializer"),
-        Names::local("__RpcDeserializer"),
-        Names::local("__RpcSeq"),
-    );
+    let visitor = names.generated("visitor", method);
+    // A generic parameter the user's types cannot be named.
+    let seq_access = Names::local("__RpcSeq");
     let cfgs: Vec<_> = method.cfgs().collect();
     let types = field_types(method, private);
     // The user's types, for spans: an error about one points at it.
@@ -109,23 +84,23 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
         }
     });
     let expecting = format!("the {len} arguments of {}", method.ident.unraw());
+    let impls = serde_impls(
+        &name,
+        &cfgs,
+        private,
+        quote! {
+            let mut tuple = #private::Serializer::serialize_tuple(serializer, #len)?;
+            #(#serialize)*
+            #private::SerializeTuple::end(tuple)
+        },
+        quote!(#private::Deserializer::deserialize_tuple(deserializer, #len, #visitor)),
+    );
     quote! {
         #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         struct #name(#(#types),*);
 
-        #(#cfgs)*
-        impl #private::SerdeSerialize for #name {
-            fn serialize<#ser: #private::Serializer>(
-                &self,
-                serializer: #ser,
-            ) -> ::core::result::Result<#ser::Ok, #ser::Error> {
-                let mut tuple = #private::Serializer::serialize_tuple(serializer, #len)?;
-                #(#serialize)*
-                #private::SerializeTuple::end(tuple)
-            }
-        }
 
         #(#cfgs)*
         #[doc(hidden)]
@@ -147,12 +122,40 @@ fn emit_one(method: &Method<'_>, names: &Names) -> TokenStream {
             }
         }
 
+        #impls
+    }
+}
+
+/// `name`'s `Serialize` and `Deserialize`, whose bodies are `serialize`
+/// (of `self` into `serializer`) and `deserialize` (from `deserializer`).
+pub(super) fn serde_impls(
+    name: &Ident,
+    cfgs: &[&syn::Attribute],
+    private: &TokenStream,
+    serialize: TokenStream,
+    deserialize: TokenStream,
+) -> TokenStream {
+    let (ser, de) = (
+        Names::local("__RpcSerializer"),
+        Names::local("__RpcDeserializer"),
+    );
+    quote! {
+        #(#cfgs)*
+        impl #private::SerdeSerialize for #name {
+            fn serialize<#ser: #private::Serializer>(
+                &self,
+                serializer: #ser,
+            ) -> ::core::result::Result<#ser::Ok, #ser::Error> {
+                #serialize
+            }
+        }
+
         #(#cfgs)*
         impl<'de> #private::SerdeDeserialize<'de> for #name {
             fn deserialize<#de: #private::Deserializer<'de>>(
                 deserializer: #de,
             ) -> ::core::result::Result<Self, #de::Error> {
-                #private::Deserializer::deserialize_tuple(deserializer, #len, #visitor)
+                #deserialize
             }
         }
     }
